@@ -1,0 +1,46 @@
+# grit: every target installs what it needs first (make setup is idempotent).
+SHELL := /bin/bash
+PYTHON_BOOT ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+GRIT := $(VENV)/bin/grit
+KOSMOS := $(VENV)/bin/kosmos
+STAMP := $(VENV)/.installed
+
+# Pipeline variables (override on the command line: make ground INPUT=... OUTPUT=...)
+INPUT ?= demo_out/shards
+OUTPUT ?= demo_out/grit
+DETECTOR ?= demo
+MODEL ?=
+BOX_THRESHOLD ?= 0.65
+NMS_IOU ?= 0.6
+RAY_ADDRESS ?=
+
+.PHONY: setup test test-fast demo bench clean help
+
+help:
+	@echo "make setup | test | demo | bench   (see README.md for the pipeline and companion targets)"
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip setuptools wheel
+	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -c "import spacy, torch, torchvision, transformers, ray, pyarrow, webdataset, img2dataset, PIL"
+	@touch $(STAMP)
+
+test: setup
+	$(PY) -m pytest -q tests
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow" tests
+
+demo: setup
+	$(PY) -m stages.demo
+
+bench: setup
+	$(PY) -m bench
+
+clean:
+	rm -rf demo_out bench_out .pytest_cache

@@ -1,0 +1,60 @@
+"""The ``grit`` command line. Each subcommand lives in ``grit_pipeline.commands.<module>``.
+
+A command module defines ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``;
+heavy imports (torch, spaCy, Ray) happen inside ``run`` so ``grit --help`` stays instant.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# (subcommand, module under grit_pipeline.commands)
+COMMANDS = [
+    ("spans", "spans"),
+    ("serialize", "serialize"),
+    ("ground", "ground"),
+    ("synth", "synth"),
+    ("evaluate-grounding", "evaluate_grounding"),
+    ("download", "download"),
+    ("run", "run"),
+    ("stage", "stage"),
+    ("stats", "stats"),
+    ("gallery", "gallery"),
+    ("report", "report"),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="grit", description="Build GRIT grounded image-text data (Kosmos-2) from image-caption shards."
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module_name in COMMANDS:
+        try:
+            module = importlib.import_module(f"grit_pipeline.commands.{module_name}")
+        except ModuleNotFoundError as error:
+            if error.name == f"grit_pipeline.commands.{module_name}":
+                continue  # command not built yet
+            raise
+        sub = subparsers.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(sub)
+        sub.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
