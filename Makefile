@@ -1,5 +1,6 @@
 # grit: every target installs what it needs first (make setup is idempotent).
 SHELL := /bin/bash
+export NO_ALBUMENTATIONS_UPDATE := 1
 PYTHON_BOOT ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
