@@ -1,0 +1,365 @@
+"""Backend ``hf``: transformers zero-shot object detectors as GRIT phrase-grounding detectors.
+
+Loads any checkpoint the Auto classes know (``AutoProcessor`` + ``AutoModelForZeroShotObjectDetection``)
+from a hub id or a local directory, once, and runs real batches:
+
+* Grounding DINO / MM Grounding DINO (GLIP's successors): one prompt per image with all its phrases,
+  ``"a dog . a hot dog ."``. The model scores every box against every prompt token; a box's score for a
+  phrase is the mean probability over that phrase's tokens (GLIP's and the official Grounding DINO
+  phrase-grounding rule), and the box goes to its best phrase. Which tokens belong to which phrase comes
+  from the tokenizer's character offsets of the prompt, never from searching decoded text, so "a dog" and
+  "a hot dog" in one prompt are told apart. Prompts longer than the model's text limit (``max_text_len``,
+  256 tokens) are split over several passes; nothing is cut silently.
+* OWLv2 / OWL-ViT: one text query per phrase (queries over the 16-token limit are truncated, counted and
+  logged); each box goes to its best query.
+
+Batching: images are preprocessed one by one (on the GPU when there is one) and grouped by their
+preprocessed size, so a batch never pads one image to another's size: batched detections equal one-image-
+at-a-time detections. OWL models resize every image to one square, so all of them batch together; Grounding
+DINO keeps the aspect ratio, so images batch with those of the same aspect ratio (give the detector many
+images per call, e.g. 4-8x ``batch_size``, to fill its batches). Text prompts are padded per batch.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter
+from dataclasses import dataclass
+from typing import Sequence
+
+from grit_pipeline.detectors.base import Detection, Detector, register_detector
+
+log = logging.getLogger(__name__)
+
+GROUNDING_DINO_TYPES = ("grounding-dino", "mm-grounding-dino")
+OWL_TYPES = ("owlv2", "owlvit")
+PHRASE_SEPARATOR = " . "  # Grounding DINO's class separator; the prompt also ends with " ."
+# Characters Grounding DINO treats as phrase delimiters ("." and "?" are special token ids in the model):
+# inside a phrase they are replaced by spaces (same length, so character offsets stay valid).
+_DELIMITER_CHARS = str.maketrans({".": " ", "?": " ", "\n": " ", "\r": " ", "\t": " "})
+DEFAULT_MIN_SCORE = 0.05
+
+_DTYPES = {
+    "float32": "float32", "fp32": "float32", "float": "float32",
+    "float16": "float16", "fp16": "float16", "half": "float16",
+    "bfloat16": "bfloat16", "bf16": "bfloat16",
+}
+
+
+def resolve_device(device: str | None = "auto") -> str:
+    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; anything else is passed to torch."""
+    import torch
+
+    if device in (None, "", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    torch.device(device)  # raises on a malformed device string
+    return device
+
+
+def resolve_dtype(dtype, device: str):
+    """``None``/``auto`` -> float16 on CUDA, float32 elsewhere; accepts fp16/bf16/fp32 spellings."""
+    import torch
+
+    if dtype in (None, "", "auto"):
+        return torch.float16 if str(device).startswith("cuda") else torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    name = _DTYPES.get(str(dtype).lower())
+    if name is None:
+        raise ValueError(f"unknown dtype {dtype!r}; use auto, float32, float16 or bfloat16")
+    return getattr(torch, name)
+
+
+# --- prompts and token -> phrase attribution (pure functions, tested directly) ---------------------------
+
+def build_prompt(phrases: Sequence[str]) -> tuple[str, list[tuple[int, int]]]:
+    """Grounding DINO prompt for phrases and each phrase's character span in it.
+
+    ``["a dog", "a hot dog"]`` -> ``("a dog . a hot dog .", [(0, 5), (8, 17)])``. Delimiter characters inside
+    a phrase are replaced by spaces so the model does not split the phrase.
+    """
+    parts: list[str] = []
+    spans: list[tuple[int, int]] = []
+    position = 0
+    for k, phrase in enumerate(phrases):
+        text = str(phrase).translate(_DELIMITER_CHARS)
+        if k:
+            parts.append(PHRASE_SEPARATOR)
+            position += len(PHRASE_SEPARATOR)
+        spans.append((position, position + len(text)))
+        parts.append(text)
+        position += len(text)
+    parts.append(" .")
+    return "".join(parts), spans
+
+
+def token_phrase_map(offsets: Sequence[tuple[int, int]], phrase_spans: Sequence[tuple[int, int]]) -> list[list[int]]:
+    """For each phrase, the indices of the tokens whose characters fall inside its span of the prompt.
+
+    ``offsets`` is the tokenizer's ``offset_mapping`` for the prompt (special and padding tokens have empty
+    ``(0, 0)`` offsets and belong to no phrase).
+    """
+    tokens: list[list[int]] = [[] for _ in phrase_spans]
+    for t, (start, end) in enumerate(offsets):
+        start, end = int(start), int(end)
+        if end <= start:
+            continue
+        for p, (p_start, p_end) in enumerate(phrase_spans):
+            if start < p_end and end > p_start:
+                tokens[p].append(t)
+                break
+    return tokens
+
+
+@dataclass
+class _Row:
+    """One forward-pass row: an image with one prompt (Grounding DINO) or its query list (OWL)."""
+
+    image_index: int
+    phrase_indices: list[int]   # phrases this row covers, in prompt/query order
+    prompt: str | None = None   # Grounding DINO
+    spans: list[tuple[int, int]] | None = None
+    queries: list[str] | None = None  # OWL: one query text per phrase
+
+
+@register_detector("hf")
+class HFDetector(Detector):
+    """A transformers zero-shot object detector (Grounding DINO, MM Grounding DINO, OWLv2, OWL-ViT).
+
+    ``model``: hub id or local directory (``save_pretrained`` layout with the processor files).
+    ``device``: ``auto`` (CUDA when present), ``cpu``, ``cuda``, ``cuda:1``...
+    ``dtype``: ``auto`` (float16 on CUDA, float32 on CPU), ``float32``, ``float16``, ``bfloat16``.
+    ``batch_size``: rows (image + prompt) per forward pass.
+    ``min_score``: raw boxes scoring below this are not reported (saves memory: a Grounding DINO pass
+    yields 900 boxes); it must stay below the box threshold, and only shortens the ``dropped`` list.
+    """
+
+    def __init__(self, model: str | None = None, device: str | None = "auto", dtype=None, batch_size: int = 8,
+                 min_score: float = DEFAULT_MIN_SCORE, revision: str | None = None, **from_pretrained_kwargs):
+        import torch
+        from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
+
+        if not model:
+            raise ValueError("detector 'hf' needs a model: a hub id (e.g. IDEA-Research/grounding-dino-tiny, "
+                             "google/owlv2-base-patch16-ensemble) or a local save_pretrained directory")
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.model_name = str(model)
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.batch_size = int(batch_size)
+        self.min_score = float(min_score)
+        kwargs = dict(from_pretrained_kwargs)
+        if revision:
+            kwargs["revision"] = revision
+        self.processor = AutoProcessor.from_pretrained(self.model_name, **kwargs)
+        self.model = AutoModelForZeroShotObjectDetection.from_pretrained(self.model_name, dtype=self.dtype, **kwargs)
+        self.model.to(self.device).eval()
+        self.model_type = self.model.config.model_type
+        if self.model_type in GROUNDING_DINO_TYPES:
+            self.family = "grounding-dino"
+            self.text_limit = int(self.model.config.max_text_len)
+        elif self.model_type in OWL_TYPES:
+            self.family = "owl"
+            self.text_limit = int(self.model.config.text_config.max_position_embeddings)
+        else:
+            raise ValueError(f"model type {self.model_type!r} is not supported by detector 'hf' "
+                             f"(supported: {', '.join(GROUNDING_DINO_TYPES + OWL_TYPES)})")
+        self.tokenizer = self.processor.tokenizer
+        self.image_processor = self.processor.image_processor
+        # OWLv2 pads each image to a square (bottom/right) before resizing: its boxes are fractions of that
+        # square. OWL-ViT resizes without padding.
+        self.square_padded = self.model_type == "owlv2" and bool(getattr(self.image_processor, "do_pad", True))
+        self.stats: Counter = Counter()
+        self._torch = torch
+
+    def __repr__(self) -> str:
+        return (f"HFDetector(model={self.model_name!r}, type={self.model_type}, device={self.device}, "
+                f"dtype={str(self.dtype).replace('torch.', '')}, batch_size={self.batch_size})")
+
+    # --- public API -------------------------------------------------------------------------------------
+
+    def detect(self, images, phrases) -> list[list[Detection]]:
+        """Raw detections per image (one box per model query, attributed to its best phrase)."""
+        if len(images) != len(phrases):
+            raise ValueError(f"got {len(images)} images but {len(phrases)} phrase lists")
+        results: list[list[Detection]] = [[] for _ in images]
+        rows = self._plan_rows(phrases)
+        if not rows:
+            return results
+        pixels = {}
+        for row in rows:
+            if row.image_index not in pixels:
+                pixels[row.image_index] = self._pixel_values(images[row.image_index])
+        groups: dict[tuple, list[_Row]] = {}
+        for row in rows:  # batch only images of one preprocessed size: no padding between images
+            groups.setdefault(tuple(pixels[row.image_index].shape), []).append(row)
+        for group in groups.values():
+            for start in range(0, len(group), self.batch_size):
+                chunk = group[start:start + self.batch_size]
+                for row, detections in self._run_rows(chunk, pixels, images):
+                    results[row.image_index].extend(detections)
+        return results
+
+    # --- planning ---------------------------------------------------------------------------------------
+
+    def _plan_rows(self, phrases) -> list[_Row]:
+        rows: list[_Row] = []
+        for i, image_phrases in enumerate(phrases):
+            lengths = self._phrase_token_counts(image_phrases)
+            usable = [p for p, n in enumerate(lengths) if n > 0]
+            if not usable:
+                continue
+            if self.family == "owl":
+                too_long = [p for p in usable if lengths[p] + 2 > self.text_limit]
+                if too_long:
+                    self.stats["truncated_phrases"] += len(too_long)
+                    log.warning("%d phrase(s) longer than the model's %d-token query limit were truncated: %r",
+                                len(too_long), self.text_limit, [image_phrases[p] for p in too_long][:3])
+                rows.append(_Row(i, usable, queries=[str(image_phrases[p]) for p in usable]))
+            else:
+                for group in self._split_passes(usable, lengths, image_phrases):
+                    prompt, spans = build_prompt([image_phrases[p] for p in group])
+                    rows.append(_Row(i, group, prompt, spans))
+        return rows
+
+    def _phrase_token_counts(self, image_phrases) -> list[int]:
+        if not image_phrases:
+            return []
+        texts = [str(p).translate(_DELIMITER_CHARS) for p in image_phrases]
+        encoded = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        return [len(ids) for ids in encoded]
+
+    def _split_passes(self, usable, lengths, image_phrases) -> list[list[int]]:
+        """Pack phrases into prompts of at most ``text_limit`` tokens ([CLS] + (phrase + '.')* + [SEP])."""
+        passes: list[list[int]] = []
+        current: list[int] = []
+        used = 2
+        for p in usable:
+            cost = lengths[p] + 1
+            if current and used + cost > self.text_limit:
+                passes.append(current)
+                current, used = [], 2
+            if used + cost > self.text_limit:  # a single phrase longer than the limit: its own, truncated pass
+                self.stats["truncated_phrases"] += 1
+                log.warning("phrase of %d tokens exceeds the model's %d-token text limit and was truncated: %r",
+                            lengths[p], self.text_limit, str(image_phrases[p])[:80])
+            current.append(p)
+            used += cost
+        if current:
+            passes.append(current)
+        if len(passes) > 1:
+            self.stats["split_prompts"] += 1
+        return passes
+
+    # --- model ------------------------------------------------------------------------------------------
+
+    def _pixel_values(self, image):
+        kwargs = {"return_tensors": "pt"}
+        if self.device != "cpu":
+            kwargs["device"] = self.device  # resize/normalise on the GPU
+        try:
+            features = self.image_processor(images=[image], **kwargs)
+        except TypeError:
+            kwargs.pop("device", None)
+            features = self.image_processor(images=[image], **kwargs)
+        return features["pixel_values"].to(self.device, self.dtype)
+
+    def _run_rows(self, rows: list[_Row], pixels, images):
+        torch = self._torch
+        try:
+            with torch.inference_mode():
+                pixel_values = torch.cat([pixels[r.image_index] for r in rows])
+                if self.family == "owl":
+                    return self._run_owl(rows, pixel_values, images)
+                return self._run_grounding_dino(rows, pixel_values, images)
+        except torch.cuda.OutOfMemoryError:
+            if len(rows) == 1:
+                raise
+            torch.cuda.empty_cache()
+            self.stats["oom_splits"] += 1
+            log.warning("CUDA out of memory on a batch of %d; retrying as two halves", len(rows))
+            half = len(rows) // 2
+            return self._run_rows(rows[:half], pixels, images) + self._run_rows(rows[half:], pixels, images)
+
+    def _run_grounding_dino(self, rows, pixel_values, images):
+        torch = self._torch
+        encoded = self.tokenizer(
+            [r.prompt for r in rows], padding="longest", truncation=True, max_length=self.text_limit,
+            return_offsets_mapping=True, return_token_type_ids=True, return_tensors="pt",
+        )
+        offsets = encoded.pop("offset_mapping").tolist()
+        inputs = {k: v.to(self.device) for k, v in encoded.items()}
+        pixel_mask = torch.ones(pixel_values.shape[0], *pixel_values.shape[2:], dtype=torch.long, device=self.device)
+        outputs = self.model(pixel_values=pixel_values, pixel_mask=pixel_mask, **inputs)
+        self.stats["forward_passes"] += 1
+        self.stats["rows"] += len(rows)
+        seq_len = inputs["input_ids"].shape[1]
+        probs = outputs.logits[:, :, :seq_len].float().sigmoid()  # (rows, queries, tokens)
+        boxes = _cxcywh_to_xyxy(outputs.pred_boxes.float())
+        out = []
+        for b, row in enumerate(rows):
+            token_lists = token_phrase_map(offsets[b], row.spans)
+            # (phrases, tokens) averaging matrix: a phrase's score is the mean of its tokens' probabilities
+            weights = torch.zeros(len(token_lists), seq_len, device=probs.device)
+            present = []
+            for k, tokens in enumerate(token_lists):
+                if tokens:
+                    weights[k, tokens] = 1.0 / len(tokens)
+                    present.append(k)
+            if not present:
+                out.append((row, []))
+                continue
+            phrase_scores = probs[b] @ weights[present].T  # (queries, present phrases)
+            scores, best = phrase_scores.max(dim=1)
+            phrase_ids = [row.phrase_indices[k] for k in present]
+            out.append((row, self._detections(boxes[b], scores, best, phrase_ids, images[row.image_index])))
+        return out
+
+    def _run_owl(self, rows, pixel_values, images):
+        torch = self._torch
+        max_queries = max(len(r.phrase_indices) for r in rows)
+        texts = []
+        for r in rows:
+            texts.extend(r.queries)
+            texts.extend([" "] * (max_queries - len(r.phrase_indices)))  # padding queries, masked below
+        encoded = self.tokenizer(texts, padding="max_length", truncation=True, max_length=self.text_limit,
+                                 return_tensors="pt")
+        inputs = {k: v.to(self.device) for k, v in encoded.items() if k in ("input_ids", "attention_mask")}
+        outputs = self.model(pixel_values=pixel_values, **inputs)
+        self.stats["forward_passes"] += 1
+        self.stats["rows"] += len(rows)
+        logits = outputs.logits.float()  # (rows, patches, max_queries)
+        boxes = _cxcywh_to_xyxy(outputs.pred_boxes.float())
+        out = []
+        for b, row in enumerate(rows):
+            n = len(row.phrase_indices)
+            scores, best = logits[b, :, :n].max(dim=1)
+            scores = scores.sigmoid()
+            image_boxes = boxes[b]
+            if self.square_padded:
+                width, height = images[row.image_index].size
+                side = max(width, height)
+                scale = torch.tensor([side / width, side / height, side / width, side / height],
+                                     device=image_boxes.device)
+                image_boxes = image_boxes * scale
+            out.append((row, self._detections(image_boxes, scores, best, row.phrase_indices, images[row.image_index])))
+        return out
+
+    def _detections(self, boxes, scores, best, phrase_ids, image) -> list[Detection]:
+        keep = scores >= self.min_score
+        boxes = boxes[keep].clamp(0.0, 1.0).tolist()
+        scores = scores[keep].tolist()
+        best = best[keep].tolist()
+        return [
+            Detection(phrase_ids[k], (x1, y1, x2, y2), float(s))
+            for (x1, y1, x2, y2), s, k in zip(boxes, scores, best)
+            if math.isfinite(s)
+        ]
+
+
+def _cxcywh_to_xyxy(boxes):
+    cx, cy, w, h = boxes.unbind(-1)
+    import torch
+
+    return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=-1)
