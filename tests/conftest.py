@@ -17,3 +17,9 @@ def nlp():
     from grit_pipeline.text import load_nlp
 
     return load_nlp()
+
+from hypothesis import settings  # noqa: E402
+
+# Deterministic property tests: the same examples on every run and machine.
+settings.register_profile("grit", derandomize=True, deadline=None, print_blob=True)
+settings.load_profile("grit")
