@@ -57,7 +57,8 @@ def decode_image(data: bytes | bytearray | memoryview | None, max_pixels: int | 
     except ImageDecodeError:
         raise
     except Image.DecompressionBombError as error:
-        raise ImageDecodeError(f"image too large (Pillow decompression-bomb limit): {error}") from None
+        # Pillow refuses in open() itself beyond twice its own limit (~179 Mpixels), before our check.
+        raise ImageDecodeError(f"image too large (Pillow decompression-bomb guard): {error}") from None
     except UnidentifiedImageError:
         raise ImageDecodeError(f"not a recognised image format ({len(data)} bytes)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as error:
