@@ -16,8 +16,12 @@ MODEL ?=
 BOX_THRESHOLD ?= 0.65
 NMS_IOU ?= 0.6
 RAY_ADDRESS ?=
+# make download URL_LIST=laion.parquet SOURCE=laion  ->  shards in $(INPUT), which the next stage reads
+URL_LIST ?=
+SOURCE ?= laion
+DOWNLOAD_ARGS ?=
 
-.PHONY: setup test test-fast demo bench clean help
+.PHONY: setup test test-fast demo bench clean help download
 
 help:
 	@echo "make setup | test | demo | bench   (see README.md for the pipeline and companion targets)"
@@ -42,6 +46,10 @@ demo: setup
 
 bench: setup
 	$(PY) -m bench
+
+download: setup
+	@test -n "$(URL_LIST)" || { echo "usage: make download URL_LIST=FILE_OR_DIR [SOURCE=laion|coyo|custom] [INPUT=shards dir] [DOWNLOAD_ARGS='--image-size 512 ...']"; exit 2; }
+	$(PY) -m stages.download --input "$(URL_LIST)" --output "$(INPUT)" --source "$(SOURCE)" $(DOWNLOAD_ARGS)
 
 clean:
 	rm -rf demo_out bench_out .pytest_cache
