@@ -1,0 +1,33 @@
+"""`grit stats DIR`: a GRIT build's totals in the paper's Table 1 terms, and why samples were dropped."""
+from __future__ import annotations
+
+import json
+import sys
+
+HELP = "totals of a GRIT build (images, boxes, text spans, expression length) and drop reasons"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("output", help="a GRIT build folder (grit run --output)")
+    parser.add_argument("--json", action="store_true", help="print the totals as JSON")
+    parser.add_argument("--top", type=int, default=10, help="how many drop reasons to list")
+
+
+def run(args) -> int:
+    from grit_pipeline.pipeline import collect_totals, drop_reasons, format_totals
+    from grit_pipeline.pipeline.storage import Folder
+
+    if not Folder(args.output).exists():
+        print(f"grit stats: error: no such folder {args.output}", file=sys.stderr)
+        return 2
+    totals = collect_totals(args.output)
+    if totals["shards"] == 0:
+        print(f"grit stats: error: no finished shard in {args.output} (no NNNNN.done)", file=sys.stderr)
+        return 2
+    reasons = drop_reasons(args.output, top=args.top)
+    if args.json:
+        totals["drop_reasons"] = [{"status": s, "reason": r, "count": n} for s, r, n in reasons]
+        print(json.dumps(totals, indent=1, sort_keys=True))
+    else:
+        print(format_totals(totals, reasons))
+    return 0

@@ -1,0 +1,163 @@
+"""Run the pipeline programmatically: ``run_pipeline`` (fused, `grit run`) and ``run_stage`` (one stage).
+
+Both pick the shards to do (skipping finished ones; see ``shards``), run the stages with the chosen engine
+(``ray`` by default, ``local`` in-process) and commit each shard atomically as soon as it is complete.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .config import STAGE_ORDER, PipelineConfig
+from .progress import Progress
+from .shards import BuildSink, InputSource, StageSink, StageSource
+from .stages import FUSED, STAGE_CLASSES
+from .storage import Folder
+
+
+@dataclass
+class RunSummary:
+    """What a run did. ``counts`` are per status over the shards written by this run."""
+
+    output: str
+    shards_total: int = 0
+    shards_written: list[str] = field(default_factory=list)
+    shards_skipped: list[str] = field(default_factory=list)
+    shards_not_ready: list[str] = field(default_factory=list)  # stage mode: upstream not finished
+    samples: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def run_pipeline(config: PipelineConfig) -> RunSummary:
+    """The fused pipeline: input shards -> GRIT build in one streaming pass, no intermediates."""
+    _check(config, need_input=True)
+    summary = _execute(config, "run", InputSource(config), FUSED, BuildSink(config),
+                       own_params=config.params_through("write"))
+    write_run_files(config, summary, mode="fused")
+    return summary
+
+
+def run_stage(stage: str, config: PipelineConfig) -> RunSummary:
+    """One stage of stage-by-stage mode, reading the previous stage's per-shard parquet.
+
+    ``noun_chunks`` reads the input shards and writes WORK/noun_chunks/; ``ground`` and ``expand`` read the
+    previous stage's folder under WORK and write their own; ``write`` reads WORK/expand/ and writes the build.
+    """
+    stage = stage.replace("-", "_")
+    if stage not in STAGE_ORDER:
+        raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGE_ORDER)}")
+    _check(config, need_input=stage == "noun_chunks")
+    index = STAGE_ORDER.index(stage)
+    work = config.work_dir()
+    if index == 0:
+        source = InputSource(config)
+    else:
+        source = StageSource(work, STAGE_ORDER[index - 1])
+        if not source.shards() and not source.incomplete():
+            previous = STAGE_ORDER[index - 1].replace("_", "-")
+            raise FileNotFoundError(
+                f"no output of stage {previous} under {source.folder.url}; run `grit stage {previous}` "
+                f"(make {previous}) first, with the same --output/--work")
+    sink = BuildSink(config) if stage == "write" else StageSink(work, stage)
+    summary = _execute(config, stage.replace("_", "-"), source, STAGE_CLASSES[stage], sink,
+                       own_params=config.stage_params(stage))
+    if stage == "write":
+        write_run_files(config, summary, mode="stages")
+    return summary
+
+
+def _check(config: PipelineConfig, need_input: bool) -> None:
+    from grit_pipeline.grounding import check_thresholds
+
+    if need_input and not config.input:
+        raise ValueError("an input folder is required (--input PATH_OR_URL)")
+    if not config.output:
+        raise ValueError("an output folder is required (--output DIR)")
+    if config.engine not in ("ray", "local"):
+        raise ValueError(f"engine must be 'ray' or 'local', got {config.engine!r}")
+    check_thresholds(config.box_threshold, config.nms_iou)
+
+
+def _execute(config: PipelineConfig, label: str, source, stage_classes, sink, own_params: dict) -> RunSummary:
+    started = time.monotonic()
+    shards = source.shards()
+    if config.shards is not None:
+        wanted = set(config.shards)
+        shards = [s for s in shards if s in wanted]
+    summary = RunSummary(output=config.output, shards_total=len(shards))
+    summary.shards_not_ready = source.incomplete()
+    expected = {shard: {**source.params(shard), **own_params} for shard in shards}
+    todo = []
+    for shard in shards:
+        if not config.overwrite and sink.is_done(shard, expected[shard]):
+            summary.shards_skipped.append(shard)
+        else:
+            todo.append(shard)
+    progress = Progress(label, len(todo), enabled=config.progress, interval_s=config.progress_interval_s)
+    progress.message(f"{len(shards)} shards: {len(summary.shards_skipped)} already done, {len(todo)} to do"
+                     + (f", {len(summary.shards_not_ready)} not ready upstream" if summary.shards_not_ready else ""))
+    for shard in todo:
+        sink.clear(shard)
+
+    def commit(shard: str, samples: list[dict[str, Any]]) -> None:
+        sink.write(shard, samples, expected[shard], source.describe(shard))
+        summary.shards_written.append(shard)
+        summary.samples += len(samples)
+        for sample in samples:
+            if sample["status"] is not None:
+                summary.counts[sample["status"]] = summary.counts.get(sample["status"], 0) + 1
+        progress.shard_written(shard, len(samples))
+
+    if todo:
+        if config.engine == "local":
+            from .engine_local import run_local
+
+            run_local(config, source, stage_classes, todo, commit, progress)
+        else:
+            from .engine_ray import run_ray
+
+            run_ray(config, source, stage_classes, todo, commit, progress)
+    summary.seconds = round(time.monotonic() - started, 3)
+    progress.message(f"done: {len(summary.shards_written)} shards written, {summary.samples:,} samples, "
+                     f"{summary.seconds:.1f} s; statuses {dict(sorted(summary.counts.items()))}")
+    return summary
+
+
+def write_run_files(config: PipelineConfig, summary: RunSummary, mode: str) -> None:
+    """``_run.json`` (parameters, versions, this run) and ``_stats.json`` (totals over finished shards)."""
+    from .stats import collect_totals
+
+    folder = Folder(config.output)
+    folder.makedirs()
+    run_info = {
+        "mode": mode,
+        "params": config.params_through("write"),
+        "engine": config.engine,
+        "ray_address": config.ray_address,
+        "last_run": {k: v for k, v in summary.to_dict().items() if k not in ("shards_written", "shards_skipped")}
+        | {"shards_written": len(summary.shards_written), "shards_skipped": len(summary.shards_skipped)},
+        "versions": _versions(),
+        "command": sys.argv,
+    }
+    folder.write_bytes("_run.json", json.dumps(run_info, indent=1, sort_keys=True, default=str).encode("utf-8"))
+    folder.write_bytes("_stats.json", json.dumps(collect_totals(config.output), indent=1, sort_keys=True).encode("utf-8"))
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for package in ("grit", "spacy", "torch", "transformers", "ray", "pyarrow"):
+        try:
+            out[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    return out

@@ -1,0 +1,117 @@
+"""The Ray Data engine: one streaming pass over all shards, stages as Ray Data operators.
+
+    shards --read (tasks, ``read_parallelism`` at a time)--> samples
+           --noun_chunks (CPU actor pool, spaCy loaded once per actor)-->
+           --ground (actor pool with ``num_gpus`` each, detector loaded once per actor)-->
+           --expand (CPU tasks)--> driver: collects each shard's samples, commits it when complete
+
+Ray Data's streaming executor applies backpressure between operators, and at most ``read_parallelism``
+shards are being read at a time, so memory depends on batch and pool sizes, not on the number of shards.
+Every sample carries its shard's name and size; the driver commits a shard (sorted by key) as soon as all
+its samples arrived, so output never depends on the order Ray schedules batches in.
+"""
+from __future__ import annotations
+
+import sys
+from collections import defaultdict
+from typing import Any, Callable
+
+from .config import PipelineConfig
+from .sample import rows_to_table, table_to_rows
+
+READ_BLOCK_ROWS = 256  # samples per block a read task yields (bounds block size; an input shard is ~10k)
+LIGHT_TASK_CPUS = 0.5  # read and expand tasks are light; they must fit beside the actor pools
+
+
+def init_ray(config: PipelineConfig) -> bool:
+    """Connect to ``config.ray_address`` or start a local Ray in this process; True if started here."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    common = dict(include_dashboard=False, log_to_driver=True, configure_logging=False)
+    if config.ray_address:
+        ray.init(address=config.ray_address, **common)
+        return True
+    # Logical CPUs: all cores, but at least enough for both actor pools plus the light tasks, so the
+    # pipeline can always be scheduled on a small machine (Ray oversubscribes; the OS shares the cores).
+    cpus = max(config.resolved_num_cpus(), config.text_pool + config.ground_pool + 1)
+    ray.init(num_cpus=cpus, **common)
+    return True
+
+
+def _read_shards(batch, source):
+    """Map task: shard names -> that shard's samples, in blocks of READ_BLOCK_ROWS rows."""
+    for shard in batch.column("shard").to_pylist():
+        samples = source.read(shard)
+        for start in range(0, len(samples), READ_BLOCK_ROWS):
+            yield rows_to_table(samples[start:start + READ_BLOCK_ROWS])
+
+
+class _StageActor:
+    """Ray actor hosting one stage (its model loaded once, in the constructor)."""
+
+    def __init__(self, stage_class, config):
+        self.stage = stage_class(config)
+        self.stage.setup()
+        self.stage._ready = True
+
+    def __call__(self, table):
+        return rows_to_table(self.stage(table_to_rows(table)))
+
+
+def _run_stateless_stage(table, stage_class, config):
+    return rows_to_table(stage_class(config)(table_to_rows(table)))
+
+
+def run_ray(config: PipelineConfig, source, stage_classes, todo: list[str],
+            commit: Callable[[str, list[dict[str, Any]]], None], progress) -> None:
+    import ray
+
+    started_here = init_ray(config)
+    try:
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = bool(config.progress)
+        context.print_on_execution_start = bool(config.progress)
+        ds = ray.data.from_items([{"shard": shard} for shard in todo], override_num_blocks=max(1, len(todo)))
+        ds = ds.map_batches(_read_shards, fn_kwargs={"source": source}, batch_size=1, batch_format="pyarrow",
+                            concurrency=max(1, config.read_parallelism), num_cpus=LIGHT_TASK_CPUS)
+        num_gpus = config.resolved_num_gpus()
+        for stage_class in stage_classes:
+            if stage_class.uses_gpu:
+                gpu_args = {"num_gpus": num_gpus} if num_gpus > 0 else {}
+                ds = ds.map_batches(_StageActor, fn_constructor_args=(stage_class, config),
+                                    batch_size=max(1, config.ground_batch_size), batch_format="pyarrow",
+                                    concurrency=max(1, config.ground_pool), num_cpus=1, **gpu_args)
+            elif stage_class.name == "noun_chunks":
+                ds = ds.map_batches(_StageActor, fn_constructor_args=(stage_class, config),
+                                    batch_size=max(1, config.text_batch_size), batch_format="pyarrow",
+                                    concurrency=max(1, config.text_pool), num_cpus=1)
+            else:
+                ds = ds.map_batches(_run_stateless_stage, fn_args=(stage_class, config),
+                                    batch_size=max(1, config.text_batch_size), batch_format="pyarrow",
+                                    num_cpus=LIGHT_TASK_CPUS)
+
+        buffers: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        committed: set[str] = set()
+        for table in ds.iter_batches(batch_format="pyarrow", batch_size=None, prefetch_batches=1):
+            for row in table_to_rows(table):
+                shard = row["source_shard"]
+                buffer = buffers[shard]
+                buffer.append(row)
+                if len(buffer) == row["shard_total"]:
+                    commit(shard, buffers.pop(shard))
+                    committed.add(shard)
+        if buffers:
+            partial = {shard: len(rows) for shard, rows in buffers.items()}
+            raise RuntimeError(f"samples lost in the Ray pipeline (shard: samples received): {partial}")
+        for shard in todo:
+            if shard not in committed:  # a shard without samples sends nothing through the dataset
+                samples = source.read(shard)
+                if samples:
+                    raise RuntimeError(f"shard {shard}: none of its {len(samples)} samples came out of the pipeline")
+                commit(shard, samples)
+    finally:
+        if started_here:
+            ray.shutdown()
+        sys.stderr.flush()

@@ -1,0 +1,166 @@
+"""Where samples come from and go to, one shard at a time, with atomic commits and resume.
+
+Sources: ``InputSource`` (img2dataset folders, via ``ingest``) and ``StageSource`` (a previous stage's
+per-shard parquet). Sinks: ``BuildSink`` (the GRIT build, via the writers) and ``StageSink`` (per-shard
+parquet for the next stage).
+
+A sink commits a shard by writing each file atomically and then ``NNNNN.done`` last. The marker holds the
+output-affecting parameters the shard was built with; a shard counts as done only when its marker exists
+and matches the current parameters, so a rerun skips finished shards, redoes partial ones (no marker) and
+rebuilds stale ones (made with other parameters), like Make. Before rewriting a shard its marker goes
+first, so a crash mid-rewrite can never leave an old marker beside new files.
+"""
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .config import PipelineConfig, join_path
+from .ingest import InputShard, list_input_shards, read_input_shard
+from .sample import SAMPLE_SCHEMA, rows_to_table, table_to_rows
+from .storage import Folder
+
+DONE_SUFFIX = ".done"
+
+
+def sort_samples(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Samples in key order, so a shard's files never depend on scheduling; duplicate keys are a bug."""
+    ordered = sorted(samples, key=lambda s: s["key"])
+    for a, b in zip(ordered, ordered[1:]):
+        if a["key"] == b["key"]:
+            raise RuntimeError(f"key {a['key']!r} appears twice in shard {a['source_shard']}")
+    return ordered
+
+
+class InputSource:
+    """The shards of an img2dataset output folder."""
+
+    def __init__(self, config: PipelineConfig):
+        self.url = config.input
+        self.check_letterbox = config.check_letterbox
+        self._shards: dict[str, InputShard] = {}
+
+    def shards(self) -> list[str]:
+        self._shards = {s.name: s for s in list_input_shards(self.url)}
+        return sorted(self._shards)
+
+    def incomplete(self) -> list[str]:
+        return []
+
+    def params(self, shard: str) -> dict[str, Any]:
+        return {}
+
+    def describe(self, shard: str) -> str:
+        s = self._shards.get(shard)
+        files = [] if s is None else [f for f, ok in ((".tar", s.has_tar), (".parquet", s.has_parquet)) if ok]
+        return join_path(self.url, shard) + ("{" + ",".join(files) + "}" if files else "")
+
+    def read(self, shard: str) -> list[dict[str, Any]]:
+        if shard not in self._shards:
+            self.shards()
+        return read_input_shard(self._shards[shard], check_letterbox=self.check_letterbox)
+
+
+class StageSource:
+    """A previous stage's finished per-shard parquet files (WORK/<stage>/NNNNN.parquet)."""
+
+    def __init__(self, work: str, stage: str):
+        self.stage = stage
+        self.folder = Folder(join_path(work, stage))
+
+    def shards(self) -> list[str]:
+        names = set(self.folder.names())
+        return sorted(n[: -len(DONE_SUFFIX)] for n in names if n.endswith(DONE_SUFFIX) and f"{n[:-len(DONE_SUFFIX)]}.parquet" in names)
+
+    def incomplete(self) -> list[str]:
+        names = set(self.folder.names())
+        return sorted(n[: -len(".parquet")] for n in names
+                      if n.endswith(".parquet") and f"{n[:-len('.parquet')]}{DONE_SUFFIX}" not in names)
+
+    def params(self, shard: str) -> dict[str, Any]:
+        return json.loads(self.folder.read_bytes(f"{shard}{DONE_SUFFIX}"))["params"]
+
+    def describe(self, shard: str) -> str:
+        return self.params(shard).get("input", "?") + f" (via {self.folder.uri(shard + '.parquet')})"
+
+    def read(self, shard: str) -> list[dict[str, Any]]:
+        with self.folder.open(f"{shard}.parquet") as f:
+            return table_to_rows(pq.read_table(f))
+
+
+class _Sink:
+    folder: Folder
+
+    def files(self, shard: str) -> list[str]:
+        raise NotImplementedError
+
+    def is_done(self, shard: str, params: dict[str, Any]) -> bool:
+        try:
+            marker = json.loads(self.folder.read_bytes(f"{shard}{DONE_SUFFIX}"))
+        except (FileNotFoundError, ValueError, KeyError):
+            return False
+        return marker.get("params") == params and all(self.folder.exists(name) for name in self.files(shard))
+
+    def clear(self, shard: str) -> None:
+        """Forget a shard before (re)building it: marker first, then its files and stray temp files."""
+        self.folder.remove(f"{shard}{DONE_SUFFIX}")
+        for name in self.files(shard):
+            self.folder.remove(name)
+        self.folder.remove_temps(prefix=shard)
+
+    def _mark_done(self, shard: str, params: dict[str, Any], samples: int) -> None:
+        marker = {"shard": shard, "samples": samples, "params": params}
+        self.folder.write_bytes(f"{shard}{DONE_SUFFIX}", json.dumps(marker, sort_keys=True).encode("utf-8"))
+
+
+class BuildSink(_Sink):
+    """The GRIT build: every writer's file per shard, then the marker."""
+
+    def __init__(self, config: PipelineConfig, writers=None):
+        from .writers import DEFAULT_WRITERS
+
+        self.config = config
+        self.folder = Folder(config.output)
+        self.writers = tuple(writers or DEFAULT_WRITERS)
+
+    def files(self, shard: str) -> list[str]:
+        return [w.filename(shard) for w in self.writers]
+
+    def write(self, shard: str, samples: list[dict[str, Any]], params: dict[str, Any], input_description: str) -> None:
+        from .writers import WriteContext
+
+        samples = sort_samples(samples)
+        unfinished = [s["key"] for s in samples if s["status"] is None]
+        if unfinished:
+            raise RuntimeError(f"shard {shard}: samples reached the writer unfinished: {unfinished[:5]}")
+        context = WriteContext(shard=shard, input=input_description, box_threshold=self.config.box_threshold,
+                               phrase_mode=self.config.phrase_mode)
+        self.folder.makedirs()
+        self.folder.remove(f"{shard}{DONE_SUFFIX}")
+        for writer in self.writers:
+            with self.folder.atomic_open(writer.filename(shard)) as f:
+                writer.write(samples, f, context)
+        self._mark_done(shard, params, len(samples))
+
+
+class StageSink(_Sink):
+    """A stage's output: WORK/<stage>/NNNNN.parquet (all samples, pipeline schema), then the marker."""
+
+    def __init__(self, work: str, stage: str):
+        self.stage = stage
+        self.folder = Folder(join_path(work, stage))
+
+    def files(self, shard: str) -> list[str]:
+        return [f"{shard}.parquet"]
+
+    def write(self, shard: str, samples: list[dict[str, Any]], params: dict[str, Any], input_description: str) -> None:
+        samples = sort_samples(samples)
+        self.folder.makedirs()
+        self.folder.remove(f"{shard}{DONE_SUFFIX}")
+        with self.folder.atomic_open(f"{shard}.parquet") as f:
+            pq.write_table(rows_to_table(samples), f, compression="zstd")
+        self._mark_done(shard, params, len(samples))

@@ -1,0 +1,163 @@
+"""The per-sample stages: plain classes over lists of sample dicts, the same for every engine.
+
+A stage is built from the run's ``PipelineConfig``; ``setup()`` loads its model once (per process, per
+Ray actor); ``__call__(samples)`` returns the samples with its fields filled in, finished samples passed
+through untouched. The engines only decide where and in which batches these run.
+
+- ``NounChunkStage`` (CPU, spaCy): noun chunks and their expansions (text core, one parse per caption).
+- ``GroundStage`` (GPU): decodes the image, runs the detector and class-agnostic NMS (``ground_batch``);
+  stores every NMS survivor whatever its score, so the threshold can be changed afterwards.
+- ``ExpandStage`` (CPU): applies the score threshold (``filter_detections``), gives each kept chunk's box to
+  its expansion (``assemble_record``) and serialises the grounded text.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from grit_pipeline import status as S
+
+from .config import PipelineConfig
+from .sample import add_seconds, finish, pending
+
+
+class Stage:
+    name = ""
+    uses_gpu = False
+
+    def __init__(self, config: PipelineConfig):
+        self.config = config
+        self._ready = False
+
+    def setup(self) -> None:
+        """Load models; called once before the first batch."""
+
+    def process(self, samples: list[dict[str, Any]]) -> None:
+        """Fill in this stage's fields of the pending samples (in place)."""
+        raise NotImplementedError
+
+    def __call__(self, samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if not self._ready:
+            self.setup()
+            self._ready = True
+        todo = [s for s in samples if pending(s)]
+        started = time.perf_counter()
+        if todo:
+            self.process(todo)
+        add_seconds(todo, self.name, time.perf_counter() - started)
+        return samples
+
+
+class NounChunkStage(Stage):
+    name = "noun_chunks"
+
+    def setup(self) -> None:
+        from grit_pipeline.text import load_nlp
+
+        self.nlp = load_nlp(self.config.spacy_model)
+
+    def process(self, samples):
+        from grit_pipeline.text import DEFAULT_ABSTRACT_NOUNS, caption_spans
+
+        nouns = self.config.abstract_nouns if self.config.abstract_nouns is not None else DEFAULT_ABSTRACT_NOUNS
+        results = caption_spans([s["caption"] for s in samples], nlp=self.nlp, abstract_nouns=nouns,
+                                batch_size=self.config.text_batch_size)
+        for sample, spans in zip(samples, results):
+            if spans.error:
+                finish(sample, S.BAD_CAPTION, spans.error, self.name)
+            elif not spans.noun_chunks:
+                finish(sample, S.NO_NOUN_CHUNKS, "no concrete noun chunk in the caption (after the abstract-noun filter)", self.name)
+            else:
+                sample["noun_chunk_spans"] = [list(span) for span in spans.noun_chunks]
+                sample["ref_exp_spans"] = [list(span) for span in spans.ref_exps]
+
+
+class GroundStage(Stage):
+    name = "ground"
+    uses_gpu = True
+
+    def setup(self) -> None:
+        from grit_pipeline.detectors.base import get_detector
+
+        options = dict(self.config.detector_options)
+        if self.config.model:
+            options["model"] = self.config.model
+        if self.config.dtype:
+            options["dtype"] = self.config.dtype
+        self.detector = get_detector(self.config.detector, device=self.config.device,
+                                     batch_size=self.config.ground_batch_size, **options)
+
+    def process(self, samples):
+        from grit_pipeline.grounding import ground_batch
+        from grit_pipeline.images import DEFAULT_MAX_PIXELS
+
+        max_pixels = self.config.max_pixels or DEFAULT_MAX_PIXELS
+        size = max(1, self.config.ground_batch_size)
+        for start in range(0, len(samples), size):
+            batch = samples[start:start + size]
+            phrases = [[s["caption"][a:b] for a, b in s["noun_chunk_spans"]] for s in batch]
+            results = ground_batch([s["image_bytes"] for s in batch], phrases, self.detector,
+                                   box_threshold=self.config.box_threshold, nms_iou=self.config.nms_iou,
+                                   max_pixels=max_pixels)
+            for sample, result in zip(batch, results):
+                sample["width"], sample["height"] = result.width, result.height
+                if result.status in (S.GROUNDED, S.NO_BOX):
+                    # Every NMS survivor, whatever its score: the threshold is applied by the expand stage.
+                    sample["detections"] = [[float(d.phrase_index), *map(float, d.box), float(d.score)]
+                                            for d in (*result.kept, *result.dropped)]
+                else:
+                    finish(sample, result.status, result.reason, self.name)
+
+
+class ExpandStage(Stage):
+    name = "expand"
+
+    def process(self, samples):
+        from grit_pipeline.assemble import assemble_record
+        from grit_pipeline.detectors.base import Detection
+        from grit_pipeline.grounding import filter_detections
+        from grit_pipeline.record import RecordError
+        from grit_pipeline.serialize import grounded_text
+        from grit_pipeline.text import CaptionSpans
+
+        config = self.config
+        for sample in samples:
+            detections = [Detection(int(v[0]), (v[1], v[2], v[3], v[4]), v[5]) for v in sample["detections"] or []]
+            kept, dropped = filter_detections(detections, config.box_threshold, config.nms_iou)
+            spans = CaptionSpans([tuple(s) for s in sample["noun_chunk_spans"]], [tuple(s) for s in sample["ref_exp_spans"]])
+            sample["dropped_boxes"] = [
+                [float(spans.noun_chunks[d.phrase_index][0]), float(spans.noun_chunks[d.phrase_index][1]),
+                 *map(float, d.box), float(d.score)]
+                for d in dropped
+            ]
+            if not kept:
+                best = max((d.score for d in dropped), default=None)
+                reason = f"no box scored above {config.box_threshold}" + (
+                    f" (best {best:.3f})" if best is not None else " (the detector returned no box)")
+                finish(sample, S.NO_BOX, reason, self.name)
+                continue
+            try:
+                record = assemble_record(
+                    sample["key"], sample["caption"], sample["width"], sample["height"], spans, kept,
+                    id=sample["id"], url=sample["url"],
+                    clip_similarity_vitb32=sample["clip_similarity_vitb32"],
+                    clip_similarity_vitl14=sample["clip_similarity_vitl14"],
+                )
+            except (RecordError, IndexError, TypeError, ValueError) as error:
+                finish(sample, S.DETECTOR_ERROR, f"detections do not make a valid record: {error}", self.name)
+                continue
+            sample["noun_chunks"] = record.noun_chunks
+            sample["ref_exps"] = record.ref_exps
+            sample["grounded_text"] = grounded_text(record, fmt=config.text_format, min_score=config.box_threshold,
+                                                    phrase_mode=config.phrase_mode, grid=config.grid)
+            finish(sample, S.GROUNDED, None, self.name)
+
+
+# Stage-by-stage mode: which per-sample stages each named stage runs.
+STAGE_CLASSES = {
+    "noun_chunks": (NounChunkStage,),
+    "ground": (GroundStage,),
+    "expand": (ExpandStage,),
+    "write": (),
+}
+FUSED = (NounChunkStage, GroundStage, ExpandStage)
