@@ -1,0 +1,82 @@
+"""Atomic training checkpoints with a ``latest`` pointer (open_clip / nanoGPT style).
+
+Layout under ``OUTPUT/checkpoints/``::
+
+    step_0000100/model/      save_pretrained model + processor (loadable by ``kosmos predict --model``)
+    step_0000100/state.pt    optimiser, scheduler, step, RNG states, data-reader positions, config
+    latest                   text file naming the newest complete checkpoint directory
+
+A checkpoint is written to ``step_N.tmp-<pid>`` and renamed when complete; ``latest`` is replaced
+atomically after that, so a crash at any point leaves the previous checkpoint usable.
+"""
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+LATEST = "latest"
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def save_checkpoint(root: Path, step: int, model, processor, state: dict[str, Any], keep: int = 2) -> Path:
+    """Write checkpoint ``step`` atomically, point ``latest`` at it, delete all but the newest ``keep``."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    name = f"step_{step:07d}"
+    final = root / name
+    tmp = root / f"{name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model.save_pretrained(tmp / "model")
+    processor.save_pretrained(tmp / "model")
+    torch.save(state, tmp / "state.pt")
+    if final.exists():  # a rerun of the same step replaces it
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _write_text_atomic(root / LATEST, name + "\n")
+    if keep > 0:
+        done = sorted(p for p in root.glob("step_*") if p.is_dir() and ".tmp-" not in p.name)
+        for old in done[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(root: Path) -> Path | None:
+    """The directory ``latest`` points at, or None when there is no complete checkpoint."""
+    pointer = Path(root) / LATEST
+    if not pointer.exists():
+        return None
+    path = Path(root) / pointer.read_text().strip()
+    if not (path / "state.pt").exists():
+        raise FileNotFoundError(f"{pointer} names {path}, which is not a complete checkpoint")
+    return path
+
+
+def load_state(path: Path) -> dict[str, Any]:
+    return torch.load(Path(path) / "state.pt", map_location="cpu", weights_only=False)

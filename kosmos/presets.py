@@ -1,0 +1,98 @@
+"""Model presets built with transformers' ``Kosmos2Config`` (GRIT_SPEC section 5).
+
+``paper`` is the 1.6B Kosmos-2 shape (ViT-L/14 at 224, 24-layer 2048-wide decoder, 64 latent queries);
+``small`` is a ~60M-parameter model meant for one GPU; ``tiny`` is for CPU tests (a few ms per step).
+The text vocabulary size is not part of a preset: it is the size of the tokenizer the model is built with.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Sizes of a from-scratch Kosmos-2 plus the training defaults that go with them."""
+
+    name: str
+    image_size: int
+    patch_size: int
+    vision_hidden: int
+    vision_layers: int
+    vision_heads: int
+    vision_ffn: int
+    text_hidden: int
+    text_layers: int
+    text_heads: int
+    text_ffn: int
+    latent_query_num: int
+    max_positions: int
+    dropout: float
+    tokenizer_vocab: int  # BPE vocabulary learnt from captions (before tag and patch-index tokens)
+    # training defaults (paper: lr 2e-4, 375 warm-up, 60k steps; scaled down for the small presets)
+    lr: float = 2e-4
+    warmup_steps: int = 375
+    max_steps: int = 60_000
+    batch_size: int = 8
+    max_length: int = 128  # text tokens after the image slots
+    extra: dict = field(default_factory=dict)
+
+
+PRESETS: dict[str, Preset] = {
+    "tiny": Preset(
+        name="tiny", image_size=64, patch_size=16, vision_hidden=32, vision_layers=1, vision_heads=2,
+        vision_ffn=64, text_hidden=64, text_layers=2, text_heads=4, text_ffn=128, latent_query_num=8,
+        max_positions=256, dropout=0.0, tokenizer_vocab=400, lr=2e-3, warmup_steps=20, max_steps=400,
+        batch_size=16, max_length=64,
+    ),
+    "small": Preset(
+        name="small", image_size=224, patch_size=16, vision_hidden=384, vision_layers=6, vision_heads=6,
+        vision_ffn=1536, text_hidden=512, text_layers=8, text_heads=8, text_ffn=2048, latent_query_num=64,
+        max_positions=512, dropout=0.1, tokenizer_vocab=8000, lr=5e-4, warmup_steps=375, max_steps=20_000,
+        batch_size=64, max_length=96,
+    ),
+    "paper": Preset(
+        name="paper", image_size=224, patch_size=14, vision_hidden=1024, vision_layers=24, vision_heads=16,
+        vision_ffn=4096, text_hidden=2048, text_layers=24, text_heads=32, text_ffn=8192, latent_query_num=64,
+        max_positions=2048, dropout=0.1, tokenizer_vocab=64000, lr=2e-4, warmup_steps=375, max_steps=60_000,
+        batch_size=64, max_length=128,
+    ),
+}
+
+
+def get_preset(name: str) -> Preset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
+
+
+def build_config(preset: Preset, vocab_size: int, pad_token_id: int = 1, bos_token_id: int = 0,
+                 eos_token_id: int = 2):
+    """A ``Kosmos2Config`` of the preset's sizes for a tokenizer of ``vocab_size`` tokens."""
+    from transformers import Kosmos2Config
+
+    text = dict(
+        vocab_size=vocab_size, embed_dim=preset.text_hidden, layers=preset.text_layers,
+        attention_heads=preset.text_heads, ffn_dim=preset.text_ffn, max_position_embeddings=preset.max_positions,
+        dropout=preset.dropout, attention_dropout=preset.dropout, pad_token_id=pad_token_id,
+        bos_token_id=bos_token_id, eos_token_id=eos_token_id,
+    )
+    vision = dict(
+        hidden_size=preset.vision_hidden, intermediate_size=preset.vision_ffn,
+        num_hidden_layers=preset.vision_layers, num_attention_heads=preset.vision_heads,
+        image_size=preset.image_size, patch_size=preset.patch_size,
+    )
+    return Kosmos2Config(text_config=text, vision_config=vision, latent_query_num=preset.latent_query_num)
+
+
+def build_model(preset: Preset, vocab_size: int, seed: int = 0, **token_ids):
+    """A randomly initialised ``Kosmos2ForConditionalGeneration`` (deterministic for a seed)."""
+    import torch
+    from transformers import Kosmos2ForConditionalGeneration
+
+    torch.manual_seed(seed)
+    return Kosmos2ForConditionalGeneration(build_config(preset, vocab_size, **token_ids))
+
+
+def count_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters())

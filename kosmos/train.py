@@ -1,0 +1,396 @@
+"""``kosmos train``: a training loop you can read top to bottom (nanoGPT style).
+
+One process (CPU or one GPU) or, with ``num_workers > 1`` / ``ray_address``, Ray Train's ``TorchTrainer``
+running the same loop on every worker under DistributedDataParallel.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from kosmos import checkpoint as ckpt
+from kosmos.data import DataConfig, GritShardStream, expand_urls, iter_records, make_loader
+from kosmos.presets import build_model, count_parameters, get_preset
+
+
+@dataclass
+class TrainConfig:
+    data: list[str]
+    output: str
+    preset: str = "tiny"
+    init: str | None = None            # pretrained model + processor directory (from_pretrained)
+    tokenizer: str | None = None       # processor directory to reuse instead of learning a tokenizer
+    tokenizer_samples: int = 100_000   # captions read to learn a from-scratch tokenizer
+    steps: int | None = None           # optimiser steps (preset default when None)
+    batch_size: int | None = None      # per worker and micro-step (preset default when None)
+    grad_accum: int = 1
+    lr: float | None = None            # peak learning rate (preset default when None)
+    warmup_steps: int | None = None
+    min_lr_ratio: float = 0.0          # linear decay ends at lr * min_lr_ratio
+    weight_decay: float = 0.01
+    beta1: float = 0.9
+    beta2: float = 0.98
+    grad_clip: float = 1.0
+    log_every: int = 10
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    stop_at_step: int | None = None    # leave early at this step (time-sliced jobs); resume continues
+    resume: str | None = None          # "latest" or a checkpoint directory
+    seed: int = 0
+    loader_workers: int = 0
+    device: str = "auto"
+    precision: str = "auto"            # auto: bf16 autocast on GPU, fp32 on CPU
+    num_workers: int = 1               # Ray Train workers
+    use_gpu: bool = False
+    ray_address: str | None = None
+    threads: int | None = None         # torch CPU threads (None: torch's default)
+    data_options: dict = field(default_factory=dict)  # DataConfig fields (grounding_prob, image_mode, ...)
+
+    def resolved(self) -> "TrainConfig":
+        preset = get_preset(self.preset)
+        values = asdict(self)
+        for name, default in (("steps", preset.max_steps), ("batch_size", preset.batch_size),
+                              ("lr", preset.lr), ("warmup_steps", preset.warmup_steps)):
+            if values[name] is None:
+                values[name] = default
+        values["warmup_steps"] = min(values["warmup_steps"], values["steps"])
+        return TrainConfig(**values)
+
+
+def lr_factor(step: int, warmup: int, total: int, min_ratio: float = 0.0) -> float:
+    """Linear warm-up to 1 over ``warmup`` steps, then linear decay to ``min_ratio`` at ``total``."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    if total <= warmup:
+        return 1.0
+    progress = min(1.0, (step - warmup) / (total - warmup))
+    return min_ratio + (1.0 - min_ratio) * (1.0 - progress)
+
+
+def location_token_mask(tokenizer) -> torch.Tensor:
+    """Boolean lookup over the vocabulary: True for ``<patch_index_NNNN>`` ids."""
+    vocab = tokenizer.get_vocab()
+    lookup = torch.zeros(max(len(tokenizer), max(vocab.values()) + 1), dtype=torch.bool)
+    for token, index in vocab.items():
+        if token.startswith("<patch_index_"):
+            lookup[index] = True
+    return lookup
+
+
+def sequence_losses(logits: torch.Tensor, labels: torch.Tensor, location_lookup: torch.Tensor):
+    """Next-token cross entropy: (mean loss, sum of location-token losses, number of location targets,
+    number of targets)."""
+    logits = logits[:, :-1].float()
+    targets = labels[:, 1:]
+    per_token = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100,
+                                reduction="none")
+    valid = targets.reshape(-1) != -100
+    n = valid.sum().clamp(min=1)
+    loc = valid & location_lookup.to(targets.device)[targets.reshape(-1).clamp(min=0)]
+    return per_token.sum() / n, per_token[loc].detach().sum(), loc.sum(), valid.sum()
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def autocast_for(device: torch.device, precision: str):
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    if precision != "fp32":
+        raise ValueError(f"precision must be auto, bf16 or fp32, got {precision!r}")
+    return nullcontext()
+
+
+# --------------------------------------------------------------------------- setup (driver side)
+
+def prepare_processor(cfg: TrainConfig, log=print):
+    """The processor to train with: a resumed run's, ``--init``'s, ``--tokenizer``'s, or a new one learnt
+    from the shards' captions (saved to OUTPUT/processor either way)."""
+    from kosmos.tokenizer import build_processor, load_processor, train_tokenizer
+
+    out = Path(cfg.output) / "processor"
+    if cfg.resume and out.exists():
+        return load_processor(out)
+    if cfg.init or cfg.tokenizer:
+        processor = load_processor(cfg.init or cfg.tokenizer)
+    else:
+        preset = get_preset(cfg.preset)
+        counters: dict[str, int] = {}
+        captions = []
+        for record in iter_records(expand_urls(cfg.data), counters):
+            captions.append(record["caption"])
+            if len(captions) >= cfg.tokenizer_samples:
+                break
+        log(f"learning a {preset.tokenizer_vocab}-token BPE tokenizer on {len(captions)} captions")
+        processor = build_processor(train_tokenizer(captions, preset.tokenizer_vocab), preset.image_size)
+    processor.save_pretrained(out)
+    return processor
+
+
+def build_or_load_model(cfg: TrainConfig, processor, resume_dir: Path | None):
+    from transformers import Kosmos2ForConditionalGeneration
+
+    if resume_dir is not None:
+        return Kosmos2ForConditionalGeneration.from_pretrained(resume_dir / "model")
+    if cfg.init:
+        return Kosmos2ForConditionalGeneration.from_pretrained(cfg.init)
+    tok = processor.tokenizer
+    return build_model(get_preset(cfg.preset), len(tok), seed=cfg.seed, pad_token_id=tok.pad_token_id,
+                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+
+
+def find_resume_dir(cfg: TrainConfig) -> Path | None:
+    if not cfg.resume:
+        return None
+    if cfg.resume == "latest":
+        return ckpt.latest_checkpoint(Path(cfg.output) / "checkpoints")
+    path = Path(cfg.resume)
+    if not (path / "state.pt").exists():
+        raise FileNotFoundError(f"--resume {path}: no state.pt there")
+    return path
+
+
+def configure_optimizer(model, cfg: TrainConfig):
+    """AdamW; weight decay on matrices only (biases, norms and embeddings' 1-d params undecayed)."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-6)
+
+
+# --------------------------------------------------------------------------- the loop
+
+def run_training(cfg: TrainConfig, processor, rank: int = 0, world_size: int = 1, device=None,
+                 log=print) -> dict[str, Any]:
+    """Train; returns a summary. Works alone or inside a torch.distributed process group."""
+    cfg = cfg.resolved()
+    device = device or resolve_device(cfg.device)
+    distributed = world_size > 1
+    is_main = rank == 0
+    out = Path(cfg.output)
+    resume_dir = find_resume_dir(cfg)
+    state = ckpt.load_state(resume_dir) if resume_dir else None
+
+    model = build_or_load_model(cfg, processor, resume_dir).to(device)
+    config = model.config
+    data_config = DataConfig(image_size=config.vision_config.image_size,
+                             num_image_tokens=config.latent_query_num, seed=cfg.seed,
+                             max_length=get_preset(cfg.preset).max_length)
+    for key, value in cfg.data_options.items():
+        setattr(data_config, key, value)
+    if is_main:
+        log(f"model: {count_parameters(model) / 1e6:.2f}M parameters, image {data_config.image_size}px, "
+            f"{data_config.num_image_tokens} image slots, vocab {config.text_config.vocab_size}, device {device}")
+
+    optimizer = configure_optimizer(model, cfg)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio))
+    step, consumed_batches, readers = 0, 0, {}
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step = state["step"]
+        consumed_batches = state["consumed_batches"]
+        readers = state["readers"][rank] if rank < len(state["readers"]) else {}
+        ckpt.set_rng_state(state["rng"][rank] if rank < len(state["rng"]) else state["rng"][0])
+        if is_main:
+            log(f"resumed from {resume_dir} at step {step}")
+    train_model = model
+    if distributed:
+        train_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    num_readers = max(cfg.loader_workers, 1)
+    stream = GritShardStream(expand_urls(cfg.data), processor, data_config, cfg.batch_size, rank=rank,
+                             world_size=world_size, num_workers=cfg.loader_workers, reader_states=readers,
+                             worker_offset=consumed_batches % num_readers)
+    batches = iter(make_loader(stream, cfg.loader_workers))
+    location_lookup = location_token_mask(processor.tokenizer).to(device)
+    log_path = out / "train_log.jsonl"
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        _truncate_log(log_path, step)
+
+    model.train()
+    last_stop = cfg.steps if cfg.stop_at_step is None else min(cfg.steps, cfg.stop_at_step)
+    window = {"loss": 0.0, "loc_sum": 0.0, "loc_n": 0, "tokens": 0, "samples": 0, "steps": 0,
+              "time": time.perf_counter()}
+    skipped: dict[str, int] = {}
+    while step < last_stop:
+        # one optimiser step = grad_accum micro-batches
+        for micro in range(cfg.grad_accum):
+            batch = next(batches)
+            consumed_batches += 1
+            readers[batch["reader"]] = batch["reader_state"]
+            inputs = {k: batch[k].to(device, non_blocking=True) for k in
+                      ("input_ids", "attention_mask", "image_embeds_position_mask", "pixel_values")}
+            labels = batch["labels"].to(device)
+            sync = nullcontext() if not distributed or micro == cfg.grad_accum - 1 else train_model.no_sync()
+            with sync:
+                with autocast_for(device, cfg.precision):
+                    logits = train_model(**inputs).logits
+                loss, loc_sum, loc_n, _ = sequence_losses(logits, labels, location_lookup)
+                (loss / cfg.grad_accum).backward()
+            window["loss"] += loss.item() / cfg.grad_accum
+            window["loc_sum"] += loc_sum.item()
+            window["loc_n"] += int(loc_n)
+            window["tokens"] += int(batch["attention_mask"].sum())
+            window["samples"] += batch["input_ids"].size(0)
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else None
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        window["steps"] += 1
+
+        if step % cfg.log_every == 0 or step == last_stop:
+            stats = _reduce_window(window, distributed, device)
+            elapsed = time.perf_counter() - window["time"]
+            skipped = _sum_skipped(readers, distributed)
+            entry = {
+                "step": step,
+                "loss": round(stats["loss"] / max(window["steps"], 1), 6),
+                "loc_loss": round(stats["loc_sum"] / stats["loc_n"], 6) if stats["loc_n"] else None,
+                "lr": scheduler.get_last_lr()[0],
+                "grad_norm": round(float(grad_norm), 4) if grad_norm is not None else None,
+                "tokens_per_s": round(stats["tokens"] / elapsed, 1),
+                "samples_per_s": round(stats["samples"] / elapsed, 2),
+                "skipped": skipped,
+            }
+            if is_main:
+                log(f"step {step}/{cfg.steps} loss {entry['loss']:.4f} loc {entry['loc_loss']} "
+                    f"lr {entry['lr']:.2e} {entry['tokens_per_s']:.0f} tok/s {entry['samples_per_s']:.1f} img/s")
+                with open(log_path, "a") as handle:
+                    handle.write(json.dumps(entry) + "\n")
+            window = {"loss": 0.0, "loc_sum": 0.0, "loc_n": 0, "tokens": 0, "samples": 0, "steps": 0,
+                      "time": time.perf_counter()}
+
+        if step % cfg.checkpoint_every == 0 or step == last_stop:
+            all_readers = _gather(readers, distributed)
+            all_rng = _gather(ckpt.rng_state(), distributed)
+            if is_main:
+                path = ckpt.save_checkpoint(out / "checkpoints", step, model, processor, {
+                    "step": step, "consumed_batches": consumed_batches, "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "rng": all_rng, "readers": all_readers,
+                    "config": asdict(cfg),
+                }, keep=cfg.keep_checkpoints)
+                log(f"checkpoint {path}")
+            if distributed:
+                torch.distributed.barrier()
+    return {"step": step, "finished": step >= cfg.steps, "skipped": skipped,
+            "parameters": count_parameters(model)}
+
+
+def _reduce_window(window: dict, distributed: bool, device) -> dict:
+    keys = ("loss", "loc_sum", "loc_n", "tokens", "samples")
+    values = torch.tensor([float(window[k]) for k in keys], dtype=torch.float64, device=device)
+    if distributed:
+        torch.distributed.all_reduce(values)
+        values[0] /= torch.distributed.get_world_size()
+    return dict(zip(keys, values.tolist()))
+
+
+def _gather(obj, distributed: bool) -> list:
+    if not distributed:
+        return [obj]
+    out = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(out, obj)
+    return out
+
+
+def _sum_skipped(readers: dict, distributed: bool) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for rank_readers in _gather(readers, distributed):
+        for reader_state in rank_readers.values():
+            for reason, n in reader_state["skipped"].items():
+                total[reason] = total.get(reason, 0) + n
+    return total
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log lines past ``step`` (a resumed run rewrites them), atomically."""
+    if not path.exists():
+        return
+    lines = [l for l in path.read_text().splitlines() if l.strip() and json.loads(l)["step"] <= step]
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    tmp.write_text("".join(l + "\n" for l in lines))
+    os.replace(tmp, path)
+
+
+def read_log(output: str | Path) -> list[dict]:
+    path = Path(output) / "train_log.jsonl"
+    return [json.loads(l) for l in path.read_text().splitlines() if l.strip()] if path.exists() else []
+
+
+# --------------------------------------------------------------------------- entry points
+
+def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
+    """Prepare the processor on the driver, then train here or on Ray workers."""
+    processor = prepare_processor(cfg, log)
+    if cfg.num_workers > 1 or cfg.ray_address:
+        return train_with_ray(cfg, log)
+    return run_training(cfg, processor, log=log)
+
+
+def _ray_worker(loop_config: dict) -> None:
+    import ray.train
+    import ray.train.torch
+    from kosmos.tokenizer import load_processor
+
+    cfg = TrainConfig(**loop_config["config"])
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device()
+    processor = load_processor(Path(cfg.output) / "processor")
+    log = (lambda message: print(message, flush=True)) if rank == 0 else (lambda message: None)
+    summary = run_training(cfg, processor, rank=rank, world_size=world, device=device, log=log)
+    ray.train.report({"step": summary["step"]})
+
+
+def train_with_ray(cfg: TrainConfig, log=print) -> dict[str, Any]:
+    """Run ``run_training`` on ``cfg.num_workers`` Ray Train workers (DDP; gloo on CPU, nccl on GPU).
+
+    ``OUTPUT`` must be on storage every worker can reach (the checkpoints are written by rank 0).
+    """
+    import ray
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    cfg = TrainConfig(**{**asdict(cfg), "output": str(Path(cfg.output).resolve()),
+                         "data": [_absolute(d) for d in cfg.data]})
+    if not ray.is_initialized():
+        ray.init(address=cfg.ray_address or None, include_dashboard=False, log_to_driver=True,
+                 runtime_env={"env_vars": {"NO_ALBUMENTATIONS_UPDATE": "1", "HF_HUB_OFFLINE": "1"}})
+    trainer = TorchTrainer(
+        _ray_worker,
+        train_loop_config={"config": asdict(cfg)},
+        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu),
+        run_config=RunConfig(name="kosmos-train", storage_path=str(Path(cfg.output) / "ray")),
+    )
+    result = trainer.fit()
+    log(f"ray training finished: {result.metrics}")
+    last = read_log(cfg.output)
+    return {"step": last[-1]["step"] if last else 0, "ray_metrics": result.metrics}
+
+
+def _absolute(spec: str) -> str:
+    if "://" in spec or spec.startswith("pipe:"):
+        return spec
+    return ",".join(str(Path(p).resolve()) if not p.startswith("/") else p for p in spec.split(","))
