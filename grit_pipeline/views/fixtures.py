@@ -95,7 +95,8 @@ def _grounded_examples() -> list[dict[str, Any]]:
 
 def write_example_build(root: str | Path, threshold: float = 0.65) -> dict[str, Any]:
     """Write ``root/inputs/00000.tar`` and a one-shard build in ``root/build``; return
-    {"build": path, "inputs": path, "grounded": [records], "rejects": [rows]}."""
+    {"build", "inputs", "grounded": [records], "dropped": {key: spans}, "rejects": [rows],
+    "with_image": [keys whose image can be shown]}."""
     root = Path(root)
     inputs, build = root / "inputs", root / "build"
     inputs.mkdir(parents=True, exist_ok=True)
@@ -172,7 +173,8 @@ def write_example_build(root: str | Path, threshold: float = 0.65) -> dict[str, 
     (build / "_run.json").write_text(json.dumps({"input": str(inputs), "box_threshold": threshold,
                                                  "nms_iou": 0.6, "detector": "example"}))
     return {"build": build, "inputs": inputs, "grounded": [r.to_dict() for r in records],
-            "dropped": {i["key"]: i["dropped_boxes"] for i in grounded}, "rejects": reject_rows}
+            "dropped": {i["key"]: i["dropped_boxes"] for i in grounded}, "rejects": reject_rows,
+            "with_image": sorted(i["key"] for i in grounded + rejects if "objects" in i)}
 
 
 def write_example_grit20m(root: str | Path) -> dict[str, Any]:
