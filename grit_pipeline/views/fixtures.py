@@ -172,7 +172,21 @@ def write_example_build(root: str | Path, threshold: float = 0.65) -> dict[str, 
     (build / "00000.done").write_text("")
     (build / "_run.json").write_text(json.dumps({"input": str(inputs), "box_threshold": threshold,
                                                  "nms_iou": 0.6, "detector": "example"}))
-    return {"build": build, "inputs": inputs, "grounded": [r.to_dict() for r in records],
+    # truth (grit synth's format): the drawn objects of every sample with an image
+    truth_lines = []
+    for item in grounded + rejects:
+        if "objects" not in item or not item.get("caption"):
+            continue
+        objects = []
+        for j, span in enumerate(item.get("noun_chunks") or item["dropped_boxes"]):
+            ref = (item.get("ref_exps") or item["dropped_boxes"])[j]
+            objects.append({"noun_chunk": [int(span[0]), int(span[1])], "ref_exp": [int(ref[0]), int(ref[1])],
+                            "box": [float(v) for v in span[2:6]]})
+        truth_lines.append(json.dumps({"key": item["key"], "caption": item["caption"], "width": item["width"],
+                                       "height": item["height"], "objects": objects, "absent": []}))
+    (root / "truth").mkdir(exist_ok=True)
+    (root / "truth" / "00000.jsonl").write_text("\n".join(truth_lines) + "\n")
+    return {"build": build, "inputs": inputs, "truth": root / "truth", "grounded": [r.to_dict() for r in records],
             "dropped": {i["key"]: i["dropped_boxes"] for i in grounded}, "rejects": reject_rows,
             "with_image": sorted(i["key"] for i in grounded + rejects if "objects" in i)}
 

@@ -120,13 +120,16 @@ def _same_edges(stats: list[dict]) -> bool:
                len(s["score_histogram"].get("counts", [])) == len(first) - 1 for s in stats)
 
 
-def evaluate_truth(build_dir: str | Path, truth_dir: str | Path, threshold: float) -> dict[str, Any]:
-    """Precision/recall of the build against the synthetic or hand-labelled truth (grit_pipeline.evaluate)."""
+def evaluate_truth(build_dir: str | Path, truth_dir: str | Path) -> dict[str, Any]:
+    """Precision/recall of the build against synthetic or hand-labelled truth (``grit evaluate-grounding``)."""
     try:
-        from grit_pipeline import evaluate
+        from grit_pipeline.evaluate import evaluate_grounding
     except ImportError as error:
         raise RuntimeError(f"--truth needs grit_pipeline.evaluate, which is not available: {error}") from error
-    return evaluate.evaluate_build(build_dir, truth_dir)
+    try:
+        return evaluate_grounding(build_dir, truth_dir)
+    except (FileNotFoundError, ValueError) as error:
+        raise ValueError(f"--truth {truth_dir}: {error}") from error
 
 
 # ---- plots ------------------------------------------------------------------------------------
@@ -269,11 +272,31 @@ def reason_rows(data: ReportData) -> list[tuple[str, str, str]]:
     return rows
 
 
-def truth_rows(truth: dict[str, Any]) -> list[tuple[str, str]]:
+TRUTH_HEADERS = ["level", "precision", "recall", "true positives", "predictions", "truth objects",
+                 "false positives (wrong box / duplicate / absent phrase / unlabelled phrase)"]
+
+
+def truth_rows(truth: dict[str, Any]) -> list[tuple[str, ...]]:
+    """One row per span level of ``grit_pipeline.evaluate.evaluate_grounding``'s result."""
     rows = []
-    for name, value in truth.items():
-        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
-            rows.append((str(name), _fmt(value, 4) if isinstance(value, float) else _fmt(value)))
+    for level in ("noun_chunks", "ref_exps"):
+        result = truth.get(level)
+        if not isinstance(result, dict):
+            continue
+        fps = result.get("false_positives") or {}
+        rows.append((level, _fmt(result.get("precision"), 4), _fmt(result.get("recall"), 4),
+                     _fmt(result.get("true_positives")), _fmt(result.get("predictions")),
+                     _fmt(result.get("truth_objects")),
+                     " / ".join(_fmt(fps.get(k, 0)) for k in ("wrong_box", "duplicate", "absent_phrase",
+                                                                 "unlabelled_phrase"))))
+    return rows
+
+
+def truth_image_rows(truth: dict[str, Any]) -> list[tuple[str, str]]:
+    images = truth.get("images") or {}
+    rows = [(str(k), _fmt(v)) for k, v in images.items() if isinstance(v, int) and not isinstance(v, bool)]
+    rows += [(f"dropped: {k}", _fmt(v)) for k, v in (images.get("dropped_by_status") or {}).items()]
+    rows += [(name, _fmt(truth[name])) for name in ("iou_threshold", "ref_char_iou") if name in truth]
     return rows
 
 
@@ -320,7 +343,8 @@ def render_markdown(data: ReportData, plots: dict[str, Path], plot_dir_name: str
     parts += ["## Totals (Table 1 style)", "", _md_table(TABLE1_HEADERS, table1_rows(data)), ""]
     parts += ["## Samples by status", "", _md_table(["status", "samples", "share"], status_rows(data)), ""]
     if data.truth is not None:
-        parts += ["## Against the truth", "", _md_table(["measure", "value"], truth_rows(data.truth)), ""]
+        parts += ["## Against the truth (grit evaluate-grounding)", "", _md_table(TRUTH_HEADERS, truth_rows(data.truth)),
+                  "", _md_table(["truth images", "n"], truth_image_rows(data.truth)), ""]
     parts += ["## Plots", ""]
     for name, path in plots.items():
         parts += [f"### {_PLOT_TITLES.get(name, name)}", "", f"![{_PLOT_TITLES.get(name, name)}]({plot_dir_name}/{path.name})", ""]
@@ -338,7 +362,9 @@ def render_html(data: ReportData, plots: dict[str, Path]) -> str:
                 "<h2>Totals (Table 1 style)</h2>", _html_table(TABLE1_HEADERS, table1_rows(data), "totals"),
                 "<h2>Samples by status</h2>", _html_table(["status", "samples", "share"], status_rows(data), "status")]
     if data.truth is not None:
-        sections += ["<h2>Against the truth</h2>", _html_table(["measure", "value"], truth_rows(data.truth), "truth")]
+        sections += ["<h2>Against the truth (grit evaluate-grounding)</h2>",
+                     _html_table(TRUTH_HEADERS, truth_rows(data.truth), "truth"),
+                     _html_table(["truth images", "n"], truth_image_rows(data.truth), "truth-images")]
     sections.append("<h2>Plots</h2><div class='plots'>")
     for name, path in plots.items():
         title = _PLOT_TITLES.get(name, name)
@@ -362,7 +388,7 @@ def write_report(dir: str | Path, out: str | Path | None = None, *, truth: str |
     dataset = Dataset.open(dir)
     data = collect(dataset, progress=progress)
     if truth is not None:
-        data.truth = evaluate_truth(dir, truth, data.threshold)
+        data.truth = evaluate_truth(dir, truth)
     out = Path(out) if out is not None else Path(dir) / DEFAULT_REPORT_DIR
     plots = _plots(data, out / "plots")
     write_atomic(out / "report.md", render_markdown(data, plots, "plots"))
