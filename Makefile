@@ -51,5 +51,19 @@ download: setup
 	@test -n "$(URL_LIST)" || { echo "usage: make download URL_LIST=FILE_OR_DIR [SOURCE=laion|coyo|custom] [INPUT=shards dir] [DOWNLOAD_ARGS='--image-size 512 ...']"; exit 2; }
 	$(PY) -m stages.download --input "$(URL_LIST)" --output "$(INPUT)" --source "$(SOURCE)" $(DOWNLOAD_ARGS)
 
+# Views (README "Looking at the data"): DIR is a build (default OUTPUT) or downloaded GrIT-20M shards.
+# make gallery DIR=... [SAMPLE=100] [GALLERY_ARGS='--status rejected --min-score 0.7']; make report DIR=... [TRUTH=...]
+DIR ?= $(OUTPUT)
+SAMPLE ?= 100
+GALLERY_ARGS ?=
+TRUTH ?=
+.PHONY: gallery report
+
+gallery: setup
+	$(GRIT) gallery "$(DIR)" --sample $(SAMPLE) $(GALLERY_ARGS)
+
+report: setup
+	$(GRIT) report "$(DIR)" $(if $(TRUTH),--truth "$(TRUTH)")
+
 clean:
 	rm -rf demo_out bench_out .pytest_cache
