@@ -1,0 +1,168 @@
+"""Write the synthetic world exactly as img2dataset lays out a download, plus the truth beside it.
+
+``DIR/NNNNN.tar`` (webdataset: ``KEY.jpg``, ``KEY.txt``, ``KEY.json``), ``DIR/NNNNN.parquet`` (img2dataset's
+columns), ``DIR/NNNNN_stats.json`` and ``DIR/truth/NNNNN.jsonl`` (never read by the pipeline).
+Every byte is a function of (seed, image index): tar mtimes are fixed and stats carry no wall-clock times.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+
+from .captions import ABSENT, IGNORE, OBJECT, Caption, make_caption
+from .scene import Scene, random_scene, render_scene
+
+# img2dataset's parquet columns for an input with url + caption (downloader.py builds this schema)
+IMG2DATASET_SCHEMA = pa.schema([
+    pa.field("url", pa.string()),
+    pa.field("caption", pa.string()),
+    pa.field("key", pa.string()),
+    pa.field("status", pa.string()),
+    pa.field("error_message", pa.string()),
+    pa.field("width", pa.int32()),
+    pa.field("height", pa.int32()),
+    pa.field("original_width", pa.int32()),
+    pa.field("original_height", pa.int32()),
+    pa.field("exif", pa.string()),
+    pa.field("sha256", pa.string()),
+])
+TRUTH_VERSION = 1
+
+
+@dataclass
+class SynthSample:
+    index: int
+    scene: Scene
+    caption: Caption
+    jpeg: bytes
+
+    @property
+    def url(self) -> str:
+        return f"synth://{self.index}"
+
+
+def scene_rng(seed: int, index: int) -> random.Random:
+    """The random stream of image ``index`` under ``seed`` (string seeding is stable across runs)."""
+    return random.Random(f"grit-synth:{seed}:{index}")
+
+
+def make_sample(seed: int, index: int) -> SynthSample:
+    """Scene, caption and JPEG bytes of image ``index`` of the world ``seed``."""
+    rng = scene_rng(seed, index)
+    scene = random_scene(rng)
+    caption = make_caption(rng, scene)
+    buffer = io.BytesIO()
+    render_scene(scene).save(buffer, format="JPEG", quality=scene.jpeg_quality)
+    return SynthSample(index, scene, caption, buffer.getvalue())
+
+
+def truth_record(sample: SynthSample, key: str) -> dict:
+    """The truth line of a sample (format documented in README, 'The synthetic world')."""
+    scene, caption = sample.scene, sample.caption
+    objects, absent, ignore, pronouns = [], [], [], []
+    for m in caption.mentions:
+        if m.kind == OBJECT:
+            for i in m.objects:
+                o = scene.objects[i]
+                objects.append({
+                    "noun_chunk": list(m.span), "ref_exp": list(m.ref), "head": list(m.head),
+                    "box": [round(v, 6) for v in o.box], "object_id": i,
+                    "label": f"{o.size} {o.colour} {o.shape}",
+                })
+        elif m.kind == ABSENT:
+            absent.append(list(m.span))
+        elif m.kind == IGNORE:
+            ignore.append(list(m.span))
+            if m.refers_to:
+                pronouns.append({"span": list(m.span), "object_ids": list(m.refers_to)})
+    unmentioned = sorted(set(range(len(scene.objects))) - {o["object_id"] for o in objects})
+    return {
+        "key": key, "caption": caption.text, "width": scene.width, "height": scene.height,
+        "objects": objects, "absent": absent, "ignore": ignore, "pronouns": pronouns,
+        "unmentioned_boxes": [[round(v, 6) for v in scene.objects[i].box] for i in unmentioned],
+        "background": scene.background, "truth_version": TRUTH_VERSION,
+    }
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def write_shard(output: Path, shard: int, seed: int, first_index: int, count: int, sample_digits: int) -> int:
+    """Write one shard (tar, parquet, stats, truth); returns the number of samples."""
+    import webdataset as wds
+
+    name = f"{shard:05d}"
+    tar_buffer = io.BytesIO()
+    rows = {f.name: [] for f in IMG2DATASET_SCHEMA}
+    truth_lines = []
+    with wds.TarWriter(tar_buffer, mtime=0.0) as tar:
+        for k in range(count):
+            sample = make_sample(seed, first_index + k)
+            key = f"{name}{k:0{sample_digits}d}"
+            w, h = sample.scene.width, sample.scene.height
+            meta = {
+                "url": sample.url, "caption": sample.caption.text, "key": key, "status": "success",
+                "error_message": None, "width": w, "height": h, "original_width": w, "original_height": h,
+                "exif": "{}", "sha256": hashlib.sha256(sample.jpeg).hexdigest(),
+            }
+            tar.write({"__key__": key, "jpg": sample.jpeg, "txt": sample.caption.text.encode("utf-8"),
+                       "json": json.dumps(meta, indent=4).encode("utf-8")})
+            for column in rows:
+                rows[column].append(meta[column])
+            truth_lines.append(json.dumps(truth_record(sample, key), sort_keys=True))
+    _atomic_write(output / f"{name}.tar", tar_buffer.getvalue())
+    parquet_buffer = io.BytesIO()
+    pq.write_table(pa.Table.from_pydict(rows, IMG2DATASET_SCHEMA), parquet_buffer)
+    _atomic_write(output / f"{name}.parquet", parquet_buffer.getvalue())
+    (output / "truth").mkdir(exist_ok=True)
+    _atomic_write(output / "truth" / f"{name}.jsonl", ("\n".join(truth_lines) + "\n").encode("utf-8"))
+    stats = {
+        "count": count, "successes": count, "failed_to_download": 0, "failed_to_resize": 0,
+        # synthetic: nothing was downloaded; times are fixed so reruns give the same bytes
+        "duration": 0.0, "start_time": 0.0, "end_time": 0.0, "status_dict": {"success": count},
+        "synthetic": {"seed": seed, "first_index": first_index},
+    }
+    _atomic_write(output / f"{name}_stats.json", json.dumps(stats, indent=4).encode("utf-8"))
+    return count
+
+
+def write_synthetic_world(output: str | os.PathLike, images: int, seed: int = 0, shard_size: int = 1000,
+                          progress: Callable[[str], None] | None = None) -> dict:
+    """Write ``images`` synthetic samples in shards of ``shard_size``; returns a summary dict."""
+    if images < 0 or shard_size < 1:
+        raise ValueError("images must be >= 0 and shard_size >= 1")
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    digits = max(4, len(str(shard_size - 1)))
+    started = time.perf_counter()
+    shards, done = 0, 0
+    while done < images:
+        count = min(shard_size, images - done)
+        write_shard(out, shards, seed, done, count, digits)
+        done += count
+        shards += 1
+        if progress:
+            progress(f"shard {shards - 1:05d}: {done}/{images} images")
+    wall = time.perf_counter() - started
+    return {"output": str(out), "images": images, "shards": shards, "seed": seed,
+            "truth": str(out / "truth"), "wall_s": round(wall, 3),
+            "images_per_minute": round(60 * images / wall) if wall > 0 else None}
+
+
+def _print_progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
