@@ -1,0 +1,139 @@
+"""`grit ground` end to end with a tiny random Grounding DINO / OWLv2 loaded through --model DIR."""
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from grit_pipeline import status
+from grit_pipeline.cli import main
+from grit_pipeline.record import GritRecord
+from hf_tiny import build_tiny_grounding_dino, build_tiny_owlv2
+
+
+@pytest.fixture(scope="module")
+def gdino_dir(tmp_path_factory):
+    return build_tiny_grounding_dino(tmp_path_factory.mktemp("gdino"))
+
+
+@pytest.fixture(scope="module")
+def owl_dir(tmp_path_factory):
+    return build_tiny_owlv2(tmp_path_factory.mktemp("owlv2"))
+
+
+def save_random_image(path, width, height, seed=0, fmt=None):
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(path, format=fmt)
+    return path
+
+
+@pytest.fixture()
+def inputs(tmp_path):
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    save_random_image(folder / "dogs.jpg", 80, 50, seed=1)
+    save_random_image(folder / "car.png", 60, 90, seed=2)
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "cut.jpg").write_bytes((folder / "dogs.jpg").read_bytes()[:200])
+    cmyk = Image.new("CMYK", (40, 40), (0, 200, 200, 0))
+    cmyk.save(folder / "cmyk.jpg")
+    lines = [
+        {"key": "dogs", "image": "pictures/dogs.jpg", "caption": "a dog and a hot dog on a table"},
+        {"key": "car", "image": str(folder / "car.png"), "caption": "a red car near the house",
+         "url": "http://example.com/car.png", "id": 7},
+        {"key": "empty", "image": "pictures/empty.jpg", "caption": "a cat"},
+        {"key": "cut", "image": "pictures/cut.jpg", "caption": "a cat"},
+        {"key": "missing", "image": "pictures/nope.jpg", "caption": "a cat"},
+        {"key": "nocaption", "image": "pictures/dogs.jpg", "caption": None},
+        {"key": "abstract", "image": "pictures/dogs.jpg", "caption": "love and hope"},
+        {"key": "cmyk", "image": "pictures/cmyk.jpg", "caption": "a red sign"},
+        {"key": "border", "image": "pictures/dogs.jpg", "caption": "a dog", "width": 256, "height": 256,
+         "original_width": 640, "original_height": 480},
+    ]
+    jsonl = tmp_path / "samples.jsonl"
+    jsonl.write_text("\n".join(json.dumps(line) for line in lines) + "\nnot json at all\n")
+    return jsonl
+
+
+def run_cli(argv, capsys, stdin=None, monkeypatch=None):
+    if stdin is not None:
+        monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+    code = main(argv)
+    captured = capsys.readouterr()
+    rows = [json.loads(line) for line in captured.out.splitlines() if line.strip()]
+    return code, rows, captured.err
+
+
+def test_jsonl_in_grit_records_out(gdino_dir, inputs, capsys):
+    code, rows, err = run_cli(["ground", "--input", str(inputs), "--detector", "hf", "--model", str(gdino_dir),
+                               "--box-threshold", "0.2", "--batch-size", "4", "--device", "cpu", "--dropped"],
+                              capsys)
+    assert code == 0
+    by_key = {row["key"]: row for row in rows}
+    assert [row["key"] for row in rows] == ["dogs", "car", "empty", "cut", "missing", "nocaption", "abstract",
+                                            "cmyk", "border", "line-10"]  # every input once, in order
+    assert {k: by_key[k]["status"] for k in by_key} == {
+        "dogs": status.GROUNDED, "car": status.GROUNDED, "empty": status.DECODE_ERROR, "cut": status.DECODE_ERROR,
+        "missing": status.DECODE_ERROR, "nocaption": status.BAD_CAPTION, "abstract": status.NO_NOUN_CHUNKS,
+        "cmyk": status.GROUNDED, "border": status.LETTERBOXED, "line-10": status.SHARD_ERROR,
+    }
+    for key in ("empty", "cut", "missing", "nocaption", "abstract", "border", "line-10"):
+        assert by_key[key]["reason"], key
+    car = by_key["car"]
+    record = GritRecord.from_dict(car)  # valid GrIT-20M record
+    assert (record.width, record.height) == (60, 90) and record.url == "http://example.com/car.png" and record.id == 7
+    spans = {tuple(item[:2]) for item in record.noun_chunks}
+    assert spans <= {(0.0, 9.0), (15.0, 24.0)}  # "a red car", "the house"
+    assert all(item[6] > 0.2 for item in record.noun_chunks)
+    assert all(item[6] <= 0.2 for item in car["dropped_boxes"])
+    dogs = GritRecord.from_dict(by_key["dogs"])
+    texts = {dogs.caption[int(s):int(e)] for s, e, *_ in dogs.noun_chunks}
+    assert texts <= {"a dog", "a hot dog", "a table"}
+    assert "grounded" in err and "samples" in err  # progress and summary on stderr
+
+
+def test_threshold_one_keeps_nothing(gdino_dir, inputs, capsys):
+    code, rows, _ = run_cli(["ground", "--input", str(inputs), "--detector", "hf", "--model", str(gdino_dir),
+                             "--box-threshold", "1.0", "--device", "cpu", "--limit", "2"], capsys)
+    assert code == 0 and [row["status"] for row in rows] == [status.NO_BOX, status.NO_BOX]
+    assert "no box scored above 1.0" in rows[0]["reason"]
+
+
+def test_image_folder_with_captions_and_metadata(owl_dir, tmp_path, capsys):
+    folder = tmp_path / "shard"
+    folder.mkdir()
+    save_random_image(folder / "000.jpg", 64, 48, seed=4)
+    (folder / "000.txt").write_text("a man with a hat next to a boat\n")
+    save_random_image(folder / "001.jpg", 64, 64, seed=5)
+    (folder / "001.txt").write_text("a red bus")
+    (folder / "001.json").write_text(json.dumps({"width": 64, "height": 64, "original_width": 640,
+                                                 "original_height": 400, "url": "http://x/1.jpg"}))
+    save_random_image(folder / "002.png", 30, 30, seed=6)  # no caption file
+    code, rows, _ = run_cli(["ground", "--images", str(folder), "--detector", "hf", "--model", str(owl_dir),
+                             "--box-threshold", "0.0", "--device", "cpu"], capsys)
+    assert code == 0
+    assert [(row["key"], row["status"]) for row in rows] == [
+        ("000", status.GROUNDED), ("001", status.LETTERBOXED), ("002", status.BAD_CAPTION)]
+    assert rows[1]["url"] == "http://x/1.jpg"
+    record = GritRecord.from_dict(rows[0])
+    assert (record.width, record.height) == (64, 48) and record.noun_chunks
+
+
+def test_stdin_input(gdino_dir, tmp_path, capsys, monkeypatch):
+    image = save_random_image(tmp_path / "x.jpg", 50, 50)
+    line = json.dumps({"key": "k1", "image": str(image), "caption": "a cat on a table"})
+    code, rows, _ = run_cli(["ground", "--detector", "hf", "--model", str(gdino_dir), "--device", "cpu",
+                             "--box-threshold", "0.0"], capsys, stdin=line + "\n", monkeypatch=monkeypatch)
+    assert code == 0 and len(rows) == 1 and rows[0]["status"] == status.GROUNDED
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--detector", "no-such-backend"], "no-such-backend"),
+    (["--detector", "hf"], "needs a model"),
+    (["--detector", "hf", "--box-threshold", "2"], "box_threshold"),
+    (["--detector", "hf", "--nms-iou", "0"], "nms_iou"),
+])
+def test_usage_errors_are_messages_not_tracebacks(argv, message, inputs, capsys):
+    code, rows, err = run_cli(["ground", "--input", str(inputs), *argv], capsys)
+    assert code == 2 and rows == [] and message in err
