@@ -21,23 +21,27 @@ def example(tmp_path_factory):
     return write_example_build(tmp_path_factory.mktemp("report"))
 
 
-def expected_totals(records):
-    """The counting rules, computed independently from the stored records."""
+def expected_totals(records, threshold=0.65):
+    """The counting rules, computed independently from the stored records: spans are the distinct
+    referring expressions above the threshold that no other one contains."""
     boxes = sum(len(r["noun_chunks"]) for r in records)
-    spans = sum(len({(s[0], s[1]) for s in r["noun_chunks"]}) for r in records)
-    words = [len(r["caption"][int(a):int(b)].split())
-             for r in records for a, b in {(s[0], s[1]) for s in r["ref_exps"]}]
-    return boxes, spans, sum(words) / len(words)
+    words = []
+    for r in records:
+        distinct = {(int(s[0]), int(s[1])) for s in r["ref_exps"] if s[6] > threshold}
+        outer = [a for a in distinct if not any(b != a and b[0] <= a[0] and a[1] <= b[1] for b in distinct)]
+        words += [len(r["caption"][a:b].split()) for a, b in outer]
+    return boxes, len(words), sum(words) / len(words)
 
 
 def test_collect_counts_build(example):
     data = collect(Dataset.open(example["build"]))
     boxes, spans, mean_words = expected_totals(example["grounded"])
     assert data.images == len(example["grounded"]) == 4
-    assert (data.boxes, data.spans) == (boxes, spans) == (6, 5)
+    assert (data.boxes, data.spans) == (boxes, spans) == (6, 4)   # "a blue ball on the floor" is contained
     assert data.mean_expression_words == pytest.approx(mean_words)
     assert sorted(data.boxes_per_image) == [1, 1, 2, 2]
-    assert sorted(data.spans_per_caption) == [1, 1, 1, 2]      # two boxes of one chunk: one span
+    assert sorted(data.spans_per_caption) == [1, 1, 1, 1]      # two boxes of one chunk: one span
+    assert data.mean_expression_words == 5.75                  # (11 + 3 + 3 + 6) / 4
     assert data.threshold == 0.65 and data.threshold_source == "_run.json"
     assert data.status_counts == {st.GROUNDED: 4, st.NO_BOX: 1, st.DECODE_ERROR: 1, st.BAD_CAPTION: 1,
                                   st.DOWNLOAD_ERROR: 1}
@@ -80,8 +84,9 @@ def test_write_report_files_and_escaping(example, tmp_path):
     assert "<script>" not in markdown and "&lt;script&gt;" in markdown
     assert "| images | 4 |  | 90,614,680 |  |" in markdown
     assert "| boxes | 6 | 1.50 | 137,349,210 | 1.52 |" in markdown
-    assert "| text spans | 5 | 1.25 | 114,978,233 | 1.27 |" in markdown
-    assert re.search(r"\| average expression length \(words\) \| 5\.80 \|", markdown)
+    assert "| text spans | 4 | 1.00 | 114,978,233 | 1.27 |" in markdown
+    assert re.search(r"\| average expression length \(words\) \| 5\.75 \|", markdown)
+    assert "warning" not in markdown
     assert HOSTILE_REASON not in markdown
 
 

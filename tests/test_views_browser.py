@@ -216,7 +216,7 @@ def test_report_in_chromium(browser, example, tmp_path):
                                                   "plot-drops_per_stage"]
     assert all(p["loaded"] and p["width"] > 200 for p in result["plots"])
     totals = {row[0]: row[1:] for row in result["totals"]}
-    assert totals["images"][0] == "4" and totals["boxes"][0] == "6" and totals["text spans"][0] == "5"
+    assert totals["images"][0] == "4" and totals["boxes"][0] == "6" and totals["text spans"][0] == "4"
     assert totals["images"][2] == "90,614,680"
     assert HOSTILE_REASON in result["reasons"]
     assert result["injected"] == 0 and result["pwned"] is None

@@ -143,6 +143,10 @@ class Dataset:
         except (TypeError, ValueError):
             return None
 
+    def run_value(self, name: str) -> Any:
+        """A parameter recorded in ``_run.json`` (searched in nested objects too), or None."""
+        return _find_key(self.run, (name,))
+
     def shard_stats(self) -> list[dict[str, Any]]:
         out = []
         for shard in self.finished_shards:

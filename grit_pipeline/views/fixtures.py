@@ -20,6 +20,7 @@ from PIL import Image, ImageDraw
 
 from grit_pipeline import status as st
 from grit_pipeline.record import GRIT_SCHEMA, GritRecord
+from grit_pipeline.serialize import select_entities
 
 HOSTILE_CAPTION = ('<img src=x onerror="window.__pwned=1">a red box <script>window.__pwned=2</script>'
                    ' & "quoted" </p><b>bold?</b> \u2028{cards}')
@@ -165,7 +166,10 @@ def write_example_build(root: str | Path, threshold: float = 0.65) -> dict[str, 
         counts_by_status[r["status"]] = counts_by_status.get(r["status"], 0) + 1
     stats = {"shard": "00000", "input": str(inputs / "00000.tar"), "counts": counts_by_status,
              "boxes": sum(len(i["noun_chunks"]) for i in grounded),
-             "spans": sum(len({(s[0], s[1]) for s in i["noun_chunks"]}) for i in grounded),
+             "images": len(grounded), "samples": len(grounded) + len(rejects),
+             "spans": sum(len(select_entities(r, min_score=threshold)) for r in records),
+             "span_words": sum(len(r.caption[e.start:e.end].split()) for r in records
+                               for e in select_entities(r, min_score=threshold)),
              "score_histogram": {"edges": [i / 20 for i in range(21)], "counts": counts},
              "timings_s": {"decode": 0.01, "spans": 0.02, "ground": 0.1}}
     (build / "00000_stats.json").write_text(json.dumps(stats))

@@ -1,10 +1,11 @@
 """The dataset report: Table-1-style totals, distributions as PNG plots, rejects by stage and reason.
 
 ``write_report(DIR, OUT)`` writes ``OUT/report.html`` (plots embedded, opens from disk, no network),
-``OUT/report.md`` and ``OUT/plots/*.png`` (matplotlib, Agg backend). Counting rules (README, "Looking at
-the data"): *images* = samples with status ``grounded``; *boxes* = stored (noun chunk, box) pairs;
-*text spans* = distinct grounded noun-chunk spans per caption (a chunk with several boxes counts once);
-*expression length* = words (whitespace split) of each distinct referring-expression span per caption.
+``OUT/report.md`` and ``OUT/plots/*.png`` (matplotlib, Agg backend). Counting rules, the same as the
+pipeline's shard stats and ``grit stats`` (README, "Looking at the data"): *images* = samples with status
+``grounded``; *boxes* = stored (noun chunk, box) pairs; *text spans* = the linked spans of the training
+text (``serialize.select_entities``: score > threshold, identical spans grouped, contained expressions
+dropped); *expression length* = words (whitespace split) of those spans.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from grit_pipeline import status as st
+from grit_pipeline.serialize import select_entities
 from grit_pipeline.views.dataset import DEFAULT_THRESHOLD, Dataset
 from grit_pipeline.views.html import data_uri, esc, fill_template, write_atomic
 
@@ -38,8 +40,8 @@ class ReportData:
     boxes: int = 0
     spans: int = 0
     dropped_boxes: int = 0
+    phrase_mode: str = "expression"
     expression_words: list[int] = field(default_factory=list)
-    chunk_words: list[int] = field(default_factory=list)
     boxes_per_image: list[int] = field(default_factory=list)
     spans_per_caption: list[int] = field(default_factory=list)
     histogram_edges: list[float] = field(default_factory=list)
@@ -49,6 +51,7 @@ class ReportData:
     reasons: Counter = field(default_factory=Counter)      # (status, reason) -> n
     timings_s: Counter = field(default_factory=Counter)
     invalid_rows: int = 0
+    stats_totals: dict[str, int] = field(default_factory=dict)   # what the shard stats files say
     truth: dict[str, Any] | None = None
 
     @property
@@ -68,6 +71,7 @@ def collect(dataset: Dataset, progress: bool = False) -> ReportData:
         threshold=threshold if threshold is not None else DEFAULT_THRESHOLD,
         threshold_source="_run.json" if threshold is not None else "default (not recorded in the directory)",
         shards=len(dataset.finished_shards), unfinished=[s.stem for s in dataset.unfinished_shards],
+        phrase_mode=str(dataset.run_value("phrase_mode") or "expression"),
     )
     scores: list[float] = []
     for sample in dataset.iter_samples(rejects=True, progress=progress):
@@ -86,12 +90,12 @@ def collect(dataset: Dataset, progress: bool = False) -> ReportData:
         data.images += 1
         data.boxes += len(sample.noun_chunks)
         data.boxes_per_image.append(len(sample.noun_chunks))
-        chunks = {(int(s[0]), int(s[1])) for s in sample.noun_chunks}
-        expressions = {(int(s[0]), int(s[1])) for s in sample.ref_exps}
-        data.spans += len(chunks)
-        data.spans_per_caption.append(len(chunks))
-        data.chunk_words.extend(len(caption[a:b].split()) for a, b in chunks)
-        data.expression_words.extend(len(caption[a:b].split()) for a, b in expressions)
+        entities = select_entities({"caption": caption, "noun_chunks": sample.noun_chunks,
+                                    "ref_exps": sample.ref_exps}, min_score=data.threshold,
+                                   phrase_mode=data.phrase_mode)
+        data.spans += len(entities)
+        data.spans_per_caption.append(len(entities))
+        data.expression_words.extend(len(caption[e.start:e.end].split()) for e in entities)
         scores.extend(s[6] for s in sample.noun_chunks)
     stats = [s for s in dataset.shard_stats() if isinstance(s.get("score_histogram"), dict)]
     if stats and len(stats) == data.shards and _same_edges(stats):
@@ -108,6 +112,9 @@ def collect(dataset: Dataset, progress: bool = False) -> ReportData:
         data.histogram_counts = counts
         data.histogram_source = "stored boxes" + (" and dropped_boxes" if data.dropped_boxes else "")
     for shard_stats in dataset.shard_stats():
+        for name in ("images", "boxes", "spans"):
+            if isinstance(shard_stats.get(name), int):
+                data.stats_totals[name] = data.stats_totals.get(name, 0) + shard_stats[name]
         for stage, seconds in (shard_stats.get("timings_s") or {}).items():
             if isinstance(seconds, (int, float)):
                 data.timings_s[stage] += float(seconds)
@@ -193,8 +200,8 @@ def _plots(data: ReportData, out_dir: Path) -> dict[str, Path]:
     integer_histogram(data.expression_words, "expression_words",
                       f"Referring expression length (paper: mean {PAPER_TOTALS['expression_words']} words)",
                       "words", "expressions")
-    integer_histogram(data.spans_per_caption, "spans_per_caption", "Grounded text spans per caption",
-                      "distinct noun-chunk spans", "captions")
+    integer_histogram(data.spans_per_caption, "spans_per_caption", "Linked text spans per caption",
+                      "spans (training-text entities)", "captions")
 
     # 5. rejects per stage, split by status
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
@@ -307,6 +314,11 @@ def _facts(data: ReportData) -> list[str]:
     if data.unfinished:
         facts.append(f"skipped {len(data.unfinished)} shard(s) without a .done marker: "
                      + ", ".join(data.unfinished[:10]) + (" ..." if len(data.unfinished) > 10 else ""))
+    facts.append("text spans = the linked spans of the training text (score > threshold, identical spans "
+                 "grouped, contained expressions dropped); expression length = their words")
+    for name, value in data.stats_totals.items():
+        if value != getattr(data, name):
+            facts.append(f"warning: the shard stats files count {value:,} {name}, the rows give {getattr(data, name):,}")
     if data.invalid_rows:
         facts.append(f"{data.invalid_rows:,} row(s) had invalid spans, left out of the counts")
     return facts
