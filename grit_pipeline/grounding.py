@@ -105,7 +105,8 @@ def ground_batch(
     nms_iou: float = DEFAULT_NMS_IOU,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> list[GroundingResult]:
-    """Ground a batch: ``images[i]`` (a decoded RGB ``PIL.Image``, raw image bytes, or None) with its phrases
+    """Ground a batch: ``images[i]`` (a decoded RGB ``PIL.Image``, raw image bytes, None, or an image the
+    backend preprocessed ahead, e.g. ``detectors.hf.PreparedImage``) with its phrases
     ``phrases[i]`` (the noun-chunk texts; a detection's ``phrase_index`` indexes this list).
 
     Returns one ``GroundingResult`` per image, in order. Images without phrases get ``no_noun_chunks`` and are
@@ -150,6 +151,8 @@ def ground_batch(
 def _as_rgb_image(image, max_pixels):
     if image is None or isinstance(image, (bytes, bytearray, memoryview)):
         return decode_image(image, max_pixels=max_pixels)
+    if hasattr(image, "pixel_values") and hasattr(image, "size"):  # preprocessed ahead (hf PreparedImage)
+        return image
     if hasattr(image, "mode") and hasattr(image, "size"):  # a PIL image already
         return image if image.mode == "RGB" else image.convert("RGB")
     raise ImageDecodeError(f"unsupported image object {type(image).__name__}")

