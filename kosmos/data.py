@@ -18,9 +18,10 @@ from __future__ import annotations
 import glob
 import io
 import json
-import math
 import os
 import random
+import re
+import tarfile
 import zlib
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
@@ -90,21 +91,56 @@ def expand_urls(specs: str | Iterable[str]) -> list[str]:
     return urls
 
 
+_MEMBER_NAME = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")  # webdataset's key / extension split
+
+
 def raw_samples(url: str, counters: dict[str, int] | None = None) -> Iterator[dict[str, Any]]:
-    """Samples of one tar shard as ``{"__key__", "__url__", ext: bytes}``; a broken tar ends the shard and is
-    counted as ``shard_error`` (samples read before the break are kept)."""
-    import webdataset as wds
+    """Samples of one tar shard as ``{"__key__", "__url__", ext: bytes}`` (members grouped by key, as
+    webdataset does; URLs opened with webdataset's ``gopen``). A shard that cannot be opened, a broken
+    header or a member cut short (truncated download) ends the shard: it is counted as ``shard_error`` and
+    the incomplete sample is dropped; samples read before it are kept."""
+    from webdataset.gopen import gopen
 
-    errors: list[Exception] = []
+    counters = counters if counters is not None else {}
+    current: dict[str, Any] | None = None
+    stream = None
+    try:
+        stream = gopen(url, "rb")
+        with tarfile.open(fileobj=stream, mode="r|*") as tar:
+            for member in tar:
+                if not member.isreg():
+                    continue
+                match = _MEMBER_NAME.match(member.name)
+                if not match or match.group(1).split("/")[-1].startswith("__"):
+                    continue
+                data = tar.extractfile(member).read()
+                if len(data) != member.size:
+                    raise tarfile.ReadError(f"{member.name}: {len(data)} of {member.size} bytes (truncated)")
+                key, ext = match.group(1), match.group(2).lower()
+                if current is not None and current["__key__"] != key:
+                    yield current
+                    current = None
+                if current is None:
+                    current = {"__key__": key, "__url__": url}
+                current[ext] = data
+    except (tarfile.TarError, OSError, EOFError, ValueError) as error:
+        counters["shard_error"] = counters.get("shard_error", 0) + 1
+        current = None
+        _warn(f"shard {url}: {error}")
+    finally:
+        if stream is not None:
+            try:
+                stream.close()
+            except Exception:
+                pass
+    if current is not None:
+        yield current
 
-    def handler(error: Exception) -> bool:
-        errors.append(error)
-        return True  # keep going with the next shard / member
 
-    stream = wds.tariterators.tarfile_samples([{"url": url}], handler=handler)
-    yield from stream
-    if errors and counters is not None:
-        counters["shard_error"] = counters.get("shard_error", 0) + len(errors)
+def _warn(message: str) -> None:
+    import sys
+
+    print(f"kosmos data: {message}", file=sys.stderr, flush=True)
 
 
 def shuffle_buffer(samples: Iterable[Any], size: int, rng: random.Random) -> Iterator[Any]:
