@@ -132,4 +132,8 @@ def write_broken_world(folder: Path) -> dict[str, dict[str, str]]:
                                         "status": "failed_to_download", "error_message": "timeout"}]
     write_shard(folder, "00003", samples, tar=False)
     expected["00003"] = {s["key"]: "shard_error" for s in samples[:3]} | {"000030009": "download_error"}
+
+    # 00004: an empty shard (img2dataset writes one when every url of a shard fails to resolve).
+    write_shard(folder, "00004", [])
+    expected["00004"] = {}
     return expected

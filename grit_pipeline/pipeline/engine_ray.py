@@ -36,7 +36,8 @@ def init_ray(config: PipelineConfig) -> bool:
     # Logical CPUs: all cores, but at least enough for both actor pools plus the light tasks, so the
     # pipeline can always be scheduled on a small machine (Ray oversubscribes; the OS shares the cores).
     cpus = max(config.resolved_num_cpus(), config.text_pool + config.ground_pool + 1)
-    ray.init(num_cpus=cpus, **common)
+    # address="local": always a fresh in-process cluster, never one a `ray start` left on this machine.
+    ray.init(address="local", num_cpus=cpus, **common)
     return True
 
 
@@ -67,6 +68,7 @@ def _run_stateless_stage(table, stage_class, config):
 def run_ray(config: PipelineConfig, source, stage_classes, todo: list[str],
             commit: Callable[[str, list[dict[str, Any]]], None], progress) -> None:
     import ray
+    from ray.data import ActorPoolStrategy, TaskPoolStrategy
 
     started_here = init_ray(config)
     try:
@@ -75,18 +77,18 @@ def run_ray(config: PipelineConfig, source, stage_classes, todo: list[str],
         context.print_on_execution_start = bool(config.progress)
         ds = ray.data.from_items([{"shard": shard} for shard in todo], override_num_blocks=max(1, len(todo)))
         ds = ds.map_batches(_read_shards, fn_kwargs={"source": source}, batch_size=1, batch_format="pyarrow",
-                            concurrency=max(1, config.read_parallelism), num_cpus=LIGHT_TASK_CPUS)
+                            compute=TaskPoolStrategy(size=max(1, config.read_parallelism)), num_cpus=LIGHT_TASK_CPUS)
         num_gpus = config.resolved_num_gpus()
         for stage_class in stage_classes:
             if stage_class.uses_gpu:
                 gpu_args = {"num_gpus": num_gpus} if num_gpus > 0 else {}
                 ds = ds.map_batches(_StageActor, fn_constructor_args=(stage_class, config),
                                     batch_size=max(1, config.ground_batch_size), batch_format="pyarrow",
-                                    concurrency=max(1, config.ground_pool), num_cpus=1, **gpu_args)
+                                    compute=ActorPoolStrategy(size=max(1, config.ground_pool)), num_cpus=1, **gpu_args)
             elif stage_class.name == "noun_chunks":
                 ds = ds.map_batches(_StageActor, fn_constructor_args=(stage_class, config),
                                     batch_size=max(1, config.text_batch_size), batch_format="pyarrow",
-                                    concurrency=max(1, config.text_pool), num_cpus=1)
+                                    compute=ActorPoolStrategy(size=max(1, config.text_pool)), num_cpus=1)
             else:
                 ds = ds.map_batches(_run_stateless_stage, fn_args=(stage_class, config),
                                     batch_size=max(1, config.text_batch_size), batch_format="pyarrow",

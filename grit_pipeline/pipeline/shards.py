@@ -55,9 +55,7 @@ class InputSource:
         return {}
 
     def describe(self, shard: str) -> str:
-        s = self._shards.get(shard)
-        files = [] if s is None else [f for f, ok in ((".tar", s.has_tar), (".parquet", s.has_parquet)) if ok]
-        return join_path(self.url, shard) + ("{" + ",".join(files) + "}" if files else "")
+        return join_path(self.url, shard)  # the shard's files: this + .tar / .parquet
 
     def read(self, shard: str) -> list[dict[str, Any]]:
         if shard not in self._shards:
@@ -85,7 +83,7 @@ class StageSource:
         return json.loads(self.folder.read_bytes(f"{shard}{DONE_SUFFIX}"))["params"]
 
     def describe(self, shard: str) -> str:
-        return self.params(shard).get("input", "?") + f" (via {self.folder.uri(shard + '.parquet')})"
+        return join_path(self.params(shard).get("input", "?"), shard)  # the same as InputSource's
 
     def read(self, shard: str) -> list[dict[str, Any]]:
         with self.folder.open(f"{shard}.parquet") as f:
