@@ -51,6 +51,37 @@ download: setup
 	@test -n "$(URL_LIST)" || { echo "usage: make download URL_LIST=FILE_OR_DIR [SOURCE=laion|coyo|custom] [INPUT=shards dir] [DOWNLOAD_ARGS='--image-size 512 ...']"; exit 2; }
 	$(PY) -m stages.download --input "$(URL_LIST)" --output "$(INPUT)" --source "$(SOURCE)" $(DOWNLOAD_ARGS)
 
+# Pipeline (README "Running the pipeline"): make pipeline INPUT=shards OUTPUT=grit [DETECTOR=hf MODEL=...]
+# Stage by stage: make noun-chunks, ground, expand, write (intermediates in WORK, default OUTPUT/_stages);
+# rerun one stage with other parameters (make expand BOX_THRESHOLD=0.35) then make write. OVERWRITE=1 rebuilds.
+WORK ?=
+ENGINE ?= ray
+OVERWRITE ?=
+PIPELINE_ARGS ?=
+PIPELINE_FLAGS = --output "$(OUTPUT)" --detector "$(DETECTOR)" $(if $(MODEL),--model "$(MODEL)") \
+	--box-threshold $(BOX_THRESHOLD) --nms-iou $(NMS_IOU) --engine $(ENGINE) \
+	$(if $(RAY_ADDRESS),--ray-address "$(RAY_ADDRESS)") $(if $(WORK),--work "$(WORK)") \
+	$(if $(OVERWRITE),--overwrite) $(PIPELINE_ARGS)
+.PHONY: pipeline noun-chunks ground expand write stats
+
+pipeline: setup
+	$(PY) -m stages.pipeline --input "$(INPUT)" $(PIPELINE_FLAGS)
+
+noun-chunks: setup
+	$(PY) -m stages.noun_chunks --input "$(INPUT)" $(PIPELINE_FLAGS)
+
+ground: setup
+	$(PY) -m stages.ground $(PIPELINE_FLAGS)
+
+expand: setup
+	$(PY) -m stages.expand $(PIPELINE_FLAGS)
+
+write: setup
+	$(PY) -m stages.write $(PIPELINE_FLAGS)
+
+stats: setup
+	$(GRIT) stats "$(OUTPUT)"
+
 # Views (README "Looking at the data"): DIR is a build (default OUTPUT) or downloaded GrIT-20M shards.
 # make gallery DIR=... [SAMPLE=100] [GALLERY_ARGS='--status rejected --min-score 0.7']; make report DIR=... [TRUTH=...]
 DIR ?= $(OUTPUT)
