@@ -192,6 +192,8 @@ def run_training(cfg: TrainConfig, processor, rank: int = 0, world_size: int = 1
                              num_image_tokens=config.latent_query_num, seed=cfg.seed,
                              max_length=get_preset(cfg.preset).max_length)
     for key, value in cfg.data_options.items():
+        if key in ("image_size", "num_image_tokens") or not hasattr(data_config, key):
+            raise ValueError(f"data option {key!r} cannot be set (image size and slots come from the model)")
         setattr(data_config, key, value)
     if is_main:
         log(f"model: {count_parameters(model) / 1e6:.2f}M parameters, image {data_config.image_size}px, "

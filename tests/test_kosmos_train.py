@@ -1,0 +1,128 @@
+"""kosmos training loop: schedule, loss on location tokens, atomic checkpoints, exact resume, Ray Train."""
+import json
+import os
+
+import pytest
+import torch
+
+from kosmos import checkpoint as ckpt
+from kosmos.toydata import write_toy_shards
+from kosmos.train import (TrainConfig, location_token_mask, lr_factor, read_log, sequence_losses, train)
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train_shards")
+    write_toy_shards(root, num_shards=2, per_shard=10, corrupt_keys=("000000004",))
+    return str(root)
+
+
+def small_config(shards, output, **overrides):
+    values = dict(data=[shards], output=str(output), preset="tiny", steps=6, batch_size=4, log_every=1,
+                  checkpoint_every=3, loader_workers=0, lr=2e-3, warmup_steps=2,
+                  data_options={"shuffle_buffer": 8})
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def test_lr_schedule_warmup_then_linear_decay():
+    factors = [lr_factor(s, warmup=4, total=12) for s in range(12)]
+    assert factors[:4] == [0.25, 0.5, 0.75, 1.0]
+    assert factors[4] == 1.0 and factors[8] == pytest.approx(0.5) and factors[11] == pytest.approx(0.125)
+    assert lr_factor(12, 4, 12, min_ratio=0.1) == pytest.approx(0.1)
+
+
+def test_sequence_losses_separate_location_tokens():
+    lookup = torch.tensor([False, False, True, True])
+    logits = torch.zeros(1, 4, 4)
+    logits[0, 0, 2] = 10.0  # predicts token 2 (a location token) confidently at position 0
+    labels = torch.tensor([[-100, 2, 1, 3]])
+    loss, loc_sum, loc_n, n = sequence_losses(logits, labels, lookup)
+    expected_loc = torch.nn.functional.cross_entropy(logits[0, [0, 2]], torch.tensor([2, 3]), reduction="sum")
+    expected_all = torch.nn.functional.cross_entropy(logits[0, :3], torch.tensor([2, 1, 3]))
+    assert int(loc_n) == 2 and int(n) == 3
+    assert loc_sum.item() == pytest.approx(expected_loc.item())
+    assert loss.item() == pytest.approx(expected_all.item())
+
+
+def test_checkpoint_is_atomic_and_latest_points_at_the_newest(tmp_path):
+    class Saver:
+        def save_pretrained(self, path):
+            os.makedirs(path, exist_ok=True)
+            open(os.path.join(path, "weights"), "w").write("w")
+
+    root = tmp_path / "checkpoints"
+    assert ckpt.latest_checkpoint(root) is None
+    for step in (1, 2, 3):
+        ckpt.save_checkpoint(root, step, Saver(), Saver(), {"step": step}, keep=2)
+    assert ckpt.latest_checkpoint(root).name == "step_0000003"
+    assert sorted(p.name for p in root.iterdir()) == ["latest", "step_0000002", "step_0000003"]
+    assert ckpt.load_state(ckpt.latest_checkpoint(root))["step"] == 3
+    # an interrupted write leaves a temp dir that never becomes latest
+    (root / "step_0000004.tmp-123").mkdir()
+    assert ckpt.latest_checkpoint(root).name == "step_0000003"
+
+
+def test_resume_reproduces_the_uninterrupted_loss_curve(shards, tmp_path):
+    full = train(small_config(shards, tmp_path / "full"), log=lambda m: None)
+    assert full["finished"] and full["skipped"] == {"decode_error": 1}
+    first = train(small_config(shards, tmp_path / "cut", stop_at_step=3), log=lambda m: None)
+    assert first["step"] == 3 and not first["finished"]
+    resumed = train(small_config(shards, tmp_path / "cut", resume="latest"), log=lambda m: None)
+    assert resumed["finished"]
+    keys = ("step", "loss", "loc_loss", "lr", "grad_norm")
+    curve = [[e[k] for k in keys] for e in read_log(tmp_path / "full")]
+    assert [[e[k] for k in keys] for e in read_log(tmp_path / "cut")] == curve
+    assert [e[0] for e in curve] == [1, 2, 3, 4, 5, 6]
+    assert all(e[2] is not None for e in curve)  # location-token loss is logged
+    a = torch.load(tmp_path / "full/checkpoints/step_0000006/state.pt", weights_only=False)
+    b = torch.load(tmp_path / "cut/checkpoints/step_0000006/state.pt", weights_only=False)
+    assert a["readers"] == b["readers"] and a["consumed_batches"] == b["consumed_batches"] == 6
+    from transformers import Kosmos2ForConditionalGeneration
+
+    ma = Kosmos2ForConditionalGeneration.from_pretrained(tmp_path / "full/checkpoints/step_0000006/model")
+    mb = Kosmos2ForConditionalGeneration.from_pretrained(tmp_path / "cut/checkpoints/step_0000006/model")
+    assert all(torch.equal(p, q) for p, q in zip(ma.parameters(), mb.parameters()))
+
+
+@pytest.mark.slow
+def test_resume_is_exact_with_two_loader_workers_and_accumulation(shards, tmp_path):
+    options = dict(loader_workers=2, grad_accum=3, steps=4, checkpoint_every=10)
+    train(small_config(shards, tmp_path / "full", **options), log=lambda m: None)
+    train(small_config(shards, tmp_path / "cut", stop_at_step=1, **options), log=lambda m: None)
+    train(small_config(shards, tmp_path / "cut", resume="latest", **options), log=lambda m: None)
+    keys = ("step", "loss", "loc_loss", "grad_norm")
+    assert [[e[k] for k in keys] for e in read_log(tmp_path / "cut")] == \
+        [[e[k] for k in keys] for e in read_log(tmp_path / "full")]
+
+
+def test_training_lowers_the_loss_and_fine_tunes_from_init(shards, tmp_path):
+    summary = train(small_config(shards, tmp_path / "run", steps=12, checkpoint_every=12), log=lambda m: None)
+    log = read_log(tmp_path / "run")
+    assert summary["finished"] and log[-1]["loss"] < log[0]["loss"] - 0.3
+    model_dir = tmp_path / "run/checkpoints/step_0000012/model"
+    # --init: a pretrained model + processor directory, loaded with from_pretrained
+    tuned = train(small_config(shards, tmp_path / "tuned", init=str(model_dir), steps=2, checkpoint_every=2),
+                  log=lambda m: None)
+    assert tuned["finished"] and tuned["parameters"] == summary["parameters"]
+    first = read_log(tmp_path / "tuned")[0]["loss"]
+    assert first < log[0]["loss"] - 0.3  # starts from the trained weights, not from scratch
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_ray_train_two_cpu_workers(shards, tmp_path):
+    cfg = small_config(shards, tmp_path / "ray", steps=2, checkpoint_every=2, num_workers=2, threads=1)
+    summary = train(cfg, log=lambda m: None)
+    import ray
+
+    ray.shutdown()
+    assert summary["step"] == 2
+    log = read_log(tmp_path / "ray")
+    assert [e["step"] for e in log] == [1, 2]
+    state = ckpt.load_state(ckpt.latest_checkpoint(tmp_path / "ray" / "checkpoints"))
+    assert len(state["readers"]) == 2 and len(state["rng"]) == 2  # one entry per rank
+    # the two ranks read disjoint samples (2 shards, 2 ranks: one shard each)
+    assert state["readers"][0] and state["readers"][1]
