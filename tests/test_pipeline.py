@@ -289,3 +289,31 @@ def test_noop_detector_boxes_do_not_overlap():
 
 
 CAPTIONS_FOR_HASH = ["a dog", "a cat", "a tree", "the sky", "a boat", "a red car", "two people", "a hat"]
+
+
+def test_input_and_output_as_fsspec_urls(clean_world, clean_build, tmp_path):
+    import fsspec
+
+    memory = fsspec.filesystem("memory")
+    for path in clean_world.iterdir():
+        memory.pipe(f"/pipeline-test-shards/{path.name}", path.read_bytes())
+    output = tmp_path / "grit"
+    summary = run_pipeline(local_config("memory://pipeline-test-shards", f"file://{output}"))
+    assert summary.shards_written == ["00000", "00001", "00002"]
+    ours, reference = snapshot(output), snapshot(clean_build)
+    data_files = [n for n in reference if n.endswith((".parquet", ".tar"))]
+    assert len(data_files) == 9 and all(ours[n] == reference[n] for n in data_files)
+    assert json.loads((output / "00000_stats.json").read_text())["input"] == "memory://pipeline-test-shards/00000"
+
+
+def test_cli_defaults_are_the_pipeline_defaults():
+    from grit_pipeline.cli import build_parser
+    from grit_pipeline.pipeline.cli_args import config_from_args
+
+    args = build_parser().parse_args(["run", "--input", "in", "--output", "out"])
+    assert config_from_args(args) == PipelineConfig(input="in", output="out")
+    assert PipelineConfig().detector == "demo" and PipelineConfig().engine == "ray"
+    args = build_parser().parse_args(["stage", "expand", "--output", "out", "--detector-option", "score=hash",
+                                      "--detector-option", "max_per_phrase=3", "--shards", "00001,00003"])
+    config = config_from_args(args)
+    assert config.detector_options == {"score": "hash", "max_per_phrase": 3} and config.shards == ("00001", "00003")

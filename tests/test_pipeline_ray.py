@@ -80,3 +80,18 @@ def test_kill_9_of_the_ray_driver_then_rerun(worlds, tmp_path):
     rerun = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert snapshot(output) == snapshot(local["clean"])
+
+
+@pytest.mark.slow
+def test_default_config_runs_with_the_demo_detector(ray_session, worlds, tmp_path):
+    """`grit run --input DIR --output DIR` with nothing else: Ray engine, demo detector."""
+    from grit_pipeline import status as S
+    from grit_pipeline.pipeline import PipelineConfig
+
+    root, _ = worlds
+    output = tmp_path / "grit"
+    summary = run_pipeline(PipelineConfig(input=str(root / "clean"), output=str(output), progress=False))
+    assert sorted(summary.shards_written) == ["00000", "00001", "00002"]
+    grit, rejects = all_rows(output)
+    assert len({r["key"] for r in grit + rejects}) == 15
+    assert all(r["status"] in (S.GROUNDED, S.NO_BOX) for r in grit + rejects)

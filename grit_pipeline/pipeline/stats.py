@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from typing import Any
 
@@ -65,12 +66,12 @@ def drop_reasons(output: str, top: int = 10) -> list[tuple[str, str, int]]:
 
 
 def _reason_kind(reason: str | None) -> str:
-    """Group reasons that differ only in numbers/details: keep the text before the first '(' or ':'."""
+    """Group reasons that differ only in numbers/details: the text before the first '(' or ':', digits as N."""
     if not reason:
         return ""
     for sep in (" (", ": "):
         reason = reason.split(sep, 1)[0]
-    return reason[:100]
+    return re.sub(r"\d+", "N", reason)[:100]
 
 
 def format_totals(totals: dict[str, Any], reasons: list[tuple[str, str, int]] | None = None) -> str:
