@@ -317,3 +317,19 @@ def test_cli_defaults_are_the_pipeline_defaults():
                                       "--detector-option", "max_per_phrase=3", "--shards", "00001,00003"])
     config = config_from_args(args)
     assert config.detector_options == {"score": "hash", "max_per_phrase": 3} and config.shards == ("00001", "00003")
+
+
+def test_shard_selection_unknown_detector_and_a_caption_spacy_refuses(clean_world, tmp_path):
+    output = tmp_path / "grit"
+    summary = run_pipeline(local_config(clean_world, output, shards=("00001",)))
+    assert summary.shards_written == ["00001"] and sorted(p.name for p in output.glob("*.done")) == ["00001.done"]
+    with pytest.raises(ValueError, match="unknown detector 'nope'"):
+        run_pipeline(local_config(clean_world, output, detector="nope"))
+
+    from grit_pipeline.pipeline.sample import new_sample
+    from grit_pipeline.pipeline.stages import NounChunkStage
+
+    samples = [new_sample(key="a", caption="a dog on a mat"), new_sample(key="b", caption="a cat " * 200_000)]
+    NounChunkStage(PipelineConfig())(samples)
+    assert samples[0]["status"] is None and samples[0]["noun_chunk_spans"]
+    assert samples[1]["status"] == S.BAD_CAPTION and "spaCy failed" in samples[1]["reason"]

@@ -38,7 +38,7 @@ class RunSummary:
 
 def run_pipeline(config: PipelineConfig) -> RunSummary:
     """The fused pipeline: input shards -> GRIT build in one streaming pass, no intermediates."""
-    _check(config, need_input=True)
+    _check(config, need_input=True, grounding=True)
     summary = _execute(config, "run", InputSource(config), FUSED, BuildSink(config),
                        own_params=config.params_through("write"))
     write_run_files(config, summary, mode="fused")
@@ -54,7 +54,7 @@ def run_stage(stage: str, config: PipelineConfig) -> RunSummary:
     stage = stage.replace("-", "_")
     if stage not in STAGE_ORDER:
         raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGE_ORDER)}")
-    _check(config, need_input=stage == "noun_chunks")
+    _check(config, need_input=stage == "noun_chunks", grounding=stage == "ground")
     index = STAGE_ORDER.index(stage)
     work = config.work_dir()
     if index == 0:
@@ -74,7 +74,8 @@ def run_stage(stage: str, config: PipelineConfig) -> RunSummary:
     return summary
 
 
-def _check(config: PipelineConfig, need_input: bool) -> None:
+def _check(config: PipelineConfig, need_input: bool, grounding: bool = False) -> None:
+    from grit_pipeline.detectors.base import available_detectors
     from grit_pipeline.grounding import check_thresholds
 
     if need_input and not config.input:
@@ -84,6 +85,8 @@ def _check(config: PipelineConfig, need_input: bool) -> None:
     if config.engine not in ("ray", "local"):
         raise ValueError(f"engine must be 'ray' or 'local', got {config.engine!r}")
     check_thresholds(config.box_threshold, config.nms_iou)
+    if grounding and config.detector not in available_detectors():
+        raise ValueError(f"unknown detector {config.detector!r}; available: {', '.join(available_detectors())}")
 
 
 def _execute(config: PipelineConfig, label: str, source, stage_classes, sink, own_params: dict) -> RunSummary:

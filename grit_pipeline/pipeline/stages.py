@@ -57,11 +57,23 @@ class NounChunkStage(Stage):
         self.nlp = load_nlp(self.config.spacy_model)
 
     def process(self, samples):
-        from grit_pipeline.text import DEFAULT_ABSTRACT_NOUNS, caption_spans
+        from grit_pipeline.text import DEFAULT_ABSTRACT_NOUNS, CaptionSpans, caption_spans
 
         nouns = self.config.abstract_nouns if self.config.abstract_nouns is not None else DEFAULT_ABSTRACT_NOUNS
-        results = caption_spans([s["caption"] for s in samples], nlp=self.nlp, abstract_nouns=nouns,
-                                batch_size=self.config.text_batch_size)
+
+        def spans_of(captions):
+            return caption_spans(captions, nlp=self.nlp, abstract_nouns=nouns, batch_size=self.config.text_batch_size)
+
+        captions = [s["caption"] for s in samples]
+        try:
+            results = spans_of(captions)
+        except Exception:  # noqa: BLE001 - one caption spaCy refuses (e.g. over nlp.max_length) must not sink the batch
+            results = []
+            for caption in captions:
+                try:
+                    results.extend(spans_of([caption]))
+                except Exception as error:  # noqa: BLE001
+                    results.append(CaptionSpans(error=f"spaCy failed on the caption: {type(error).__name__}: {str(error)[:200]}"))
         for sample, spans in zip(samples, results):
             if spans.error:
                 finish(sample, S.BAD_CAPTION, spans.error, self.name)
