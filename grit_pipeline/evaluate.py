@@ -16,7 +16,8 @@ Span matching rule (decided here; the paper defines no phrase-level evaluation o
 A predicted (span, box) is a true positive when it matches a not-yet-matched truth object of its image with
 the same span rule and box IoU >= ``iou`` (greedy, highest score first). Other predictions are false
 positives, split by cause: ``wrong_box`` (the phrase is right, no box fits), ``duplicate`` (the object
-was already found), ``absent_phrase`` (the phrase names something not in the image), ``unlabelled_phrase``
+was already found), ``wrong_span`` (referring expressions only: the expression covers an object's head noun
+but is not its expression), ``absent_phrase`` (the phrase names something not in the image), ``unlabelled_phrase``
 (the truth says nothing about this phrase). Predictions on ``ignore`` spans are not counted.
 Recall counts every truth object of every truth image, including images the build dropped or lost.
 """
@@ -154,6 +155,8 @@ def match_image(truth: dict, predictions: list[list[float]], level: str, iou: fl
             counts["fp_duplicate"] += 1
         elif named:
             counts["fp_wrong_box"] += 1
+        elif any(_covers(span, h) for h in heads):
+            counts["fp_wrong_span"] += 1       # ref_exps only: about an object, but not its expression
         elif any(_covers(span, h) for h in absent_heads):
             counts["fp_absent_phrase"] += 1
         elif any(_covers(span, h) for h in ignore_heads):
@@ -175,7 +178,7 @@ def _summary(counts: Counter) -> dict[str, Any]:
         "predictions": preds,
         "truth_objects": truth_objects,
         "false_positives": {k[3:]: counts[k] for k in ("fp_wrong_box", "fp_duplicate", "fp_absent_phrase",
-                                                       "fp_unlabelled_phrase")},
+                                                       "fp_unlabelled_phrase", "fp_wrong_span")},
         "ignored_predictions": counts["ignored_predictions"],
     }
 

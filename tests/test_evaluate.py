@@ -40,7 +40,7 @@ def _rows():
     a_nc = [[0, 12, 0.1, 0.1, 0.4, 0.4, 0.9],       # TP (circle)
             [21, 34, 0.1, 0.5, 0.3, 0.9, 0.8],      # square named, box does not overlap: wrong_box
             [38, 58, 0.0, 0.0, 1.0, 1.0, 0.7]]      # background: ignored
-    a_re = [[0, 12, 0.1, 0.1, 0.4, 0.4, 0.9],       # expression too short (char IoU 12/58): unlabelled
+    a_re = [[0, 12, 0.1, 0.1, 0.4, 0.4, 0.9],       # expression too short (char IoU 12/58): wrong_span
             [21, 58, 0.1, 0.5, 0.3, 0.9, 0.8],      # wrong_box
             [38, 58, 0.0, 0.0, 1.0, 1.0, 0.7]]      # ignored
     b = [[0, 15, 0.0, 0.0, 0.2, 0.2, 0.95],         # TP (star 1)
@@ -76,13 +76,14 @@ def test_hand_computed_precision_and_recall(build):
     # 7 counted predictions (the background one is ignored), 3 true positives; 6 truth objects, 3 found
     assert nc["predictions"] == 7 and nc["true_positives"] == 3 and nc["truth_objects"] == 6
     assert nc["precision"] == round(3 / 7, 4) and nc["recall"] == 0.5
-    assert nc["false_positives"] == {"wrong_box": 1, "duplicate": 1, "absent_phrase": 1, "unlabelled_phrase": 1}
+    assert nc["false_positives"] == {"wrong_box": 1, "duplicate": 1, "absent_phrase": 1, "unlabelled_phrase": 1,
+                                     "wrong_span": 0}
     assert nc["ignored_predictions"] == 1
     re_ = result["ref_exps"]
     # the circle's expression is too short to be its referring expression: 2 TP of 7
     assert re_["true_positives"] == 2 and re_["predictions"] == 7
     assert re_["precision"] == round(2 / 7, 4) and re_["recall"] == round(2 / 6, 4)
-    assert re_["false_positives"]["unlabelled_phrase"] == 2
+    assert re_["false_positives"]["wrong_span"] == 1 and re_["false_positives"]["unlabelled_phrase"] == 1
     images = result["images"]
     assert images["truth"] == 4 and images["kept"] == 2 and images["dropped"] == 1
     assert images["missing_from_build"] == 1 and images["dropped_by_status"] == {"no_box": 1}
