@@ -8,7 +8,7 @@ from PIL import Image
 
 from grit_pipeline.detectors.base import Detection, get_detector
 from grit_pipeline.detectors.hf import build_prompt, resolve_dtype, token_phrase_map
-from hf_tiny import build_tiny_grounding_dino, build_tiny_owlv2, tiny_bert_tokenizer
+from hf_tiny import build_tiny_grounding_dino, build_tiny_mm_grounding_dino, build_tiny_owlv2, tiny_bert_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +116,16 @@ def test_batched_equals_one_at_a_time(which, request):
     assert_same_detections(batched, single)
     assert batched[4] == []  # no phrases: nothing detected, nothing run
     assert sum(len(d) for d in batched) > 0
+
+
+def test_mm_grounding_dino_is_supported(tmp_path):
+    model_dir = build_tiny_mm_grounding_dino(tmp_path / "mm")
+    detector = get_detector("hf", model=str(model_dir), device="cpu", batch_size=4, min_score=0.0)
+    assert detector.model_type == "mm-grounding-dino" and detector.family == "grounding-dino"
+    images = random_images(SIZES[:3])
+    batched = detector.detect(images, PHRASES[:3])
+    assert_same_detections(batched, [detector.detect([i], [p])[0] for i, p in zip(images, PHRASES[:3])])
+    assert {d.phrase_index for d in batched[2]} <= {0, 1, 2} and batched[2]
 
 
 def test_batches_really_hold_several_images(gdino_dir):
