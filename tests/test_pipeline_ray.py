@@ -41,7 +41,8 @@ def worlds(tmp_path_factory):
 
 
 def ray_config(input_dir, output_dir, **changes):
-    return local_config(input_dir, output_dir, engine="ray", text_batch_size=4, ground_batch_size=2, **changes)
+    values = dict(engine="ray", text_batch_size=4, ground_batch_size=2, object_store_limit_mb=64)
+    return local_config(input_dir, output_dir, **{**values, **changes})
 
 
 def test_ray_engine_gives_the_local_engines_output(ray_session, worlds, tmp_path):

@@ -51,6 +51,8 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser, input_required: bool
     e.add_argument("--num-gpus", type=float, default=None, help="GPUs per detector actor (default 1 if CUDA, else 0)")
     e.add_argument("--read-parallelism", type=int, default=_DEFAULTS.read_parallelism,
                    help="input shards read at the same time (bounds memory)")
+    e.add_argument("--object-store-limit-mb", type=int, default=None,
+                   help="cap Ray Data's object store use (backpressure); default: Ray's share of memory")
     e.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
 
 
@@ -96,6 +98,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         ground_batch_size=args.ground_batch_size,
         num_gpus=args.num_gpus,
         read_parallelism=args.read_parallelism,
+        object_store_limit_mb=args.object_store_limit_mb,
         overwrite=args.overwrite,
         shards=tuple(s.strip() for s in args.shards.split(",") if s.strip()) if args.shards else None,
         progress=not args.no_progress,

@@ -56,6 +56,7 @@ class PipelineConfig:
     ground_batch_size: int = 8            # images per detector call
     num_gpus: float | None = None         # GPUs per detector actor (None: 1 if CUDA is visible, else 0)
     read_parallelism: int = 2             # input shards read at the same time (bounds memory)
+    object_store_limit_mb: int | None = None  # cap on Ray Data's object store use (None: Ray's default share)
     # run control
     overwrite: bool = False
     shards: tuple[str, ...] | None = None  # only these shard names (e.g. ("00000",)); None: all

@@ -75,6 +75,13 @@ def run_ray(config: PipelineConfig, source, stage_classes, todo: list[str],
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = bool(config.progress)
         context.print_on_execution_start = bool(config.progress)
+        if config.object_store_limit_mb:
+            from ray.data import ExecutionResources
+
+            # Backpressure holds the blocks in flight under this many bytes (Ray's default: a share of
+            # the object store, i.e. of the machine's memory).
+            context.execution_options.resource_limits = ExecutionResources.for_limits(
+                object_store_memory=config.object_store_limit_mb * 1024 * 1024)
         ds = ray.data.from_items([{"shard": shard} for shard in todo], override_num_blocks=max(1, len(todo)))
         ds = ds.map_batches(_read_shards, fn_kwargs={"source": source}, batch_size=1, batch_format="pyarrow",
                             compute=TaskPoolStrategy(size=max(1, config.read_parallelism)), num_cpus=LIGHT_TASK_CPUS)
