@@ -166,8 +166,7 @@ def make_caption(rng: random.Random, scene: Scene) -> Caption:
             b.text(f" sits {rel} ")
         m2 = say(second)
         mentions.append(m2)
-        bg = rng.random() < 0.4
-        if bg:
+        if rng.random() < 0.4:
             _background(b, rng, scene, attach=[m2])
         b.extend_ref(m1)
         rest = groups[2:]
@@ -183,11 +182,16 @@ def make_caption(rng: random.Random, scene: Scene) -> Caption:
             b.text(rng.choice([", and ", " and ", ", with ", ", plus "]))
             mentions.append(say(idx))
 
-    # places: "near the edge" for an object that touches the border
+    # trailing modifiers ("near the edge", "with no dog in sight", "where ... used to be") attach to the
+    # last phrase, so they belong to every expression that ends there; coordinated ones (", but no X") do not
+    tail = [m for m in b.mentions if m.kind == OBJECT and m.ref[1] == b.pos]
+    # places: "near the edge"
     if rng.random() < 0.15:
         b.text(rng.choice([" near ", " by ", " at "]))
         place = rng.choice(PLACES)
         b.phrase(place, place.split()[-1], ABSENT)
+        for m in tail:
+            b.extend_ref(m)
     # absent things
     absent = rng.random()
     if absent < 0.2:
@@ -201,6 +205,8 @@ def make_caption(rng: random.Random, scene: Scene) -> Caption:
             b.phrase(noun, noun, ABSENT)
             b.text(" in ")
             b.phrase("sight", "sight", ABSENT)
+            for m in tail:
+                b.extend_ref(m)
         else:
             b.text(rng.choice([", waiting for ", ", far from "]))
             b.phrase(f"{article(noun)} {noun}", noun, ABSENT)
@@ -209,6 +215,8 @@ def make_caption(rng: random.Random, scene: Scene) -> Caption:
         b.text(", where ")
         b.phrase(f"{article(colour)} {colour} {shape}", shape, ABSENT)
         b.text(" used to be")
+        for m in tail:
+            b.extend_ref(m)
     if opener >= 0.25 and rng.random() < 0.12:
         b.text(", ")
         _abstract(b, rng)
