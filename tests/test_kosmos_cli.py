@@ -1,0 +1,148 @@
+"""kosmos command line: train -> predict -> score on toy data, every task's formats, synthetic RefCOCO."""
+import json
+import random
+
+import pytest
+
+from kosmos.cli import main
+from kosmos.toydata import toy_record, write_toy_shards
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny model trained for a few steps through `kosmos train`."""
+    root = tmp_path_factory.mktemp("cli")
+    write_toy_shards(root / "shards", num_shards=1, per_shard=8)
+    code = main(["train", "--data", str(root / "shards"), "--output", str(root / "run"), "--steps", "2",
+                 "--batch-size", "4", "--log-every", "1", "--checkpoint-every", "2", "--loader-workers", "0",
+                 "--threads", "1", "--shuffle-buffer", "0"])
+    assert code == 0
+    return root
+
+
+@pytest.fixture(scope="module")
+def refcoco(trained):
+    """MDETR RefCOCO json for 3 toy images (one expression each) and the image files."""
+    rng = random.Random(3)
+    images, anns = [], []
+    (trained / "images").mkdir()
+    for i in range(3):
+        image, record = toy_record(rng, f"img{i}", 96, 64)
+        image.save(trained / "images" / f"img{i}.jpg")
+        s, e, x1, y1, x2, y2, _ = record["ref_exps"][0]
+        images.append({"id": 10 + i, "file_name": f"img{i}.jpg", "width": 96, "height": 64,
+                       "caption": record["caption"][int(s):int(e)], "original_img_id": f"img{i}"})
+        anns.append({"id": 10 + i, "image_id": 10 + i, "bbox": [x1 * 96, y1 * 64, (x2 - x1) * 96, (y2 - y1) * 64],
+                     "original_id": i})
+    path = trained / "refcoco.json"
+    path.write_text(json.dumps({"images": images, "annotations": anns}))
+    return path
+
+
+def run_json(capsys, argv):
+    code = main(argv)
+    out = capsys.readouterr().out.strip().splitlines()
+    return code, (json.loads(out[-1]) if out else None)
+
+
+def test_train_wrote_checkpoint_log_and_processor(trained):
+    run = trained / "run"
+    assert (run / "checkpoints" / "latest").read_text().strip() == "step_0000002"
+    assert (run / "processor" / "tokenizer.json").exists()
+    log = [json.loads(l) for l in (run / "train_log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in log] == [1, 2] and all(e["tokens_per_s"] > 0 for e in log)
+
+
+def test_predict_rec_then_score(trained, refcoco, capsys):
+    pred = trained / "rec.jsonl"
+    code, summary = run_json(capsys, ["predict", "rec", "--model", str(trained / "run"), "--images",
+                                      str(trained / "images"), "--annotations", str(refcoco), "--output",
+                                      str(pred), "--threads", "1"])
+    assert code == 0 and summary["predictions"] == 3
+    rows = [json.loads(l) for l in pred.read_text().splitlines()]
+    assert [r["id"] for r in rows] == [10, 11, 12] or sorted(r["id"] for r in rows) == [10, 11, 12]
+    expressions = {im["id"]: im["caption"] for im in json.loads(refcoco.read_text())["images"]}
+    for row in rows:  # the official prompt, kept in the text so the phrase can be matched
+        assert row["text"].startswith(f"<grounding><phrase> {expressions[row['id']]}</phrase>")
+        assert row["frame"] == [0.0, 0.0, 1.0, 1.0]
+    code, result = run_json(capsys, ["score", "rec", "--predictions", str(pred), "--annotations", str(refcoco)])
+    assert code == 0 and result["task"] == "rec" and result["total"] == 3 and 0 <= result["accuracy"] <= 100
+    # a prediction file whose boxes are exactly right scores 100
+    truth = json.loads(refcoco.read_text())
+    from grit_pipeline.serialize import Entity, serialize_entities
+
+    perfect = trained / "perfect.jsonl"
+    with open(perfect, "w") as handle:
+        for im, ann in zip(truth["images"], truth["annotations"]):
+            x, y, w, h = ann["bbox"]
+            box = (x / 96, y / 64, (x + w) / 96, (y + h) / 64)
+            text = serialize_entities(im["caption"], [Entity(0, len(im["caption"]), [box])])
+            handle.write(json.dumps({"id": im["id"], "text": text}) + "\n")
+    code, result = run_json(capsys, ["score", "rec", "--predictions", str(perfect), "--annotations", str(refcoco)])
+    assert result["accuracy"] == 100.0
+
+
+def test_predict_caption_vqa_reg_formats(trained, refcoco, capsys):
+    captions = {"images": [{"id": 5, "file_name": "img0.jpg"}], "annotations": [{"image_id": 5, "caption": "x"}]}
+    (trained / "captions.json").write_text(json.dumps(captions))
+    code, _ = run_json(capsys, ["predict", "caption", "--model", str(trained / "run"), "--images",
+                                str(trained / "images"), "--annotations", str(trained / "captions.json"),
+                                "--output", str(trained / "cap.json"), "--threads", "1"])
+    results = json.loads((trained / "cap.json").read_text())
+    assert code == 0 and len(results) == 1 and set(results[0]) == {"image_id", "caption"}
+    assert results[0]["image_id"] == 5 and "<" not in results[0]["caption"]
+
+    questions = {"data_subtype": "val2014", "questions": [{"question_id": 42, "image_id": 1, "question": "What?"}]}
+    (trained / "q.json").write_text(json.dumps(questions))
+    (trained / "images" / "COCO_val2014_000000000001.jpg").write_bytes((trained / "images" / "img1.jpg").read_bytes())
+    code, _ = run_json(capsys, ["predict", "vqa", "--model", str(trained / "run"), "--images",
+                                str(trained / "images"), "--questions", str(trained / "q.json"),
+                                "--output", str(trained / "vqa.json"), "--threads", "1"])
+    results = json.loads((trained / "vqa.json").read_text())
+    assert code == 0 and [set(r) for r in results] == [{"question_id", "answer"}] and results[0]["question_id"] == 42
+    annotations = {"annotations": [{"question_id": 42, "answer_type": "other",
+                                    "answers": [{"answer": results[0]["answer"] or "x", "answer_id": i}
+                                                for i in range(10)]}]}
+    (trained / "a.json").write_text(json.dumps(annotations))
+    code, result = run_json(capsys, ["score", "vqa", "--predictions", str(trained / "vqa.json"),
+                                     "--annotations", str(trained / "a.json"), "--questions", str(trained / "q.json")])
+    assert code == 0 and result["total"] == 1
+
+    code, _ = run_json(capsys, ["predict", "reg", "--model", str(trained / "run"), "--images",
+                                str(trained / "images"), "--annotations", str(refcoco),
+                                "--output", str(trained / "reg.jsonl"), "--threads", "1"])
+    rows = [json.loads(l) for l in (trained / "reg.jsonl").read_text().splitlines()]
+    assert code == 0 and len(rows) == 3
+    # (the toy tokenizer never saw a capital I, so "It" decodes without it)
+    assert all(r["text"].startswith("<phrase>") and "</phrase><object><patch_index_" in r["text"] for r in rows)
+    from kosmos.predict import reg_prompt
+
+    assert reg_prompt((0.1, 0.1, 0.5, 0.5)) == "<phrase> It</phrase><object><patch_index_0099><patch_index_0495></object> is"
+
+
+def test_score_errors_are_clear(tmp_path, capsys):
+    code = main(["score", "rec", "--predictions", str(tmp_path / "none.jsonl"), "--annotations", "x.json"])
+    assert code == 2 and "no such file" in capsys.readouterr().err
+    (tmp_path / "p.json").write_text("[]")
+    (tmp_path / "a.json").write_text('{"annotations": []}')
+    code = main(["score", "vqa", "--predictions", str(tmp_path / "p.json"), "--annotations", str(tmp_path / "a.json")])
+    assert code == 2 and "--questions" in capsys.readouterr().err
+
+
+def test_synthetic_truth_to_mdetr_refcoco(tmp_path, capsys):
+    from grit_pipeline.synth.writer import write_synthetic_world
+
+    write_synthetic_world(tmp_path / "synth", images=4, seed=11, shard_size=2)
+    code, summary = run_json(capsys, ["synth-refcoco", "--synth", str(tmp_path / "synth"),
+                                      "--output", str(tmp_path / "ref")])
+    data = json.loads((tmp_path / "ref" / "finetune_refcoco_val.json").read_text())
+    truth = [json.loads(l) for p in sorted((tmp_path / "synth" / "truth").glob("*.jsonl"))
+             for l in p.read_text().splitlines() if l.strip()]
+    objects = [(t, o) for t in truth for o in t["objects"]]
+    assert code == 0 and summary["expressions"] == len(objects) == len(data["images"]) > 0
+    for im, ann, (t, o) in zip(data["images"], data["annotations"], objects):
+        assert ann["image_id"] == im["id"] and im["caption"] == t["caption"][o["ref_exp"][0]:o["ref_exp"][1]]
+        x1, y1, x2, y2 = o["box"]
+        assert ann["bbox"] == pytest.approx([x1 * t["width"], y1 * t["height"], (x2 - x1) * t["width"],
+                                             (y2 - y1) * t["height"]], abs=1e-3)
+        assert (tmp_path / "ref" / "images" / im["file_name"]).exists()
