@@ -82,6 +82,22 @@ write: setup
 stats: setup
 	$(GRIT) stats "$(OUTPUT)"
 
+# Cluster (README "Running on a Ray cluster"): submit `grit run` as a Ray job to a running cluster, token auth on.
+# make submit INPUT=s3://.../shards OUTPUT=s3://.../grit DETECTOR=hf MODEL=IDEA-Research/grounding-dino-base
+#   BOX_THRESHOLD=0.35 [RAY_ADDRESS=http://HEAD:8265] [PIPELINE_ARGS='--ground-pool 8 --num-gpus 1'] [SUBMIT_ARGS=--no-wait]
+# Local paths are made absolute (the job runs in a copy of this checkout on the cluster).
+SUBMIT_ARGS ?=
+SUBMIT_ADDRESS = $(or $(RAY_ADDRESS),http://127.0.0.1:8265)
+submit_path = $(if $(findstring ://,$(1)),$(1),$(abspath $(1)))
+.PHONY: submit
+
+submit: setup
+	RAY_AUTH_MODE=$${RAY_AUTH_MODE:-token} $(VENV)/bin/ray job submit --address "$(SUBMIT_ADDRESS)" \
+		--runtime-env manifests/runtime_env.yaml $(SUBMIT_ARGS) -- \
+		grit run --input "$(call submit_path,$(INPUT))" --output "$(call submit_path,$(OUTPUT))" \
+		--detector "$(DETECTOR)" $(if $(MODEL),--model "$(MODEL)") --box-threshold $(BOX_THRESHOLD) \
+		--nms-iou $(NMS_IOU) --ray-address auto $(if $(OVERWRITE),--overwrite) $(PIPELINE_ARGS)
+
 # Views (README "Looking at the data"): DIR is a build (default OUTPUT) or downloaded GrIT-20M shards.
 # make gallery DIR=... [SAMPLE=100] [GALLERY_ARGS='--status rejected --min-score 0.7']; make report DIR=... [TRUTH=...]
 DIR ?= $(OUTPUT)
