@@ -240,35 +240,51 @@ def test_kill_9_mid_run_then_rerun_gives_identical_output(clean_world, clean_bui
     assert len(keys) == len(set(keys)) == 15
 
 
-def test_cli_run_stats_and_exit_codes(broken_world, tmp_path):
+def _main(capsys, *args) -> tuple[int, str, str]:
+    """`grit ARGS` in this process (the kill tests run it as a real subprocess)."""
+    from grit_pipeline.cli import main
+
+    capsys.readouterr()
+    code = main(list(args))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_cli_run_stats_and_exit_codes(broken_world, tmp_path, capsys):
     folder, _ = broken_world
     output = tmp_path / "grit"
-    result = _grit("run", "--input", str(folder), "--output", str(output), "--engine", "local", *NOOP_FLAGS)
-    assert result.returncode == 0  # rejects do not fail the run
-    assert "shards 5/5" in result.stderr and "ETA" in result.stderr and "noun_chunks" in result.stderr
-    stats = _grit("stats", str(output))
-    assert "images (grounded pairs)" in stats.stdout and "shard_error" in stats.stdout
-    assert "top drop reasons" in stats.stdout
-    totals = json.loads(_grit("stats", str(output), "--json").stdout)
+    code, out, err = _main(capsys, "run", "--input", str(folder), "--output", str(output), "--engine", "local", *NOOP_FLAGS)
+    assert code == 0  # rejects do not fail the run
+    assert "shards 5/5" in err and "ETA" in err and "noun_chunks" in err and "5 shards written" in out
+    code, out, _ = _main(capsys, "stats", str(output))
+    assert code == 0 and "images (grounded pairs)" in out and "shard_error" in out and "top drop reasons" in out
+    code, out, _ = _main(capsys, "stats", str(output), "--json")
+    totals = json.loads(out)
     assert totals["samples"] == 25 and sum(totals["counts"].values()) == 25
     assert totals["images"] == totals["counts"]["grounded"] > 0
     assert totals["spans"] <= totals["boxes"] and totals["avg_expression_words"] > 1
-    missing = _grit("run", "--input", str(tmp_path / "nope"), "--output", str(output), "--engine", "local", check=False)
-    assert missing.returncode == 2 and "input folder not found" in missing.stderr
-    assert _grit("stats", str(tmp_path / "nope"), check=False).returncode == 2
+    assert {"status": "shard_error", "reason": "shard N has no tar file", "count": 3} in totals["drop_reasons"]
+    code, _, err = _main(capsys, "run", "--input", str(tmp_path / "nope"), "--output", str(output), "--engine", "local")
+    assert code == 2 and "input folder not found" in err
+    assert _main(capsys, "stats", str(tmp_path / "nope"))[0] == 2
+    assert _main(capsys, "run", "--input", str(folder), "--output", str(output), "--box-threshold", "1.5")[0] == 2
 
 
-def test_stage_cli_and_python_m_stages(clean_world, tmp_path):
+def test_stage_cli_and_python_m_stages(clean_world, tmp_path, capsys, monkeypatch):
+    import runpy
+
     output = tmp_path / "grit"
     common = ("--output", str(output), "--engine", "local", "--no-progress", *NOOP_FLAGS)
-    no_upstream = _grit("stage", "ground", *common, check=False)
-    assert no_upstream.returncode == 2 and "run `grit stage noun-chunks`" in no_upstream.stderr
-    environment = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "HF_HUB_OFFLINE": "1"}
-    subprocess.run([sys.executable, "-m", "stages.noun_chunks", "--input", str(clean_world), *common],
-                   cwd=REPO, env=environment, check=True, capture_output=True, timeout=300)
-    for stage in ("ground", "expand", "write"):
-        _grit("stage", stage, *common)
+    code, _, err = _main(capsys, "stage", "ground", *common)
+    assert code == 2 and "run `grit stage noun-chunks`" in err
+    for module, extra in (("stages.noun_chunks", ("--input", str(clean_world))), ("stages.ground", ()),
+                          ("stages.expand", ()), ("stages.write", ())):
+        monkeypatch.setattr(sys, "argv", [module, *extra, *common])
+        with pytest.raises(SystemExit) as exit_:
+            runpy.run_module(module, run_name="__main__")
+        assert exit_.value.code == 0, module
     assert len(list(output.glob("*.done"))) == 3
+    assert len(list((output / "_stages" / "expand").glob("*.done"))) == 3
 
 
 def test_noop_detector_boxes_do_not_overlap():
