@@ -112,5 +112,36 @@ gallery: setup
 report: setup
 	$(GRIT) report "$(DIR)" $(if $(TRUTH),--truth "$(TRUTH)")
 
+# Companion (README "Companion: training and evaluating Kosmos-2"): train on a build, predict, score.
+# make train [DATA=$(OUTPUT)] [RUN=kosmos_out/run] [PRESET=tiny|small|paper] [TRAIN_ARGS='--steps 2000 --init DIR']
+# make predict TASK=rec IMAGES=dir ANNOTATIONS=finetune_refcoco_val.json [PREDICTIONS=...] [PREDICT_ARGS=...]
+# make score TASK=rec ANNOTATIONS=... [PREDICTIONS=...] [QUESTIONS=... for vqa];  make e2e (the whole loop, CPU)
+DATA ?= $(OUTPUT)
+RUN ?= kosmos_out/run
+PRESET ?= tiny
+TRAIN_ARGS ?=
+TASK ?= rec
+IMAGES ?=
+ANNOTATIONS ?=
+QUESTIONS ?=
+PREDICTIONS ?= $(RUN)/predictions_$(TASK).$(if $(filter caption vqa,$(TASK)),json,jsonl)
+PREDICT_ARGS ?=
+.PHONY: train predict score e2e
+
+train: setup
+	$(KOSMOS) train --data "$(DATA)" --output "$(RUN)" --preset $(PRESET) \
+		$(if $(RAY_ADDRESS),--ray-address "$(RAY_ADDRESS)") $(TRAIN_ARGS)
+
+predict: setup
+	$(KOSMOS) predict $(TASK) --model "$(RUN)" --images "$(IMAGES)" --output "$(PREDICTIONS)" \
+		$(if $(ANNOTATIONS),--annotations "$(ANNOTATIONS)") $(if $(QUESTIONS),--questions "$(QUESTIONS)") $(PREDICT_ARGS)
+
+score: setup
+	$(KOSMOS) score $(TASK) --predictions "$(PREDICTIONS)" --annotations "$(ANNOTATIONS)" \
+		$(if $(QUESTIONS),--questions "$(QUESTIONS)")
+
+e2e: setup
+	$(PY) -m kosmos.e2e
+
 clean:
 	rm -rf demo_out bench_out .pytest_cache
