@@ -1,7 +1,7 @@
 """Model presets built with transformers' ``Kosmos2Config`` (GRIT_SPEC section 5).
 
 ``paper`` is the 1.6B Kosmos-2 shape (ViT-L/14 at 224, 24-layer 2048-wide decoder, 64 latent queries);
-``small`` is a ~60M-parameter model meant for one GPU; ``tiny`` is for CPU tests (a few ms per step).
+``small`` is a ~60M-parameter model meant for one GPU; ``tiny`` (~0.6M) is for CPU tests and ``make e2e``.
 The text vocabulary size is not part of a preset: it is the size of the tokenizer the model is built with.
 """
 from __future__ import annotations
@@ -39,8 +39,8 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(
-        name="tiny", image_size=64, patch_size=16, vision_hidden=32, vision_layers=1, vision_heads=2,
-        vision_ffn=64, text_hidden=64, text_layers=2, text_heads=4, text_ffn=128, latent_query_num=8,
+        name="tiny", image_size=64, patch_size=8, vision_hidden=64, vision_layers=2, vision_heads=4,
+        vision_ffn=128, text_hidden=128, text_layers=2, text_heads=4, text_ffn=256, latent_query_num=16,
         max_positions=256, dropout=0.0, tokenizer_vocab=400, lr=2e-3, warmup_steps=20, max_steps=400,
         batch_size=16, max_length=64,
     ),
