@@ -24,14 +24,18 @@ LIGHT_TASK_CPUS = 0.5  # read and expand tasks are light; they must fit beside t
 
 
 def init_ray(config: PipelineConfig) -> bool:
-    """Connect to ``config.ray_address`` or start a local Ray in this process; True if started here."""
+    """Connect to ``config.ray_address`` (else ``$RAY_ADDRESS``, which ``ray job submit`` sets for its
+    drivers) or start a local Ray in this process. True when this call connected/started it."""
+    import os
+
     import ray
 
     if ray.is_initialized():
         return False
     common = dict(include_dashboard=False, log_to_driver=True, configure_logging=False)
-    if config.ray_address:
-        ray.init(address=config.ray_address, **common)
+    address = config.ray_address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, configure_logging=False)
         return True
     # Logical CPUs: all cores, but at least enough for both actor pools plus the light tasks, so the
     # pipeline can always be scheduled on a small machine (Ray oversubscribes; the OS shares the cores).
