@@ -349,3 +349,10 @@ def test_shard_selection_unknown_detector_and_a_caption_spacy_refuses(clean_worl
     NounChunkStage(PipelineConfig())(samples)
     assert samples[0]["status"] is None and samples[0]["noun_chunk_spans"]
     assert samples[1]["status"] == S.BAD_CAPTION and "spaCy failed" in samples[1]["reason"]
+
+
+def test_gpus_per_detector_actor_follow_the_cluster():
+    assert PipelineConfig().resolved_num_gpus(cluster_gpus=0) == 0
+    assert PipelineConfig().resolved_num_gpus(cluster_gpus=8) == 1  # a CPU-only driver still uses GPU workers
+    assert PipelineConfig(device="cpu").resolved_num_gpus(cluster_gpus=8) == 0
+    assert PipelineConfig(num_gpus=0.5).resolved_num_gpus(cluster_gpus=0) == 0.5

@@ -80,11 +80,15 @@ class PipelineConfig:
             params.update(self.stage_params(name))
         return params
 
-    def resolved_num_gpus(self) -> float:
+    def resolved_num_gpus(self, cluster_gpus: float | None = None) -> float:
+        """GPUs per detector actor: ``num_gpus`` if set; 0 for ``device="cpu"``; else 1 when the cluster
+        (``cluster_gpus``, e.g. ``ray.cluster_resources()["GPU"]``) or this machine has a GPU."""
         if self.num_gpus is not None:
             return float(self.num_gpus)
         if self.device == "cpu":
             return 0.0
+        if cluster_gpus is not None:
+            return 1.0 if cluster_gpus > 0 else 0.0
         try:
             import torch
 

@@ -89,7 +89,8 @@ def run_ray(config: PipelineConfig, source, stage_classes, todo: list[str],
         ds = ray.data.from_items([{"shard": shard} for shard in todo], override_num_blocks=max(1, len(todo)))
         ds = ds.map_batches(_read_shards, fn_kwargs={"source": source}, batch_size=1, batch_format="pyarrow",
                             compute=TaskPoolStrategy(size=max(1, config.read_parallelism)), num_cpus=LIGHT_TASK_CPUS)
-        num_gpus = config.resolved_num_gpus()
+        # Ask the cluster, not this process: a CPU-only head node still drives GPU workers.
+        num_gpus = config.resolved_num_gpus(cluster_gpus=ray.cluster_resources().get("GPU", 0))
         for stage_class in stage_classes:
             if stage_class.uses_gpu:
                 gpu_args = {"num_gpus": num_gpus} if num_gpus > 0 else {}
