@@ -47,6 +47,13 @@ demo: setup
 bench: setup
 	$(PY) -m bench
 
+# Grounding throughput on a GPU with full-size detector architectures (README, "Detectors and grounding").
+# make bench-gpu GPU_BENCH_ARGS="--models grounding-dino-tiny --batch-sizes 1 8 32"
+GPU_BENCH_ARGS ?=
+.PHONY: bench-gpu
+bench-gpu: setup
+	$(PY) -m bench.gpu_grounding $(GPU_BENCH_ARGS)
+
 download: setup
 	@test -n "$(URL_LIST)" || { echo "usage: make download URL_LIST=FILE_OR_DIR [SOURCE=laion|coyo|custom] [INPUT=shards dir] [DOWNLOAD_ARGS='--image-size 512 ...']"; exit 2; }
 	$(PY) -m stages.download --input "$(URL_LIST)" --output "$(INPUT)" --source "$(SOURCE)" $(DOWNLOAD_ARGS)
