@@ -45,7 +45,7 @@ def init_ray(config: PipelineConfig) -> bool:
     return True
 
 
-def _read_shards(batch, source):
+def read_shards(batch, source):
     """Map task: shard names -> that shard's samples, in blocks of READ_BLOCK_ROWS rows."""
     for shard in batch.column("shard").to_pylist():
         samples = source.read(shard)
@@ -65,7 +65,20 @@ class _StageActor:
         return rows_to_table(self.stage(table_to_rows(table)))
 
 
-def _run_stateless_stage(table, stage_class, config):
+# Named per stage so Ray Data's progress shows MapBatches(NounChunks) -> MapBatches(Ground) -> ...
+class NounChunks(_StageActor):
+    pass
+
+
+class Ground(_StageActor):
+    pass
+
+
+ACTOR_CLASSES = {"noun_chunks": NounChunks, "ground": Ground}
+
+
+def expand(table, stage_class, config):
+    """Map task for a stage without a model (expansion + serialisation)."""
     return rows_to_table(stage_class(config)(table_to_rows(table)))
 
 
@@ -87,22 +100,24 @@ def run_ray(config: PipelineConfig, source, stage_classes, todo: list[str],
             context.execution_options.resource_limits = ExecutionResources.for_limits(
                 object_store_memory=config.object_store_limit_mb * 1024 * 1024)
         ds = ray.data.from_items([{"shard": shard} for shard in todo], override_num_blocks=max(1, len(todo)))
-        ds = ds.map_batches(_read_shards, fn_kwargs={"source": source}, batch_size=1, batch_format="pyarrow",
+        ds = ds.map_batches(read_shards, fn_kwargs={"source": source}, batch_size=1, batch_format="pyarrow",
                             compute=TaskPoolStrategy(size=max(1, config.read_parallelism)), num_cpus=LIGHT_TASK_CPUS)
         # Ask the cluster, not this process: a CPU-only head node still drives GPU workers.
         num_gpus = config.resolved_num_gpus(cluster_gpus=ray.cluster_resources().get("GPU", 0))
         for stage_class in stage_classes:
             if stage_class.uses_gpu:
                 gpu_args = {"num_gpus": num_gpus} if num_gpus > 0 else {}
-                ds = ds.map_batches(_StageActor, fn_constructor_args=(stage_class, config),
+                ds = ds.map_batches(ACTOR_CLASSES.get(stage_class.name, _StageActor),
+                                    fn_constructor_args=(stage_class, config),
                                     batch_size=max(1, config.ground_batch_size), batch_format="pyarrow",
                                     compute=ActorPoolStrategy(size=max(1, config.ground_pool)), num_cpus=1, **gpu_args)
             elif stage_class.name == "noun_chunks":
-                ds = ds.map_batches(_StageActor, fn_constructor_args=(stage_class, config),
+                ds = ds.map_batches(ACTOR_CLASSES.get(stage_class.name, _StageActor),
+                                    fn_constructor_args=(stage_class, config),
                                     batch_size=max(1, config.text_batch_size), batch_format="pyarrow",
                                     compute=ActorPoolStrategy(size=max(1, config.text_pool)), num_cpus=1)
             else:
-                ds = ds.map_batches(_run_stateless_stage, fn_args=(stage_class, config),
+                ds = ds.map_batches(expand, fn_args=(stage_class, config),
                                     batch_size=max(1, config.text_batch_size), batch_format="pyarrow",
                                     num_cpus=LIGHT_TASK_CPUS)
 
