@@ -356,3 +356,18 @@ def test_gpus_per_detector_actor_follow_the_cluster():
     assert PipelineConfig().resolved_num_gpus(cluster_gpus=8) == 1  # a CPU-only driver still uses GPU workers
     assert PipelineConfig(device="cpu").resolved_num_gpus(cluster_gpus=8) == 0
     assert PipelineConfig(num_gpus=0.5).resolved_num_gpus(cluster_gpus=0) == 0.5
+
+
+def test_synthetic_world_with_the_demo_detector_fused_equals_stages(tmp_path):
+    """`grit synth` output (the img2dataset layout) through the default detector, both modes."""
+    from grit_pipeline.synth.writer import write_synthetic_world
+
+    write_synthetic_world(tmp_path / "shards", images=8, seed=5, shard_size=4)
+    fused, staged = tmp_path / "fused", tmp_path / "staged"
+    config = PipelineConfig(input=str(tmp_path / "shards"), output=str(fused), engine="local", progress=False)
+    run_pipeline(config)
+    for stage in ("noun_chunks", "ground", "expand", "write"):
+        run_stage(stage, config.replace(output=str(staged)))
+    assert snapshot(staged) == snapshot(fused)
+    totals = collect_totals(str(fused))
+    assert totals["samples"] == 8 and totals["images"] > 0 and totals["boxes"] >= totals["images"]
