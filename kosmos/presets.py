@@ -1,7 +1,7 @@
 """Model presets built with transformers' ``Kosmos2Config`` (GRIT_SPEC section 5).
 
 ``paper`` is the 1.6B Kosmos-2 shape (ViT-L/14 at 224, 24-layer 2048-wide decoder, 64 latent queries);
-``small`` is a ~60M-parameter model meant for one GPU; ``tiny`` (~0.6M) is for CPU tests and ``make e2e``.
+``small`` is a ~42M-parameter model meant for one GPU; ``tiny`` (~0.6M) is for CPU tests and ``make e2e``.
 The text vocabulary size is not part of a preset: it is the size of the tokenizer the model is built with.
 """
 from __future__ import annotations
