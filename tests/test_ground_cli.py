@@ -137,3 +137,24 @@ def test_stdin_input(gdino_dir, tmp_path, capsys, monkeypatch):
 def test_usage_errors_are_messages_not_tracebacks(argv, message, inputs, capsys):
     code, rows, err = run_cli(["ground", "--input", str(inputs), *argv], capsys)
     assert code == 2 and rows == [] and message in err
+
+
+def test_default_demo_detector_grounds_synthetic_scenes(tmp_path, capsys):
+    """The default path (--detector demo, no model download) on pictures of the synthetic world."""
+    import random
+
+    from grit_pipeline.synth.captions import make_caption
+    from grit_pipeline.synth.scene import random_scene, render_scene
+
+    rng = random.Random(7)
+    for i in range(6):
+        scene = random_scene(rng)
+        render_scene(scene).save(tmp_path / f"{i:03d}.jpg", quality=95)
+        (tmp_path / f"{i:03d}.txt").write_text(make_caption(rng, scene).text)
+    code, rows, err = run_cli(["ground", "--images", str(tmp_path), "--device", "cpu"], capsys)
+    assert code == 0 and len(rows) == 6
+    grounded = [row for row in rows if row["status"] == status.GROUNDED]
+    assert len(grounded) >= 3, [row.get("reason") for row in rows]
+    for row in grounded:
+        record = GritRecord.from_dict(row)
+        assert all(item[6] > 0.65 for item in record.noun_chunks)

@@ -83,7 +83,9 @@ def run(args) -> int:
         print(f"grit ground: cannot load the detector or spaCy pipeline: {type(error).__name__}: {error}",
               file=sys.stderr)
         return 2
-    print(f"[ground] detector {detector!r}; box_threshold={box_threshold} nms_iou={nms_iou}", file=sys.stderr)
+    described = repr(detector) if type(detector).__repr__ is not object.__repr__ else (
+        args.detector + (f" (model {args.model})" if args.model else ""))
+    print(f"[ground] detector {described}; box_threshold={box_threshold} nms_iou={nms_iou}", file=sys.stderr)
 
     out = sys.stdout if args.output in (None, "-") else open(args.output, "w", encoding="utf-8")
     counts: Counter = Counter()
