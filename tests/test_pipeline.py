@@ -320,6 +320,12 @@ def test_input_and_output_as_fsspec_urls(clean_world, clean_build, tmp_path):
     data_files = [n for n in reference if n.endswith((".parquet", ".tar"))]
     assert len(data_files) == 9 and all(ours[n] == reference[n] for n in data_files)
     assert json.loads((output / "00000_stats.json").read_text())["input"] == "memory://pipeline-test-shards/00000"
+    # an object-store-like output (no rename there): same bytes, markers written
+    run_pipeline(local_config(clean_world, "memory://pipeline-test-out"))
+    assert sorted(p.rsplit("/", 1)[-1] for p in memory.ls("/pipeline-test-out", detail=False)) == sorted(
+        [*reference, "_run.json"])
+    for name in data_files:
+        assert memory.cat(f"/pipeline-test-out/{name}") == reference[name]
 
 
 def test_cli_defaults_are_the_pipeline_defaults():

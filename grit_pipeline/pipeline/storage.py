@@ -1,8 +1,8 @@
 """Files on a local disk or any fsspec filesystem (s3://, gs://, ...), with atomic writes.
 
-Local writes go to ``NAME.tmp-<pid>`` and are renamed with ``os.replace`` once complete; on object
-stores a PUT is already all-or-nothing, so the object is written under its final name. Either way a
-reader never sees half a file under a final name.
+Local writes go to ``NAME.tmp-<pid>`` and are renamed with ``os.replace`` once complete; for other
+filesystems the file is staged locally and uploaded in one go (an object store publishes an object only
+when its upload completes). Either way a reader never sees half a file under a final name.
 
 Test hook: ``GRIT_FAULT_KILL_AT_RENAME=N`` makes the process SIGKILL itself at its N-th atomic write,
 after the temp file is complete but before the rename (the partial-write crash case).
@@ -65,9 +65,15 @@ class Folder:
     def atomic_open(self, name: str) -> Iterator[IO]:
         """Write ``name`` all-or-nothing: it appears complete or not at all."""
         if not self.local:
-            with self.fs.open(self.path(name), "wb") as f:
-                yield f
-            _count_rename()
+            # Stage in a local temp file, then one upload: object stores publish an object only when its
+            # upload completes, so a crash leaves no partial object under the final name.
+            import tempfile
+
+            with tempfile.NamedTemporaryFile(prefix="grit-upload-", suffix=f"-{name}") as staging:
+                yield staging
+                staging.flush()
+                _count_rename()
+                self.fs.put_file(staging.name, self.path(name))
             return
         final = self.path(name)
         temp = f"{final}.tmp-{os.getpid()}"
