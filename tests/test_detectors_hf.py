@@ -274,3 +274,18 @@ def test_unsupported_model_type(tmp_path):
     tiny_bert_tokenizer(tmp_path).save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="(?i)bert"):  # not a zero-shot detector: transformers says so
         get_detector("hf", model=str(tmp_path), device="cpu")
+
+
+def test_gpu_bench_harness_runs_on_cpu(gdino_dir):
+    """bench/gpu_grounding.py's loader + timing loop, with the tiny model (the full run needs a GPU)."""
+    from bench import gpu_grounding
+
+    items = gpu_grounding.synthetic_jpegs(16)
+    groups = [group for _, group, _ in items]
+    batches = gpu_grounding.aspect_grouped_batches(groups, 2)
+    assert batches and all(len({groups[i] for i in batch}) == 1 and len(batch) == 2 for batch in batches)
+    detector = get_detector("hf", model=str(gdino_dir), device="cpu")
+    result = gpu_grounding.measure(detector, items, batch_size=2, batches=2, workers=0, device="cpu")
+    assert result["images"] == 4 and result["images_per_s"] > 0 and 0 <= result["loader_wait_fraction"] < 1
+    assert detector.stats["rows"] == 6  # warm-up batch + 2 timed batches of 2 images, one pass each
+    assert detector.stats["forward_passes"] == 3

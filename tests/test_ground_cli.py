@@ -133,6 +133,7 @@ def test_stdin_input(gdino_dir, tmp_path, capsys, monkeypatch):
     (["--detector", "hf"], "needs a model"),
     (["--detector", "hf", "--box-threshold", "2"], "box_threshold"),
     (["--detector", "hf", "--nms-iou", "0"], "nms_iou"),
+    (["--detector", "hf", "--min-score", "0.7"], "--min-score"),
 ])
 def test_usage_errors_are_messages_not_tracebacks(argv, message, inputs, capsys):
     code, rows, err = run_cli(["ground", "--input", str(inputs), *argv], capsys)

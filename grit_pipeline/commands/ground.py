@@ -69,6 +69,9 @@ def run(args) -> int:
         check_thresholds(box_threshold, nms_iou)
         if args.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+        if args.min_score is not None and args.min_score > box_threshold:
+            raise ValueError(f"--min-score {args.min_score} above --box-threshold {box_threshold} would hide boxes "
+                             "that pass the threshold")
         samples = _read_samples(args)
     except (ValueError, OSError) as error:
         print(f"grit ground: {error}", file=sys.stderr)
