@@ -141,21 +141,25 @@ def generate(model, processor, queries: list[Query], batch_size: int = 16, image
     device = device or next(model.parameters()).device
     image_size = model.config.vision_config.image_size
     slots = model.config.latent_query_num
-    encoded = []
+    # Bucket by (task, prompt length in tokens): equal lengths need no padding. Images are loaded per batch.
+    buckets: dict[tuple, list[Query]] = {}
     for query in queries:
-        with Image.open(query.image_path) as raw:
-            image, frame = prepare_image(raw.convert("RGB"), image_size, image_mode)
-        item = encode_text(processor, image, query.prompt, slots, max_length=None, add_eos=False)
-        encoded.append((query, frame, item))
-    buckets: dict[tuple, list] = {}
-    for entry in encoded:
-        buckets.setdefault((entry[0].task, entry[2]["input_ids"].numel()), []).append(entry)
+        length = len(processor.tokenizer(query.prompt, add_special_tokens=False)["input_ids"])
+        buckets.setdefault((query.task, length), []).append(query)
     done = 0
-    for (task, _), entries in buckets.items():
+    for (task, _), bucket in buckets.items():
         settings = DECODING[task]
-        for start in range(0, len(entries), batch_size):
-            chunk = entries[start:start + batch_size]
-            inputs = {name: torch.stack([e[2][name] for e in chunk]).to(device) for name in
+        for start in range(0, len(bucket), batch_size):
+            chunk, frames, items = bucket[start:start + batch_size], [], []
+            for query in chunk:
+                with Image.open(query.image_path) as raw:
+                    image, frame = prepare_image(raw.convert("RGB"), image_size, image_mode)
+                items.append(encode_text(processor, image, query.prompt, slots, max_length=None, add_eos=False))
+                frames.append(frame)
+            lengths = {item["input_ids"].numel() for item in items}
+            if len(lengths) != 1:  # cannot happen unless the tokenizer is context-dependent; stay correct
+                raise RuntimeError(f"prompts of one bucket encode to different lengths {sorted(lengths)}")
+            inputs = {name: torch.stack([item[name] for item in items]).to(device) for name in
                       ("input_ids", "attention_mask", "image_embeds_position_mask", "pixel_values")}
             with torch.no_grad():
                 output = model.generate(
@@ -166,7 +170,7 @@ def generate(model, processor, queries: list[Query], batch_size: int = 16, image
             prompt_len = inputs["input_ids"].size(1)
             texts = processor.batch_decode(output, skip_special_tokens=True)
             continuations = processor.batch_decode(output[:, prompt_len:], skip_special_tokens=True)
-            for (query, frame, _), text, continuation in zip(chunk, texts, continuations):
+            for query, frame, text, continuation in zip(chunk, frames, texts, continuations):
                 yield {"id": query.id, "text": processor.post_process_generation(text, cleanup_and_extract=False),
                        "generated": continuation, "frame": [round(v, 6) for v in frame]}
             done += len(chunk)

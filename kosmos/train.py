@@ -378,7 +378,7 @@ def train_with_ray(cfg: TrainConfig, log=print) -> dict[str, Any]:
     cfg = TrainConfig(**{**asdict(cfg), "output": str(Path(cfg.output).resolve()),
                          "data": [_absolute(d) for d in cfg.data]})
     if not ray.is_initialized():
-        ray.init(address=cfg.ray_address or None, include_dashboard=False, log_to_driver=True,
+        ray.init(address=cfg.ray_address or "local", include_dashboard=False, log_to_driver=True,
                  runtime_env={"env_vars": {"NO_ALBUMENTATIONS_UPDATE": "1", "HF_HUB_OFFLINE": "1"}})
     trainer = TorchTrainer(
         _ray_worker,

@@ -146,3 +146,22 @@ def test_synthetic_truth_to_mdetr_refcoco(tmp_path, capsys):
         assert ann["bbox"] == pytest.approx([x1 * t["width"], y1 * t["height"], (x2 - x1) * t["width"],
                                              (y2 - y1) * t["height"]], abs=1e-3)
         assert (tmp_path / "ref" / "images" / im["file_name"]).exists()
+
+
+def test_batched_generation_equals_one_at_a_time(trained, refcoco):
+    from kosmos.predict import build_queries, generate, load_model
+
+    model, processor = load_model(str(trained / "run"), torch_device())
+    annotations = json.loads(refcoco.read_text())
+    for im in annotations["images"]:  # equal prompts -> one bucket of 3
+        im["caption"] = "a red square"
+    queries = build_queries("rec", str(trained / "images"), annotations)
+    batched = {r["id"]: r["text"] for r in generate(model, processor, queries, batch_size=3)}
+    single = {r["id"]: r["text"] for r in generate(model, processor, queries, batch_size=1)}
+    assert batched == single and len(batched) == 3
+
+
+def torch_device():
+    import torch
+
+    return torch.device("cpu")
