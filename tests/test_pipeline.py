@@ -377,3 +377,20 @@ def test_synthetic_world_with_the_demo_detector_fused_equals_stages(tmp_path):
     assert snapshot(staged) == snapshot(fused)
     totals = collect_totals(str(fused))
     assert totals["samples"] == 8 and totals["images"] > 0 and totals["boxes"] >= totals["images"]
+
+
+def test_progress_eta_from_samples_and_shard_sizes():
+    import io
+    import time
+
+    from grit_pipeline.pipeline.progress import Progress
+
+    stream = io.StringIO()
+    progress = Progress("run", total_shards=4, interval_s=0, stream=stream)
+    assert progress.eta_s() is None
+    progress.started = time.monotonic() - 10
+    progress.samples_finished("00000", shard_total=10, samples=10)  # 10 of ~40 samples in 10 s
+    assert progress.eta_s() == pytest.approx(30, abs=0.5)
+    progress.stage("ground", 10)
+    progress.shard_written("00000", 10)
+    assert "shards 1/4" in stream.getvalue() and "ETA 0:00:3" in stream.getvalue() and "ground 10" in stream.getvalue()

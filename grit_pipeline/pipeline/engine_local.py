@@ -20,4 +20,5 @@ def run_local(config: PipelineConfig, source, stage_classes, todo: list[str],
             for start in range(0, len(samples), size):
                 stage(samples[start:start + size])
             progress.stage(stage.name, len(samples))
+        progress.samples_finished(shard, len(samples), len(samples))
         commit(shard, samples)

@@ -124,7 +124,10 @@ def run_ray(config: PipelineConfig, source, stage_classes, todo: list[str],
         buffers: dict[str, list[dict[str, Any]]] = defaultdict(list)
         committed: set[str] = set()
         for table in ds.iter_batches(batch_format="pyarrow", batch_size=None, prefetch_batches=1):
-            for row in table_to_rows(table):
+            rows = table_to_rows(table)
+            for row in rows:
+                progress.samples_finished(row["source_shard"], row["shard_total"], 1)
+            for row in rows:
                 shard = row["source_shard"]
                 buffer = buffers[shard]
                 buffer.append(row)

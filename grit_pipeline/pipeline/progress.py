@@ -24,9 +24,17 @@ class Progress:
         self.shards_done = 0
         self.samples_done = 0
         self.stage_counts: dict[str, int] = {}
+        self.finished = 0                         # samples through every stage (written or about to be)
+        self.shard_sizes: dict[str, int] = {}     # samples per shard seen so far (to estimate the total)
 
     def stage(self, name: str, samples: int) -> None:
         self.stage_counts[name] = self.stage_counts.get(name, 0) + samples
+        self.maybe_report()
+
+    def samples_finished(self, shard: str, shard_total: int, samples: int) -> None:
+        """Samples of ``shard`` (``shard_total`` in all) came out of the last stage."""
+        self.shard_sizes[shard] = shard_total
+        self.finished += samples
         self.maybe_report()
 
     def shard_written(self, shard: str, samples: int) -> None:
@@ -35,16 +43,22 @@ class Progress:
         self.maybe_report(force=self.shards_done == self.total_shards)
 
     def eta_s(self) -> float | None:
+        elapsed = time.monotonic() - self.started
+        if self.shard_sizes and self.finished:
+            # samples still to come, at the rate seen so far (shards not seen yet: the mean shard size)
+            mean_size = sum(self.shard_sizes.values()) / len(self.shard_sizes)
+            total = sum(self.shard_sizes.values()) + mean_size * max(0, self.total_shards - len(self.shard_sizes))
+            return max(0.0, total - self.finished) * elapsed / self.finished
         if not self.shards_done:
             return None
-        elapsed = time.monotonic() - self.started
         return elapsed / self.shards_done * (self.total_shards - self.shards_done)
 
     def line(self) -> str:
         elapsed = time.monotonic() - self.started
-        rate = self.samples_done / elapsed if elapsed > 0 else 0.0
+        done = max(self.samples_done, self.finished)
+        rate = done / elapsed if elapsed > 0 else 0.0
         parts = [f"[grit {self.label}] shards {self.shards_done}/{self.total_shards}",
-                 f"samples {self.samples_done:,} ({rate:.1f}/s)"]
+                 f"samples {done:,} ({rate:.1f}/s)"]
         if self.stage_counts:
             parts.append(" ".join(f"{k} {v:,}" for k, v in self.stage_counts.items()))
         eta = self.eta_s()
