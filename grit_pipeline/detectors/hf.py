@@ -369,7 +369,7 @@ class HFDetector(Detector):
             phrase_scores = probs[b] @ weights[present].T  # (queries, present phrases)
             scores, best = phrase_scores.max(dim=1)
             phrase_ids = [row.phrase_indices[k] for k in present]
-            out.append((row, self._detections(boxes[b], scores, best, phrase_ids, images[row.image_index])))
+            out.append((row, self._detections(boxes[b], scores, best, phrase_ids)))
         return out
 
     def _run_owl(self, rows, pixel_values, images):
@@ -399,10 +399,10 @@ class HFDetector(Detector):
                 scale = torch.tensor([side / width, side / height, side / width, side / height],
                                      device=image_boxes.device)
                 image_boxes = image_boxes * scale
-            out.append((row, self._detections(image_boxes, scores, best, row.phrase_indices, images[row.image_index])))
+            out.append((row, self._detections(image_boxes, scores, best, row.phrase_indices)))
         return out
 
-    def _detections(self, boxes, scores, best, phrase_ids, image) -> list[Detection]:
+    def _detections(self, boxes, scores, best, phrase_ids) -> list[Detection]:
         keep = scores >= self.min_score
         boxes = boxes[keep].clamp(0.0, 1.0).tolist()
         scores = scores[keep].tolist()
