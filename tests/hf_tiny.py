@@ -6,7 +6,7 @@ checkpoint. Models are a few hundred kilobytes and run in well under a second pe
 
 Reusable by any test::
 
-    from tests.hf_tiny import build_tiny_grounding_dino, build_tiny_owlv2
+    from hf_tiny import build_tiny_grounding_dino, build_tiny_owlv2   # tests/ is on sys.path under pytest
     model_dir = build_tiny_grounding_dino(tmp_path / "gdino")
 """
 from __future__ import annotations
