@@ -107,10 +107,10 @@ def _execute(config: PipelineConfig, label: str, source, stage_classes, sink, ow
     progress = Progress(label, len(todo), enabled=config.progress, interval_s=config.progress_interval_s)
     progress.message(f"{len(shards)} shards: {len(summary.shards_skipped)} already done, {len(todo)} to do"
                      + (f", {len(summary.shards_not_ready)} not ready upstream" if summary.shards_not_ready else ""))
-    for shard in todo:
-        sink.clear(shard)
 
     def commit(shard: str, samples: list[dict[str, Any]]) -> None:
+        # An old build of the shard stays readable until its replacement is ready.
+        sink.clear(shard)
         sink.write(shard, samples, expected[shard], source.describe(shard))
         summary.shards_written.append(shard)
         summary.samples += len(samples)
