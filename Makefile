@@ -119,6 +119,14 @@ gallery: setup
 report: setup
 	$(GRIT) report "$(DIR)" $(if $(TRUTH),--truth "$(TRUTH)")
 
+# The demo detector (README "The synthetic world and the demo detector"): retrain the checkpoint that ships
+# in the package, on CPU (<= 20 min on 2 idle cores). make demo-detector [DEMO_DETECTOR_ARGS='--steps 1000']
+DEMO_DETECTOR_ARGS ?=
+.PHONY: demo-detector
+
+demo-detector: setup
+	$(PY) scripts/train_demo_detector.py --output grit_pipeline/data/demo_detector.pt $(DEMO_DETECTOR_ARGS)
+
 # Companion (README "Companion: training and evaluating Kosmos-2"): train on a build, predict, score.
 # make train [DATA=$(OUTPUT)] [RUN=kosmos_out/run] [PRESET=tiny|small|paper] [TRAIN_ARGS='--steps 2000 --init DIR']
 # make predict TASK=rec IMAGES=dir ANNOTATIONS=finetune_refcoco_val.json [PREDICTIONS=...] [PREDICT_ARGS=...]
