@@ -217,6 +217,25 @@ def test_download_laion_parquet_against_local_server(tmp_path, no_outside_networ
                      "rgba.png": (80, 64), "flaky.jpg": (82, 64)}
     assert no_outside_network == Counter()  # nothing tried to reach beyond 127.0.0.1
 
+    # The download folder is exactly what the pipeline reads: failed urls become download_error rejects.
+    from grit_pipeline.pipeline import PipelineConfig, run_pipeline
+
+    build = tmp_path / "grit"
+    run_pipeline(PipelineConfig(input=str(out), output=str(build), detector="noop", engine="local", progress=False))
+    rows = []
+    for i in range(2):
+        rows += pq.read_table(build / f"{i:05d}.parquet").to_pylist()
+        rows += pq.read_table(build / f"{i:05d}_rejects.parquet").to_pylist()
+    status_of = {row["key"]: row["status"] for row in rows}
+    assert len(rows) == len(status_of) == len(ROWS)  # every key exactly once
+    by_url = {row["url"].rsplit("/", 1)[1]: status_of[row["key"]] for row in meta}
+    assert by_url["missing.jpg"] == by_url["slow.jpg"] == by_url["broken.jpg"] == "download_error"
+    assert by_url["small.jpg"] == "bad_caption"
+    assert by_url["wide.jpg"] == "grounded"
+    grounded = pq.read_table(build / "00000.parquet").to_pylist()
+    assert {r["id"] for r in grounded} <= {r[0] for r in ROWS}  # the source id reaches the GRIT record
+    assert all(r["clip_similarity_vitb32"] is not None for r in grounded)
+
 
 @pytest.mark.slow
 def test_download_cli_coyo_jsonl_overwrite(tmp_path, no_outside_network):
