@@ -204,6 +204,11 @@ def run_training(cfg: TrainConfig, processor, rank: int = 0, world_size: int = 1
         optimizer, lambda s: lr_factor(s, cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio))
     step, consumed_batches, readers = 0, 0, {}
     if state is not None:
+        saved = state.get("config", {})
+        for name in ("num_workers", "loader_workers", "batch_size", "grad_accum", "seed"):
+            if name in saved and saved[name] != getattr(cfg, name):
+                raise ValueError(f"cannot resume exactly with --{name.replace('_', '-')} {getattr(cfg, name)}: "
+                                 f"the checkpoint was written with {saved[name]}")
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step = state["step"]

@@ -126,3 +126,9 @@ def test_ray_train_two_cpu_workers(shards, tmp_path):
     assert len(state["readers"]) == 2 and len(state["rng"]) == 2  # one entry per rank
     # the two ranks read disjoint samples (2 shards, 2 ranks: one shard each)
     assert state["readers"][0] and state["readers"][1]
+
+
+def test_resume_with_other_batch_settings_is_refused(shards, tmp_path):
+    train(small_config(shards, tmp_path / "run", steps=2, checkpoint_every=2), log=lambda m: None)
+    with pytest.raises(ValueError, match="batch-size"):
+        train(small_config(shards, tmp_path / "run", steps=4, batch_size=2, resume="latest"), log=lambda m: None)
