@@ -400,6 +400,7 @@ class GritShardStream(torch.utils.data.IterableDataset):
         saved = self.reader_states.get(reader)
         state = ReaderState(**saved) if saved else ReaderState()
         state.skipped = dict(state.skipped)
+        saved_skipped = dict(state.skipped)
         slot, slots = self.rank * self.num_readers + reader, self.world_size * self.num_readers
         start, position = state.position, 0
         usable = 0
@@ -407,8 +408,11 @@ class GritShardStream(torch.utils.data.IterableDataset):
         pad_id = self.processor.tokenizer.pad_token_id
         for epoch, raw in self._raw_stream(slot, slots, state):
             position += 1
-            if position <= start:
-                continue  # fast-forward on resume without decoding
+            if position <= start:  # fast-forward on resume without decoding
+                if position == start:  # shard errors met while replaying were counted before the checkpoint
+                    state.skipped.clear()
+                    state.skipped.update(saved_skipped)
+                continue
             state.position, state.epoch = position, epoch
             try:
                 items.append(encode_sample(raw, self.processor, self.config, epoch))

@@ -182,3 +182,17 @@ def test_broken_tar_is_counted_not_fatal(tmp_path):
     counters = {}
     samples = list(raw_samples(str(broken), counters))
     assert len(samples) >= 1 and counters.get("shard_error", 0) >= 1
+
+
+def test_resumed_reader_counts_each_broken_shard_once(shards, processor, tmp_path):
+    data = (shards / "pipeline" / "00000.tar").read_bytes()
+    (tmp_path / "broken.tar").write_bytes(data[: len(data) // 2 + 700])
+    urls = expand_urls(str(shards / "pipeline")) + [str(tmp_path / "broken.tar")]
+    config = DataConfig(image_size=32, num_image_tokens=4, shuffle_buffer=0)
+    it = iter(GritShardStream(urls, processor, config, batch_size=4))
+    full = [next(it) for _ in range(8)]  # past the end of the first epoch
+    resumed = iter(GritShardStream(urls, processor, config, batch_size=4, reader_states={0: full[3]["reader_state"]}))
+    again = [next(resumed) for _ in range(4)]
+    assert [b["keys"] for b in again] == [b["keys"] for b in full[4:]]
+    assert [b["reader_state"] for b in again] == [b["reader_state"] for b in full[4:]]
+    assert full[-1]["reader_state"]["skipped"]["shard_error"] >= 1
