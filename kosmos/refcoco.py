@@ -2,8 +2,10 @@
 
 MDETR's ``finetune_refcoco_*.json`` is COCO-style: one ``images`` entry per referring expression (``caption``
 is the expression, ``file_name``/``width``/``height`` the image) and one ``annotations`` entry per image entry
-(``image_id`` = the entry's id, ``bbox`` = [x, y, w, h] in pixels). Each truth object with a referring
-expression becomes one entry; the image files are extracted from the synthetic shards next to the json.
+(``image_id`` = the entry's id, ``bbox`` = [x, y, w, h] in pixels). Each truth object whose referring
+expression names it alone becomes one entry (plural expressions such as "two red circles" are left out, as
+RefCOCO expressions have one referent); the image files are extracted from the synthetic shards next to the
+json.
 """
 from __future__ import annotations
 
@@ -27,10 +29,13 @@ def truth_to_refcoco(truth: list[dict], split: str = "val") -> dict:
     images, annotations = [], []
     for line in truth:
         w, h = line["width"], line["height"]
+        referents: dict[tuple, int] = {}
+        for obj in line["objects"]:
+            referents[tuple(obj["ref_exp"])] = referents.get(tuple(obj["ref_exp"]), 0) + 1
         for index, obj in enumerate(line["objects"]):
             x1, y1, x2, y2 = obj["box"]
-            if not (x2 > x1 and y2 > y1):
-                continue
+            if not (x2 > x1 and y2 > y1) or referents[tuple(obj["ref_exp"])] != 1:
+                continue  # as in RefCOCO, an expression names exactly one object
             s, e = obj["ref_exp"]
             expression = line["caption"][s:e]
             entry_id = len(images)

@@ -138,7 +138,8 @@ def test_synthetic_truth_to_mdetr_refcoco(tmp_path, capsys):
     data = json.loads((tmp_path / "ref" / "finetune_refcoco_val.json").read_text())
     truth = [json.loads(l) for p in sorted((tmp_path / "synth" / "truth").glob("*.jsonl"))
              for l in p.read_text().splitlines() if l.strip()]
-    objects = [(t, o) for t in truth for o in t["objects"]]
+    objects = [(t, o) for t in truth for o in t["objects"]
+               if sum(p["ref_exp"] == o["ref_exp"] for p in t["objects"]) == 1]  # one referent only
     assert code == 0 and summary["expressions"] == len(objects) == len(data["images"]) > 0
     for im, ann, (t, o) in zip(data["images"], data["annotations"], objects):
         assert ann["image_id"] == im["id"] and im["caption"] == t["caption"][o["ref_exp"][0]:o["ref_exp"][1]]
