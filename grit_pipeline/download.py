@@ -27,6 +27,7 @@ import json
 import math
 import os
 import posixpath
+import signal
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
@@ -429,7 +430,15 @@ def download(
         import img2dataset
 
         list_location = fs.unstrip_protocol(normalised_root) if "://" in output else normalised_root
-        img2dataset.download(**img2dataset_options(config, list_location, output, kept or []))
+        # img2dataset installs a SIGINT handler that exits with status 0; an interrupted download must
+        # not look finished, and the caller's handler comes back afterwards.
+        previous_sigint = signal.getsignal(signal.SIGINT)
+        try:
+            img2dataset.download(**img2dataset_options(config, list_location, output, kept or []))
+        except SystemExit as stop:
+            raise KeyboardInterrupt("download interrupted; rerun the same command to resume") from stop
+        finally:
+            signal.signal(signal.SIGINT, previous_sigint)
     finally:
         if fs.exists(normalised_root):
             fs.rm(normalised_root, recursive=True)

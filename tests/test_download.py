@@ -384,3 +384,40 @@ def test_img2dataset_settings_are_grit_safe():
 
     accepted = inspect.signature(img2dataset.download).parameters
     assert set(options) <= set(accepted)  # every setting is one img2dataset knows
+
+
+@pytest.mark.slow
+def test_interrupted_download_exits_130_and_leaves_the_shard_unfinished(tmp_path, no_outside_network):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    def respond(path, nth):
+        time.sleep(SLOW_SECONDS)
+        return 200, _image_bytes("JPEG", 50, 40), "image/jpeg"
+
+    out = tmp_path / "shards"
+    with _Server(respond) as server:
+        url_list = tmp_path / "list.parquet"
+        pq.write_table(pa.table({"url": [f"{server.url}/img/{i}.jpg" for i in range(6)],
+                                 "caption": ["a picture"] * 6}), url_list)
+        env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "grit_pipeline", "download", "--input", str(url_list), "--output", str(out),
+             "--source", "custom", "--processes", "1", "--threads", "1", "--timeout", "10", "--retries", "0"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 120
+            while not server.hits and time.monotonic() < deadline:  # downloading has begun
+                time.sleep(0.2)
+            assert server.hits, "the download never started"
+            process.send_signal(signal.SIGINT)
+            _, err = process.communicate(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    assert process.returncode == 130, err[-2000:]
+    assert "interrupted" in err
+    assert not list(out.glob("*_stats.json"))  # not marked finished: a rerun downloads the shard again
