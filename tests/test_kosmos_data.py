@@ -196,3 +196,26 @@ def test_resumed_reader_counts_each_broken_shard_once(shards, processor, tmp_pat
     assert [b["keys"] for b in again] == [b["keys"] for b in full[4:]]
     assert [b["reader_state"] for b in again] == [b["reader_state"] for b in full[4:]]
     assert full[-1]["reader_state"]["skipped"]["shard_error"] >= 1
+
+
+@pytest.mark.skipif(__import__("shutil").which("curl") is None, reason="webdataset opens http URLs with curl")
+def test_remote_shards_over_http(shards):
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(shards / "pipeline"))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/00000.tar"
+        remote = [s["__key__"] for s in raw_samples(url)]
+        local = [s["__key__"] for s in raw_samples(str(shards / "pipeline" / "00000.tar"))]
+        assert remote == local and len(local) == 6
+        counters = {}
+        assert list(raw_samples(f"http://127.0.0.1:{server.server_port}/missing.tar", counters)) == []
+        assert counters == {"shard_error": 1}
+    finally:
+        server.shutdown()
