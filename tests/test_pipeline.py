@@ -395,3 +395,25 @@ def test_progress_eta_from_samples_and_shard_sizes():
     progress.stage("ground", 10)
     progress.shard_written("00000", 10)
     assert "shards 1/4" in stream.getvalue() and "ETA 0:00:3" in stream.getvalue() and "ground 10" in stream.getvalue()
+
+
+def test_too_small_ray_cluster_fails_fast_with_the_numbers():
+    from grit_pipeline.pipeline import PipelineConfig
+    from grit_pipeline.pipeline.engine_ray import check_cluster_cpus
+
+    config = PipelineConfig(input="in", output="out", text_pool=2, ground_pool=1)
+    check_cluster_cpus(config, 4)  # 2 + 1 actors + reading and expansion fit
+    with pytest.raises(RuntimeError, match=r"has 2 CPUs but the pipeline needs 4 \(--text-pool 2 \+ --ground-pool 1"):
+        check_cluster_cpus(config, 2)
+
+
+def test_input_shard_without_img2dataset_stats_is_processed_with_a_warning(tmp_path, capsys):
+    from grit_pipeline.pipeline import PipelineConfig
+    from grit_pipeline.pipeline.shards import InputSource
+
+    write_shard(tmp_path / "in", "00000", healthy_samples(0, 2))
+    stats = tmp_path / "in" / "00000_stats.json"
+    if stats.exists():
+        stats.unlink()
+    assert InputSource(PipelineConfig(input=str(tmp_path / "in"), output=str(tmp_path / "out"))).shards() == ["00000"]
+    assert "1 input shard(s) have no NNNNN_stats.json" in capsys.readouterr().err

@@ -37,9 +37,9 @@ def init_ray(config: PipelineConfig) -> bool:
     if address:
         ray.init(address=address, configure_logging=False)
         return True
-    # Logical CPUs: all cores, but at least enough for both actor pools plus the light tasks, so the
-    # pipeline can always be scheduled on a small machine (Ray oversubscribes; the OS shares the cores).
-    cpus = max(config.resolved_num_cpus(), config.text_pool + config.ground_pool + 1)
+    # Logical CPUs: all cores, but at least enough for both actor pools plus the light reading and expansion
+    # work, so the pipeline can always be scheduled on a small machine (Ray oversubscribes; the OS shares).
+    cpus = max(config.resolved_num_cpus(), config.text_pool + config.ground_pool + 2)
     # address="local": always a fresh in-process cluster, never one a `ray start` left on this machine.
     ray.init(address="local", num_cpus=cpus, **common)
     return True
@@ -74,12 +74,22 @@ class Ground(_StageActor):
     pass
 
 
-ACTOR_CLASSES = {"noun_chunks": NounChunks, "ground": Ground}
+class Expand(_StageActor):
+    pass
 
 
-def expand(table, stage_class, config):
-    """Map task for a stage without a model (expansion + serialisation)."""
-    return rows_to_table(stage_class(config)(table_to_rows(table)))
+ACTOR_CLASSES = {"noun_chunks": NounChunks, "ground": Ground, "expand": Expand}
+
+
+def check_cluster_cpus(config: PipelineConfig, cluster_cpus: float) -> None:
+    """Fail fast with a clear message where the actor pools can never all be scheduled (Ray would wait)."""
+    needed = config.text_pool + config.ground_pool + 2 * LIGHT_TASK_CPUS  # + read tasks + expansion actor
+    if cluster_cpus < needed:
+        raise RuntimeError(
+            f"the Ray cluster has {cluster_cpus:g} CPUs but the pipeline needs {needed:g} "
+            f"(--text-pool {config.text_pool} + --ground-pool {config.ground_pool} actors of 1 CPU, "
+            f"plus {2 * LIGHT_TASK_CPUS:g} for reading and expansion); start the head with more --num-cpus "
+            f"or use smaller pools")
 
 
 def run_ray(config: PipelineConfig, source, stage_classes, todo: list[str],
@@ -99,6 +109,7 @@ def run_ray(config: PipelineConfig, source, stage_classes, todo: list[str],
             # the object store, i.e. of the machine's memory).
             context.execution_options.resource_limits = ExecutionResources.for_limits(
                 object_store_memory=config.object_store_limit_mb * 1024 * 1024)
+        check_cluster_cpus(config, ray.cluster_resources().get("CPU", 0))
         ds = ray.data.from_items([{"shard": shard} for shard in todo], override_num_blocks=max(1, len(todo)))
         ds = ds.map_batches(read_shards, fn_kwargs={"source": source}, batch_size=1, batch_format="pyarrow",
                             compute=TaskPoolStrategy(size=max(1, config.read_parallelism)), num_cpus=LIGHT_TASK_CPUS)
@@ -117,9 +128,11 @@ def run_ray(config: PipelineConfig, source, stage_classes, todo: list[str],
                                     batch_size=max(1, config.text_batch_size), batch_format="pyarrow",
                                     compute=ActorPoolStrategy(size=max(1, config.text_pool)), num_cpus=1)
             else:
-                ds = ds.map_batches(expand, fn_args=(stage_class, config),
+                # An actor, not a task per batch: a fresh task would pay the module imports every time.
+                ds = ds.map_batches(ACTOR_CLASSES.get(stage_class.name, _StageActor),
+                                    fn_constructor_args=(stage_class, config),
                                     batch_size=max(1, config.text_batch_size), batch_format="pyarrow",
-                                    num_cpus=LIGHT_TASK_CPUS)
+                                    compute=ActorPoolStrategy(size=1), num_cpus=LIGHT_TASK_CPUS)
 
         buffers: dict[str, list[dict[str, Any]]] = defaultdict(list)
         committed: set[str] = set()

@@ -33,6 +33,7 @@ class InputShard:
     folder: str
     has_tar: bool
     has_parquet: bool
+    has_stats: bool = True  # img2dataset writes NNNNN_stats.json last: without it the download may be unfinished
 
 
 def list_input_shards(url: str) -> list[InputShard]:
@@ -43,7 +44,8 @@ def list_input_shards(url: str) -> list[InputShard]:
     names = folder.names()
     tars = {n[: -len(".tar")] for n in names if n.endswith(".tar")}
     parquets = {n[: -len(".parquet")] for n in names if n.endswith(".parquet")}
-    return [InputShard(name, url, name in tars, name in parquets) for name in sorted(tars | parquets)]
+    stats = {n[: -len("_stats.json")] for n in names if n.endswith("_stats.json")}
+    return [InputShard(name, url, name in tars, name in parquets, name in stats) for name in sorted(tars | parquets)]
 
 
 def read_input_shard(shard: InputShard, check_letterbox: bool = True) -> list[dict[str, Any]]:

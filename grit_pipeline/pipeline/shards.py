@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 from typing import Any
 
 import pyarrow as pa
@@ -46,6 +47,13 @@ class InputSource:
 
     def shards(self) -> list[str]:
         self._shards = {s.name: s for s in list_input_shards(self.url)}
+        unfinished = sorted(name for name, shard in self._shards.items() if not shard.has_stats)
+        if unfinished:
+            # Processed anyway (hand-made webdataset folders have no stats file), but say so: a shard still
+            # being downloaded would be built from its samples so far.
+            print(f"warning: {len(unfinished)} input shard(s) have no NNNNN_stats.json, which img2dataset writes "
+                  f"when a shard is complete (an unfinished download?): {', '.join(unfinished[:5])}"
+                  + (" ..." if len(unfinished) > 5 else ""), file=sys.stderr)
         return sorted(self._shards)
 
     def incomplete(self) -> list[str]:
