@@ -14,7 +14,7 @@ def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train Kosmos-2 on GRIT webdataset shards",
                        description="Train Kosmos-2 (from scratch with a preset, or from --init) on GRIT shards.")
     p.add_argument("--data", nargs="+", required=True,
-                   help="shards: directories, globs, {00000..00099} patterns or URLs (http/s3/pipe:)")
+                   help="shards: local directories or globs, {00000..00099} patterns, or shard URLs (http/s3/pipe:; remote shards are listed explicitly or with a brace pattern)")
     p.add_argument("--output", required=True, help="run directory (processor/, checkpoints/, train_log.jsonl)")
     p.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="model size (default tiny)")
     p.add_argument("--init", help="pretrained model + processor directory (from_pretrained) to fine-tune")
