@@ -88,7 +88,7 @@ def test_clear_errors_for_bad_checkpoints(tmp_path):
 def test_training_script_writes_a_loadable_checkpoint(tmp_path):
     from grit_pipeline.synth.train import train
 
-    summary = train(tmp_path / "tiny.pt", images=64, steps=3, batch_size=8, threads=1, log_every=1)
+    summary = train(tmp_path / "tiny.pt", images=64, steps=3, batch_size=8, threads=1, log_every=1, workers=1)
     assert summary["steps"] == 3 and (tmp_path / "tiny.pt").is_file()
     detector = get_detector("demo", model=str(tmp_path / "tiny.pt"))
     assert detector.meta["images"] == 64

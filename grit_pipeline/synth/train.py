@@ -191,14 +191,15 @@ def quick_eval(model: DemoGroundingModel, data: dict[str, torch.Tensor], thresho
 
 
 def train(output: Path, images: int = 10000, steps: int = 2000, batch_size: int = 32, lr: float = 3e-3,
-          seed: int = TRAIN_SEED, pos_weight: float = 10.0, threads: int = 2, log_every: int = 100) -> dict:
+          seed: int = TRAIN_SEED, pos_weight: float = 10.0, threads: int = 1, log_every: int = 100,
+          workers: int = 2) -> dict:
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
     started = time.perf_counter()
     vocab = WordVocabulary(vocabulary())
     print(f"[train] building {images} synthetic scenes (seed {seed}) ...", file=sys.stderr, flush=True)
-    data = build_dataset(images, seed, vocab, workers=threads)
-    held_out = build_dataset(300, seed + 1, vocab, workers=threads)
+    data = build_dataset(images, seed, vocab, workers=workers)
+    held_out = build_dataset(300, seed + 1, vocab, workers=workers)
     data_s = time.perf_counter() - started
     print(f"[train] data ready in {data_s:.0f}s", file=sys.stderr, flush=True)
     model = DemoGroundingModel(len(vocab))
@@ -242,10 +243,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--seed", type=int, default=TRAIN_SEED)
     parser.add_argument("--pos-weight", type=float, default=10.0)
-    parser.add_argument("--threads", type=int, default=2)
+    # One torch thread: these small convolutions gain little from a second one, and on a shared machine
+    # two threads ran 4x slower per step than one (oversubscription); scene building uses --workers.
+    parser.add_argument("--threads", type=int, default=1, help="torch threads for training (default 1)")
+    parser.add_argument("--workers", type=int, default=2, help="processes building the scenes (default 2)")
     args = parser.parse_args(argv)
     summary = train(args.output, args.images, args.steps, args.batch_size, args.lr, args.seed, args.pos_weight,
-                    args.threads)
+                    args.threads, workers=args.workers)
     print(json.dumps(summary, indent=2))
     return 0
 
