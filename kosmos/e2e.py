@@ -6,7 +6,7 @@ to MDETR RefCOCO format. Prints the learning curve (loss on location tokens by s
 predictions that decode to a box, REC accuracy and the accuracy of always answering the training set's mean
 box, as one JSON object (also written to OUT/e2e.json). Rerunning resumes every stage.
 
-Settings (environment): E2E_DIR (e2e_out), E2E_TRAIN_IMAGES (1000), E2E_HELDOUT_IMAGES (100),
+Settings (environment): E2E_DIR (e2e_out), E2E_TRAIN_IMAGES (4000), E2E_HELDOUT_IMAGES (100),
 E2E_STEPS (2500), E2E_BATCH (16), E2E_THREADS (1), E2E_GROUNDING_PROB (1.0).
 """
 from __future__ import annotations
@@ -48,7 +48,7 @@ def training_boxes(grit_dir: Path, min_score: float = 0.65):
 
 def main() -> int:
     out = Path(_env("E2E_DIR", "e2e_out")).resolve()
-    train_images, heldout_images = _env("E2E_TRAIN_IMAGES", 1000), _env("E2E_HELDOUT_IMAGES", 100)
+    train_images, heldout_images = _env("E2E_TRAIN_IMAGES", 4000), _env("E2E_HELDOUT_IMAGES", 100)
     steps, batch, threads = _env("E2E_STEPS", 2500), _env("E2E_BATCH", 16), _env("E2E_THREADS", 1)
     grounding_prob = _env("E2E_GROUNDING_PROB", 1.0)
     out.mkdir(parents=True, exist_ok=True)
