@@ -113,12 +113,16 @@ def test_training_lowers_the_loss_and_fine_tunes_from_init(shards, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.ray
+@pytest.mark.timeout(900)
 def test_ray_train_two_cpu_workers(shards, tmp_path):
-    cfg = small_config(shards, tmp_path / "ray", steps=2, checkpoint_every=2, num_workers=2, threads=1)
-    summary = train(cfg, log=lambda m: None)
     import ray
 
-    ray.shutdown()
+    ray.shutdown()  # a Ray left running by another test may have too few CPUs for two workers
+    cfg = small_config(shards, tmp_path / "ray", steps=2, checkpoint_every=2, num_workers=2, threads=1)
+    try:
+        summary = train(cfg, log=lambda m: None)
+    finally:
+        ray.shutdown()
     assert summary["step"] == 2
     log = read_log(tmp_path / "ray")
     assert [e["step"] for e in log] == [1, 2]
