@@ -179,8 +179,12 @@ class Dataset:
                                        key=key)
         if rejects and shard.rejects:
             stats = _read_json(shard.stats) if shard.stats and shard.stats.exists() else {}
+            tars: dict[Any, str | None] = {}
             for row in _read_rows(shard.rejects):
-                tar = self._source_tar(row.get("source_shard"), stats if isinstance(stats, dict) else {})
+                source = row.get("source_shard")
+                if source not in tars:
+                    tars[source] = self._source_tar(source, stats if isinstance(stats, dict) else {})
+                tar = tars[source]
                 yield _sample_from_row(row, shard.stem, default_status=st.NO_BOX, image_tar=tar)
 
     def _img2dataset_samples(self, shard: Shard, rejects: bool) -> Iterator[ViewSample]:
@@ -219,15 +223,19 @@ class Dataset:
         if isinstance(input_dir, list) and input_dir:
             input_dir = input_dir[0]
         for name in names:
-            candidates.append(name)
-            if isinstance(input_dir, str):
+            if name.startswith("file://"):
+                name = name[len("file://"):]
+            if "://" in name:
+                continue  # a remote input shard: not fetched for a local page
+            if os.path.isabs(name):
+                candidates.append(name)
+            if isinstance(input_dir, str) and "://" not in input_dir:
                 base = input_dir if os.path.isdir(input_dir) else os.path.dirname(input_dir)
                 candidates.append(os.path.join(base, os.path.basename(name)))
         for candidate in candidates:
-            if candidate.startswith("file://"):
-                candidate = candidate[len("file://"):]
-            stem, ext = os.path.splitext(candidate)
-            tar = candidate if ext == ".tar" else stem + ".tar"
+            if candidate.endswith(".parquet"):
+                candidate = candidate[: -len(".parquet")]
+            tar = candidate if candidate.endswith(".tar") else candidate + ".tar"
             # never the build's own NNNNN.tar: it holds only the kept samples
             if os.path.isfile(tar) and os.path.dirname(os.path.realpath(tar)) != os.path.realpath(self.root):
                 return tar

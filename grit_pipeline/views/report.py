@@ -166,6 +166,9 @@ def _plots(data: ReportData, out_dir: Path) -> dict[str, Path]:
     ax.bar(edges[:-1], counts, width=widths, align="edge", color=colours, edgecolor="white")
     ax.axvline(data.threshold, color="#d62728", linestyle="--", linewidth=1.5)
     top = max(counts) if counts and max(counts) > 0 else 1
+    ax.set_ylim(0, top * 1.08)
+    if not any(counts):
+        ax.text(0.3, 0.5, "no boxes scored", ha="center", va="center", transform=ax.transAxes)
     ax.text(data.threshold, top * 0.97, f" threshold {data.threshold:g} ", color="#d62728", va="top",
             ha="right" if data.threshold > 0.5 else "left", bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8})
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
