@@ -134,3 +134,25 @@ def test_cli_report(example, tmp_path, capsys):
     printed = capsys.readouterr().out.split()
     assert printed == [str(tmp_path / "r" / "report.html"), str(tmp_path / "r" / "report.md")]
     assert grit_main(["report", str(tmp_path / "nothing")]) == 2
+
+
+@pytest.mark.slow
+def test_report_agrees_with_grit_stats_on_a_real_build(tmp_path):
+    """synth -> grit pipeline (noop detector with hashed scores: kept and dropped boxes) -> report; the
+    report's totals and histogram are the pipeline's own (collect_totals, i.e. `grit stats`)."""
+    from grit_pipeline.pipeline import PipelineConfig, collect_totals, run_pipeline
+    from grit_pipeline.synth.writer import write_synthetic_world
+
+    write_synthetic_world(tmp_path / "shards", images=24, seed=3, shard_size=12)
+    run_pipeline(PipelineConfig(input=str(tmp_path / "shards"), output=str(tmp_path / "grit"), detector="noop",
+                                detector_options={"score": "hash"}, engine="local", progress=False))
+    totals = collect_totals(str(tmp_path / "grit"))
+    data = collect(Dataset.open(tmp_path / "grit"))
+    assert data.images > 0 and data.status_counts[st.NO_BOX] + data.dropped_boxes > 0
+    assert (data.images, data.boxes, data.spans) == (totals["images"], totals["boxes"], totals["spans"])
+    assert data.mean_expression_words == pytest.approx(totals["avg_expression_words"], abs=1e-3)
+    assert data.inputs == totals["samples"] == 24
+    assert data.histogram_counts == totals["score_histogram"]["counts"]
+    assert {k: v for k, v in totals["counts"].items() if v} == dict(data.status_counts)
+    page = write_report(tmp_path / "grit", tmp_path / "rep", truth=tmp_path / "shards" / "truth")
+    assert "warning" not in page.read_text()

@@ -232,3 +232,32 @@ def test_chromium_records_a_remote_request(browser, tmp_path):
     browser.evaluate("new Promise(r => setTimeout(() => r(true), 200))")
     assert any(u.startswith("http://example.invalid/") for u in browser.requested_urls())
     assert json.dumps(browser.requested_urls())
+
+
+@pytest.mark.slow
+def test_real_build_gallery_in_chromium(browser, tmp_path):
+    """synth -> grit pipeline (noop detector, hashed scores) -> gallery: every image loads, rejects
+    included (their images come from the input shards), every box where the build's parquet says."""
+    import pyarrow.parquet as pq
+
+    from grit_pipeline.pipeline import PipelineConfig, run_pipeline
+    from grit_pipeline.synth.writer import write_synthetic_world
+
+    write_synthetic_world(tmp_path / "shards", images=16, seed=5, shard_size=8)
+    run_pipeline(PipelineConfig(input=str(tmp_path / "shards"), output=str(tmp_path / "grit"), detector="noop",
+                                detector_options={"score": "hash"}, engine="local", progress=False))
+    rows = {}
+    for name in ("00000.parquet", "00001.parquet"):
+        rows.update({r["key"]: r for r in pq.read_table(tmp_path / "grit" / name).to_pylist()})
+    page = write_gallery(tmp_path / "grit", tmp_path / "gallery.html", sample=16, per_page=16)
+    fresh_page(browser, page)
+    shown = visible_cards(browser)
+    assert len(shown) == 16 and any(c["status"] != "grounded" for c in shown) and rows
+    for card in shown:
+        assert card["image"] is not None and card["image"]["naturalWidth"] > 0, card["key"]
+        if card["status"] == "grounded":
+            kept = [b for b in card["boxes"] if b["kind"] == "kept"]
+            assert len(kept) == len(rows[card["key"]]["noun_chunks"])
+            for box in kept:
+                assert_box_at(box, card["frame"], rows[card["key"]]["noun_chunks"][box["index"]])
+    assert all(u.startswith(LOCAL_SCHEMES) for u in browser.requested_urls())
