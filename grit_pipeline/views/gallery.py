@@ -28,6 +28,7 @@ DEFAULT_SAMPLE = 100
 DEFAULT_PER_PAGE = 20
 DEFAULT_THUMB_SIZE = 512
 DEFAULT_GALLERY_NAME = "gallery.html"
+DISPLAY_HEIGHT = 320  # CSS pixels
 REJECTED = "rejected"  # --status alias: every status that is not kept
 STATUS_CHOICES = (*st.ALL, UNGROUNDED, REJECTED)
 
@@ -190,8 +191,10 @@ def render_card(sample: ViewSample, image: tuple[str, int, int] | None, image_no
         )
     if image is not None:
         uri, width, height = image
-        frame = (f'<div class="frame"><img src="{uri}" width="{width}" height="{height}" '
-                 f'alt="{esc(sample.key)}">{"".join(box_html)}</div>')
+        # every image DISPLAY_HEIGHT px high (scaled up or down) unless the card is too narrow for it
+        frame = (f'<div class="media"><div class="frame" style="width:{DISPLAY_HEIGHT * width / height:.1f}px">'
+                 f'<img src="{uri}" width="{width}" height="{height}" '
+                 f'alt="{esc(sample.key)}">{"".join(box_html)}</div></div>')
     else:
         w, h = (sample.width, sample.height) if sample.width and sample.height else (4, 3)
         frame = (f'<div class="frame placeholder" style="aspect-ratio:{w}/{h}">'
@@ -334,9 +337,11 @@ table.counts td:first-child,table.counts th:first-child{text-align:left}
 .card{background:#fff;border:1px solid #ddd;border-radius:6px;overflow:hidden;display:flex;flex-direction:column}
 .card[hidden]{display:none}
 .card.rej{border-color:#e0a0a0}
-.frame{position:relative;line-height:0;background:#eee}
+.grid{align-items:start}
+.media{background:#e9e9ec;line-height:0}
+.frame{position:relative;line-height:0;max-width:100%;margin:0 auto}
 .frame img{display:block;width:100%;height:auto}
-.frame.placeholder{background:repeating-linear-gradient(45deg,#eee,#eee 8px,#e2e2e2 8px,#e2e2e2 16px);min-height:60px}
+.frame.placeholder{width:100%;background:repeating-linear-gradient(45deg,#eee,#eee 8px,#e2e2e2 8px,#e2e2e2 16px);min-height:60px}
 .noimage{position:absolute;inset:0;margin:0;display:flex;align-items:center;justify-content:center;
  line-height:1.3;font-size:13px;color:#666;padding:8px;text-align:center}
 .box{position:absolute;box-sizing:border-box;border:2px solid var(--c);line-height:1}

@@ -193,6 +193,8 @@ def _plots(data: ReportData, out_dir: Path) -> dict[str, Path]:
             ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         else:
             ax.text(0.5, 0.5, "no grounded samples", ha="center", va="center", transform=ax.transAxes)
+            ax.set_xticks([])
+            ax.set_yticks([])
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.set_title(title, fontsize=10)
@@ -224,6 +226,8 @@ def _plots(data: ReportData, out_dir: Path) -> dict[str, Path]:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     else:
         ax.text(0.5, 0.5, "no rejected samples", ha="center", va="center", transform=ax.transAxes)
+        ax.set_xticks([])
+        ax.set_yticks([])
     ax.set_title("Drops per stage, by status", fontsize=10)
     save(fig, "drops_per_stage")
     return written
