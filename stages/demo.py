@@ -1,6 +1,7 @@
 """`make demo`: the whole pipeline on the embedded default, end to end, on this machine.
 
-1. `grit synth`: a few hundred synthetic images in img2dataset layout, with ground truth beside them;
+1. `grit synth`: a few hundred synthetic images in img2dataset layout, with ground truth beside them
+   (5% carry a real-download defect, so the rejects show too);
 2. `grit run`: the fused pipeline on a local in-process Ray with the bundled demo detector;
 3. `grit stats` and `grit evaluate-grounding` against the truth;
 4. `grit gallery` and `grit report`, whose paths are printed at the end.
@@ -19,6 +20,7 @@ from pathlib import Path
 
 DEMO_SEED = 7  # not a seed the demo detector was trained on
 SHARD_SIZE = 100
+DEFECT_RATE = 0.05  # some failed downloads, broken JPEGs, empty/abstract captions: every reject path shows
 
 
 def _say(message: str) -> None:
@@ -43,7 +45,7 @@ def main() -> int:
     for folder in (shards, build):
         shutil.rmtree(folder, ignore_errors=True)
     _say(f"1/4 synthesising {images} images into {shards}")
-    write_synthetic_world(shards, images=images, seed=DEMO_SEED, shard_size=SHARD_SIZE)
+    write_synthetic_world(shards, images=images, seed=DEMO_SEED, shard_size=SHARD_SIZE, defect_rate=DEFECT_RATE)
 
     _say(f"2/4 running the pipeline ({engine} engine, demo detector) into {build}")
     summary = run_pipeline(PipelineConfig(input=str(shards), output=str(build), detector="demo", engine=engine))

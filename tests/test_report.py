@@ -108,7 +108,7 @@ def test_report_with_truth(example, tmp_path, capsys):
     assert direct["noun_chunks"]["precision"] == 1.0
     assert direct["noun_chunks"]["recall"] == pytest.approx(6 / 7, abs=1e-4)
     markdown = (tmp_path / "rep" / "report.md").read_text()
-    assert "| noun\\_chunks | 1.0000 | 0.8571 | 6 | 6 | 7 | 0 / 0 / 0 / 0 |" in markdown
+    assert "| noun\\_chunks | 1.0000 | 0.8571 | 6 | 6 | 7 | 0 / 0 / 0 / 0 / 0 |" in markdown
     assert "Against the truth" in out.read_text()
     assert grit_main(["report", str(example["build"]), "--out", str(tmp_path / "r2"),
                       "--truth", str(tmp_path / "no-truth")]) == 2

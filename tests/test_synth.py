@@ -148,3 +148,35 @@ def test_cli_synth(tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out)
     assert summary["images"] == 4 and summary["shards"] == 2
     assert (tmp_path / "w" / "00001.tar").is_file() and (tmp_path / "w" / "truth" / "00001.jsonl").is_file()
+
+
+def test_defects_become_the_right_rejects_and_leave_the_clean_world_unchanged(tmp_path):
+    from grit_pipeline.pipeline import PipelineConfig, run_pipeline
+    from grit_pipeline.synth.writer import sample_defect
+
+    clean, defective = tmp_path / "clean", tmp_path / "defective"
+    write_synthetic_world(clean, 40, seed=3, shard_size=20)
+    write_synthetic_world(defective, 40, seed=3, shard_size=20, defect_rate=0.5)
+    defects = {f"{i // 20:05d}{i % 20:04d}": sample_defect(3, i, 0.5) for i in range(40)}
+    assert set(defects.values()) >= {None, "failed_to_download", "truncated_jpeg", "empty_caption",
+                                     "abstract_caption"}
+    # clean samples keep their bytes and truth; defective ones have no truth line
+    clean_truth = {json.loads(l)["key"]: l for p in sorted((clean / "truth").glob("*.jsonl"))
+                   for l in p.read_text().splitlines()}
+    bad_truth = {json.loads(l)["key"]: l for p in sorted((defective / "truth").glob("*.jsonl"))
+                 for l in p.read_text().splitlines()}
+    assert bad_truth == {k: v for k, v in clean_truth.items() if defects[k] is None}
+    rows = {r["key"]: r for p in sorted(defective.glob("*.parquet")) for r in pq.read_table(p).to_pylist()}
+    assert {k for k, r in rows.items() if r["status"] != "success"} == {
+        k for k, d in defects.items() if d == "failed_to_download"}
+
+    build = tmp_path / "build"
+    run_pipeline(PipelineConfig(input=str(defective), output=str(build), engine="local", detector="noop",
+                                progress=False))
+    rejects = {r["key"]: r["status"] for p in sorted(build.glob("*_rejects.parquet"))
+               for r in pq.read_table(p).to_pylist()}
+    expected_status = {"failed_to_download": "download_error", "truncated_jpeg": "decode_error",
+                       "empty_caption": "bad_caption", "abstract_caption": "no_noun_chunks"}
+    for key, defect in defects.items():
+        if defect is not None:
+            assert rejects.get(key) == expected_status[defect], (key, defect)

@@ -12,15 +12,18 @@ def add_arguments(parser) -> None:
     parser.add_argument("--images", type=int, default=500, help="number of images (default 500)")
     parser.add_argument("--seed", type=int, default=0, help="world seed: same seed, same bytes (default 0)")
     parser.add_argument("--shard-size", type=int, default=1000, help="images per shard (default 1000)")
+    parser.add_argument("--defect-rate", type=float, default=0.0,
+                        help="share of samples given a real-download defect: failed download, truncated JPEG, "
+                             "empty or abstract-only caption (no truth line; default 0)")
 
 
 def run(args) -> int:
     from grit_pipeline.synth.writer import _print_progress, write_synthetic_world
 
-    if args.images < 0 or args.shard_size < 1:
-        print("grit synth: --images must be >= 0 and --shard-size >= 1", file=sys.stderr)
+    if args.images < 0 or args.shard_size < 1 or not 0.0 <= args.defect_rate <= 1.0:
+        print("grit synth: --images must be >= 0, --shard-size >= 1 and --defect-rate in [0, 1]", file=sys.stderr)
         return 2
     summary = write_synthetic_world(args.output, args.images, seed=args.seed, shard_size=args.shard_size,
-                                    progress=_print_progress)
+                                    progress=_print_progress, defect_rate=args.defect_rate)
     print(json.dumps(summary, indent=2))
     return 0

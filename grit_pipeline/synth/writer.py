@@ -39,6 +39,17 @@ IMG2DATASET_SCHEMA = pa.schema([
     pa.field("sha256", pa.string()),
 ])
 TRUTH_VERSION = 1
+# Defects real downloads have, injected on request (``defect_rate``) so demos show every reject path.
+DEFECTS = ("failed_to_download", "truncated_jpeg", "empty_caption", "abstract_caption")
+ABSTRACT_CAPTION = "love, hope and happiness"
+
+
+def sample_defect(seed: int, index: int, defect_rate: float) -> str | None:
+    """Which defect (if any) image ``index`` of world ``seed`` gets; its own stream, so images stay the same."""
+    if defect_rate <= 0:
+        return None
+    rng = random.Random(f"grit-synth-defect:{seed}:{index}")
+    return rng.choice(DEFECTS) if rng.random() < defect_rate else None
 
 
 @dataclass
@@ -102,29 +113,43 @@ def _atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def write_shard(output: Path, shard: int, seed: int, first_index: int, count: int, sample_digits: int) -> int:
-    """Write one shard (tar, parquet, stats, truth); returns the number of samples."""
+def write_shard(output: Path, shard: int, seed: int, first_index: int, count: int, sample_digits: int,
+                defect_rate: float = 0.0) -> int:
+    """Write one shard (tar, parquet, stats, truth); returns the number of samples.
+
+    A defective sample (``defect_rate``) has no truth line: it is there to be rejected, not measured.
+    """
     import webdataset as wds
 
     name = f"{shard:05d}"
     tar_buffer = io.BytesIO()
     rows = {f.name: [] for f in IMG2DATASET_SCHEMA}
     truth_lines = []
+    statuses: dict[str, int] = {}
     with wds.TarWriter(tar_buffer, mtime=0.0) as tar:
         for k in range(count):
             sample = make_sample(seed, first_index + k)
+            defect = sample_defect(seed, first_index + k, defect_rate)
             key = f"{name}{k:0{sample_digits}d}"
             w, h = sample.scene.width, sample.scene.height
+            caption = {"empty_caption": "", "abstract_caption": ABSTRACT_CAPTION}.get(defect, sample.caption.text)
+            jpeg = sample.jpeg[: len(sample.jpeg) // 3] if defect == "truncated_jpeg" else sample.jpeg
             meta = {
-                "url": sample.url, "caption": sample.caption.text, "key": key, "status": "success",
+                "url": sample.url, "caption": caption, "key": key, "status": "success",
                 "error_message": None, "width": w, "height": h, "original_width": w, "original_height": h,
-                "exif": "{}", "sha256": hashlib.sha256(sample.jpeg).hexdigest(),
+                "exif": "{}", "sha256": hashlib.sha256(jpeg).hexdigest(),
             }
-            tar.write({"__key__": key, "jpg": sample.jpeg, "txt": sample.caption.text.encode("utf-8"),
-                       "json": json.dumps(meta, indent=4).encode("utf-8")})
+            if defect == "failed_to_download":  # img2dataset keeps the row in the parquet, writes no tar entry
+                meta.update(status="failed_to_download", error_message="HTTP Error 404: Not Found", width=None,
+                            height=None, original_width=None, original_height=None, exif=None, sha256=None)
+            else:
+                tar.write({"__key__": key, "jpg": jpeg, "txt": caption.encode("utf-8"),
+                           "json": json.dumps(meta, indent=4).encode("utf-8")})
+            statuses[meta["status"]] = statuses.get(meta["status"], 0) + 1
             for column in rows:
                 rows[column].append(meta[column])
-            truth_lines.append(json.dumps(truth_record(sample, key), sort_keys=True))
+            if defect is None:
+                truth_lines.append(json.dumps(truth_record(sample, key), sort_keys=True))
     _atomic_write(output / f"{name}.tar", tar_buffer.getvalue())
     parquet_buffer = io.BytesIO()
     pq.write_table(pa.Table.from_pydict(rows, IMG2DATASET_SCHEMA), parquet_buffer)
@@ -132,9 +157,10 @@ def write_shard(output: Path, shard: int, seed: int, first_index: int, count: in
     (output / "truth").mkdir(exist_ok=True)
     _atomic_write(output / "truth" / f"{name}.jsonl", ("\n".join(truth_lines) + "\n").encode("utf-8"))
     stats = {
-        "count": count, "successes": count, "failed_to_download": 0, "failed_to_resize": 0,
+        "count": count, "successes": statuses.get("success", 0),
+        "failed_to_download": statuses.get("failed_to_download", 0), "failed_to_resize": 0,
         # synthetic: nothing was downloaded; times are fixed so reruns give the same bytes
-        "duration": 0.0, "start_time": 0.0, "end_time": 0.0, "status_dict": {"success": count},
+        "duration": 0.0, "start_time": 0.0, "end_time": 0.0, "status_dict": statuses,
         "synthetic": {"seed": seed, "first_index": first_index},
     }
     _atomic_write(output / f"{name}_stats.json", json.dumps(stats, indent=4).encode("utf-8"))
@@ -142,10 +168,16 @@ def write_shard(output: Path, shard: int, seed: int, first_index: int, count: in
 
 
 def write_synthetic_world(output: str | os.PathLike, images: int, seed: int = 0, shard_size: int = 1000,
-                          progress: Callable[[str], None] | None = None) -> dict:
-    """Write ``images`` synthetic samples in shards of ``shard_size``; returns a summary dict."""
+                          progress: Callable[[str], None] | None = None, defect_rate: float = 0.0) -> dict:
+    """Write ``images`` synthetic samples in shards of ``shard_size``; returns a summary dict.
+
+    ``defect_rate``: the share of samples given one of ``DEFECTS`` (failed download, truncated JPEG, empty or
+    abstract-only caption), as real downloads have; 0 (default) gives a clean world.
+    """
     if images < 0 or shard_size < 1:
         raise ValueError("images must be >= 0 and shard_size >= 1")
+    if not 0.0 <= defect_rate <= 1.0:
+        raise ValueError("defect_rate must be in [0, 1]")
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     digits = max(4, len(str(shard_size - 1)))
@@ -153,7 +185,7 @@ def write_synthetic_world(output: str | os.PathLike, images: int, seed: int = 0,
     shards, done = 0, 0
     while done < images:
         count = min(shard_size, images - done)
-        write_shard(out, shards, seed, done, count, digits)
+        write_shard(out, shards, seed, done, count, digits, defect_rate)
         done += count
         shards += 1
         if progress:

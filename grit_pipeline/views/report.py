@@ -287,7 +287,7 @@ def reason_rows(data: ReportData) -> list[tuple[str, str, str]]:
 
 
 TRUTH_HEADERS = ["level", "precision", "recall", "true positives", "predictions", "truth objects",
-                 "false positives (wrong box / duplicate / absent phrase / unlabelled phrase)"]
+                 "false positives (wrong box / duplicate / absent phrase / unlabelled phrase / wrong span)"]
 
 
 def truth_rows(truth: dict[str, Any]) -> list[tuple[str, ...]]:
@@ -302,7 +302,7 @@ def truth_rows(truth: dict[str, Any]) -> list[tuple[str, ...]]:
                      _fmt(result.get("true_positives")), _fmt(result.get("predictions")),
                      _fmt(result.get("truth_objects")),
                      " / ".join(_fmt(fps.get(k, 0)) for k in ("wrong_box", "duplicate", "absent_phrase",
-                                                                 "unlabelled_phrase"))))
+                                                                 "unlabelled_phrase", "wrong_span"))))
     return rows
 
 
