@@ -44,7 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    return dispatch(build_parser(), argv)
+
+
+def dispatch(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
+    """Parse ``argv`` and run the chosen subcommand's ``_run`` (help and exit 2 when none was chosen)."""
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
         parser.print_help()

@@ -192,17 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from grit_pipeline.cli import dispatch
+
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "_run", None):
-        parser.print_help()
-        return 2
-    try:
-        return int(args._run(args) or 0)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return dispatch(build_parser(), argv)
 
 
 if __name__ == "__main__":
