@@ -22,6 +22,7 @@ import os
 import random
 import re
 import tarfile
+import weakref
 import zlib
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
@@ -301,9 +302,33 @@ def encode_text(processor, image, text: str, num_image_tokens: int, max_length: 
     }
 
 
+def control_token_in(text: str, tokenizer) -> str | None:
+    """The first of the tokenizer's special or added tokens (``<phrase>``, ``<patch_index_0001>``, ``</s>``...)
+    spelt out in ``text``, or None.
+
+    Captions are raw alt-text: one that happens to contain such a string would be read as markup by the
+    tokenizer and teach the model a link or a sequence end that is not there, so such samples are skipped.
+    """
+    if "<" not in text:  # every Kosmos-2 control token starts with '<'
+        return None
+    pattern = _CONTROL_PATTERNS.get(tokenizer)
+    if pattern is None:
+        tokens = set(tokenizer.get_added_vocab()) | set(tokenizer.all_special_tokens)
+        pattern = re.compile("|".join(re.escape(t) for t in sorted(tokens, key=len, reverse=True) if t))
+        _CONTROL_PATTERNS[tokenizer] = pattern
+    match = pattern.search(text)
+    return match.group(0) if match else None
+
+
+_CONTROL_PATTERNS: "weakref.WeakKeyDictionary[Any, re.Pattern]" = weakref.WeakKeyDictionary()  # per tokenizer
+
+
 def encode_sample(raw: dict[str, Any], processor, config: DataConfig, epoch: int = 0) -> dict[str, Any]:
     """Raw tar sample -> model inputs (raises ``SampleError`` for a sample to skip)."""
     image, record = decode_sample(raw)
+    token = control_token_in(record["caption"], processor.tokenizer)
+    if token is not None:
+        raise SampleError("caption_markup", f"caption of {record['key']!r} contains the control token {token!r}")
     image, frame = prepare_image(image, config.image_size, config.image_mode)
     text = training_text(record, frame, config, sample_rng(config.seed, record["key"], epoch))
     item = encode_text(processor, image, text, config.num_image_tokens, config.max_length)

@@ -7,8 +7,8 @@ import tarfile
 import pytest
 import torch
 
-from kosmos.data import (DataConfig, GritShardStream, SampleError, collate, crop_frame, decode_sample,
-                         encode_sample, expand_urls, move_box, prepare_image, raw_samples, training_text)
+from kosmos.data import (DataConfig, GritShardStream, SampleError, collate, control_token_in, crop_frame,
+                         decode_sample, encode_sample, expand_urls, move_box, prepare_image, raw_samples, training_text)
 from kosmos.tokenizer import build_processor, train_tokenizer
 from kosmos.toydata import toy_record, write_toy_shards
 
@@ -126,6 +126,20 @@ def test_encoded_sample_labels_and_image_slots(shards, processor):
     short = batch["attention_mask"][1].sum()
     assert (batch["labels"][1, short:] == -100).all() and (batch["input_ids"][1, short:] == tok.pad_token_id).all()
     assert (batch["image_embeds_position_mask"].sum(1) == 4).all()
+
+
+def test_caption_spelling_out_a_control_token_is_skipped_with_a_reason(shards, processor):
+    tok = processor.tokenizer
+    assert control_token_in("a dog <b>bold</b> & 3 < 4", tok) is None  # ordinary HTML / maths is fine
+    assert control_token_in("see <phrase>this</phrase>", tok) == "<phrase>"
+    assert control_token_in("cell <patch_index_0042> here", tok) == "<patch_index_0042>"
+    assert control_token_in("the end</s> more", tok) == "</s>"
+    raw = next(iter(raw_samples(str(shards / "pipeline" / "00000.tar"))))
+    record = json.loads(raw["json"])
+    record["caption"] = record["caption"] + " </object>"
+    with pytest.raises(SampleError) as info:
+        encode_sample({**raw, "json": json.dumps(record).encode()}, processor, CONFIG)
+    assert info.value.reason == "caption_markup" and "</object>" in str(info.value)
 
 
 def _keys(stream, batches):
