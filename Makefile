@@ -24,7 +24,9 @@ DOWNLOAD_ARGS ?=
 .PHONY: setup test test-fast demo bench clean help download
 
 help:
-	@echo "make setup | test | demo | bench   (see README.md for the pipeline and companion targets)"
+	@echo "make setup | test | test-fast | demo | bench | bench-gpu"
+	@echo "make download | pipeline | noun-chunks | ground | expand | write | stats | submit   (docs/pipeline.md, docs/cluster.md)"
+	@echo "make gallery | report | demo-detector | train | predict | score | e2e   (docs/views.md, docs/companion.md)"
 
 setup: $(STAMP)
 
@@ -47,7 +49,7 @@ demo: setup
 bench: setup
 	$(PY) -m bench
 
-# Grounding throughput on a GPU with full-size detector architectures (README, "Detectors and grounding").
+# Grounding throughput on a GPU with full-size detector architectures (docs/benchmarks.md, "GPU grounding").
 # make bench-gpu GPU_BENCH_ARGS="--models grounding-dino-tiny --batch-sizes 1 8 32"
 GPU_BENCH_ARGS ?=
 .PHONY: bench-gpu
@@ -58,7 +60,7 @@ download: setup
 	@test -n "$(URL_LIST)" || { echo "usage: make download URL_LIST=FILE_OR_DIR [SOURCE=laion|coyo|custom] [INPUT=shards dir] [DOWNLOAD_ARGS='--image-size 512 ...']"; exit 2; }
 	$(PY) -m stages.download --input "$(URL_LIST)" --output "$(INPUT)" --source "$(SOURCE)" $(DOWNLOAD_ARGS)
 
-# Pipeline (README "Running the pipeline"): make pipeline INPUT=shards OUTPUT=grit [DETECTOR=hf MODEL=...]
+# Pipeline (docs/pipeline.md): make pipeline INPUT=shards OUTPUT=grit [DETECTOR=hf MODEL=...]
 # Stage by stage: make noun-chunks, ground, expand, write (intermediates in WORK, default OUTPUT/_stages);
 # rerun one stage with other parameters (make expand BOX_THRESHOLD=0.35) then make write. OVERWRITE=1 rebuilds.
 WORK ?=
@@ -89,7 +91,7 @@ write: setup
 stats: setup
 	$(GRIT) stats "$(OUTPUT)"
 
-# Cluster (README "Running on a Ray cluster"): submit `grit run` as a Ray job to a running cluster, token auth on.
+# Cluster (docs/cluster.md): submit `grit run` as a Ray job to a running cluster, token auth on.
 # make submit INPUT=s3://.../shards OUTPUT=s3://.../grit DETECTOR=hf MODEL=IDEA-Research/grounding-dino-base
 #   BOX_THRESHOLD=0.35 [RAY_ADDRESS=http://HEAD:8265] [PIPELINE_ARGS='--ground-pool 8 --num-gpus 1'] [SUBMIT_ARGS=--no-wait]
 # Local paths are made absolute (the job runs in a copy of this checkout on the cluster).
@@ -105,7 +107,7 @@ submit: setup
 		--detector "$(DETECTOR)" $(if $(MODEL),--model "$(MODEL)") --box-threshold $(BOX_THRESHOLD) \
 		--nms-iou $(NMS_IOU) --ray-address auto $(if $(OVERWRITE),--overwrite) $(PIPELINE_ARGS)
 
-# Views (README "Looking at the data"): DIR is a build (default OUTPUT) or downloaded GrIT-20M shards.
+# Views (docs/views.md): DIR is a build (default OUTPUT) or downloaded GrIT-20M shards.
 # make gallery DIR=... [SAMPLE=100] [GALLERY_ARGS='--status rejected --min-score 0.7']; make report DIR=... [TRUTH=...]
 DIR ?= $(OUTPUT)
 SAMPLE ?= 100
@@ -119,7 +121,7 @@ gallery: setup
 report: setup
 	$(GRIT) report "$(DIR)" $(if $(TRUTH),--truth "$(TRUTH)")
 
-# The demo detector (README "The synthetic world and the demo detector"): retrain the checkpoint that ships
+# The demo detector (docs/detectors.md, "The demo detector"): retrain the checkpoint that ships
 # in the package, on CPU (<= 20 min on 2 idle cores). make demo-detector [DEMO_DETECTOR_ARGS='--steps 1000']
 DEMO_DETECTOR_ARGS ?=
 .PHONY: demo-detector
@@ -127,7 +129,7 @@ DEMO_DETECTOR_ARGS ?=
 demo-detector: setup
 	$(PY) scripts/train_demo_detector.py --output grit_pipeline/data/demo_detector.pt $(DEMO_DETECTOR_ARGS)
 
-# Companion (README "Companion: training and evaluating Kosmos-2"): train on a build, predict, score.
+# Companion (docs/companion.md): train on a build, predict, score.
 # make train [DATA=$(OUTPUT)] [RUN=kosmos_out/run] [PRESET=tiny|small|paper] [TRAIN_ARGS='--steps 2000 --init DIR']
 # make predict TASK=rec IMAGES=dir ANNOTATIONS=finetune_refcoco_val.json [PREDICTIONS=...] [PREDICT_ARGS=...]
 # make score TASK=rec ANNOTATIONS=... [PREDICTIONS=...] [QUESTIONS=... for vqa];  make e2e (the whole loop, CPU)

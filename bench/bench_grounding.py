@@ -3,7 +3,7 @@
 Small random-weight Grounding DINO and OWLv2 (a few million parameters, low resolution, so one run takes
 seconds on a laptop core), loaded through ``get_detector("hf", model=DIR)``. One run each, no repetition:
 the figures are indicative on a shared 2-core machine. The GPU figures with full-size architectures come
-from ``python -m bench.gpu_grounding`` (README, "Detectors and grounding").
+from ``python -m bench.gpu_grounding`` (docs/benchmarks.md, "GPU grounding").
 """
 from __future__ import annotations
 

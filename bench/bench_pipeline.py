@@ -15,7 +15,7 @@ a detector adds its model once per actor, whatever the number of shards). Stage 
 build's ``_stats.json`` (seconds spent inside each stage, summed over samples); ``marginal_images_per_s``
 is (images of the 8-shard run - images of the 1-shard run) / (difference of their wall times), i.e. the
 rate once Ray is up and the models are loaded; ``marginal_stage_ms_per_image`` is the same difference for
-each stage's seconds (the warm per-image cost: what the GPU-hours estimate in the README uses).
+each stage's seconds (the warm per-image cost: what the GPU-hours estimate in docs/cluster.md uses).
 """
 from __future__ import annotations
 

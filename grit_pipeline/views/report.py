@@ -2,7 +2,7 @@
 
 ``write_report(DIR, OUT)`` writes ``OUT/report.html`` (plots embedded, opens from disk, no network),
 ``OUT/report.md`` and ``OUT/plots/*.png`` (matplotlib, Agg backend). Counting rules, the same as the
-pipeline's shard stats and ``grit stats`` (README, "Looking at the data"): *images* = samples with status
+pipeline's shard stats and ``grit stats`` (docs/views.md): *images* = samples with status
 ``grounded``; *boxes* = stored (noun chunk, box) pairs; *text spans* = the linked spans of the training
 text (``serialize.select_entities``: score > threshold, identical spans grouped, contained expressions
 dropped); *expression length* = words (whitespace split) of those spans.
