@@ -58,6 +58,33 @@ def dispatch(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> 
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as error:  # noqa: BLE001 - the last net: one clear line, never a traceback
+        import os
+
+        if os.environ.get("GRIT_TRACEBACK"):
+            raise
+        print(f"{parser.prog} {args.command}: error: {describe_error(error)}", file=sys.stderr)
+        return 1
+
+
+def describe_error(error: BaseException) -> str:
+    """One line for an error that reached the command line: what failed, on which file, what to do."""
+    import errno
+
+    if isinstance(error, OSError):
+        where = f" ({error.filename})" if getattr(error, "filename", None) else ""
+        hints = {
+            errno.ENOSPC: "no space left on the device; free space and rerun (finished shards are kept)",
+            errno.EROFS: "the file system is read-only; choose a writable --output",
+            errno.EACCES: "permission denied",
+            errno.EDQUOT: "disk quota exceeded; free space and rerun (finished shards are kept)",
+        }
+        text = hints.get(error.errno) or error.strerror or str(error) or type(error).__name__
+        return f"{text}{where}"
+    if isinstance(error, MemoryError):
+        return "out of memory"
+    message = " ".join(str(error).split())[:500]
+    return f"{type(error).__name__}: {message} (GRIT_TRACEBACK=1 shows where)"
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import io
+import math
 import warnings
 from typing import Any, Mapping
 
@@ -125,8 +126,8 @@ def letterbox_reason(meta: Mapping[str, Any] | None) -> str | None:
         width, height = _positive(meta.get("width")), _positive(meta.get("height"))
         original_width = _positive(meta.get("original_width"))
         original_height = _positive(meta.get("original_height"))
-    except (TypeError, ValueError):
-        return None
+    except (TypeError, ValueError, OverflowError):
+        return None  # unusable sizes are the ingest's bad_metadata; nothing to check here
     if None in (width, height, original_width, original_height):
         return None
     # Expected stored width for the stored height if the aspect ratio was kept, and vice versa.
@@ -145,5 +146,7 @@ def letterbox_reason(meta: Mapping[str, Any] | None) -> str | None:
 def _positive(value) -> int | None:
     if value is None:
         return None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"not finite: {value!r}")
     number = int(value)
     return number if number > 0 else None

@@ -85,6 +85,9 @@ def _check(config: PipelineConfig, need_input: bool, grounding: bool = False) ->
     if config.engine not in ("ray", "local"):
         raise ValueError(f"engine must be 'ray' or 'local', got {config.engine!r}")
     check_thresholds(config.box_threshold, config.nms_iou)
+    problems = config.number_problems()
+    if problems:
+        raise ValueError("; ".join(problems))
     if grounding and config.detector not in available_detectors():
         raise ValueError(f"unknown detector {config.detector!r}; available: {', '.join(available_detectors())}")
 

@@ -36,6 +36,11 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser, input_required: bool
                    help="location-token spelling of grounded_text")
     t.add_argument("--phrase-mode", choices=("expression", "phrase"), default=_DEFAULTS.phrase_mode,
                    help="link referring expressions (paper) or bare noun chunks in grounded_text")
+    t.add_argument("--max-caption-chars", type=int, default=_DEFAULTS.max_caption_chars,
+                   help="longer captions become bad_caption rejects before spaCy sees them")
+    t.add_argument("--max-member-bytes", type=int, default=_DEFAULTS.max_member_bytes,
+                   help="input tar members larger than this are skipped unread (image: decode_error, "
+                        "json: bad_metadata, txt: bad_caption); default 50 MiB")
     t.add_argument("--no-letterbox-check", action="store_true",
                    help="keep images whose aspect ratio img2dataset changed (border/center_crop resize)")
 
@@ -87,6 +92,8 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         abstract_nouns=tuple(sorted(w.strip().lower() for w in args.abstract_nouns.split(",") if w.strip()))
         if args.abstract_nouns is not None else None,
         check_letterbox=not args.no_letterbox_check,
+        max_caption_chars=args.max_caption_chars,
+        max_member_bytes=args.max_member_bytes,
         text_format=args.text_format,
         phrase_mode=args.phrase_mode,
         engine=args.engine,

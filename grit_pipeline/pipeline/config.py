@@ -14,11 +14,16 @@ STAGE_ORDER = ("noun_chunks", "ground", "expand", "write")
 # dirs, only change how fast it runs). A shard's `.done` marker records these; a shard whose marker does
 # not match the current parameters is rebuilt, like a stale target in Make.
 OUTPUT_PARAMS = {
-    "noun_chunks": ("input", "spacy_model", "abstract_nouns", "max_pixels", "check_letterbox"),
+    "noun_chunks": ("input", "spacy_model", "abstract_nouns", "max_pixels", "check_letterbox", "max_member_bytes",
+                    "max_caption_chars"),
     "ground": ("detector", "model", "nms_iou", "detector_options", "dtype"),
     "expand": ("box_threshold", "text_format", "phrase_mode", "grid"),
     "write": (),
 }
+
+# Settings that must be whole numbers >= 1.
+POSITIVE_INTS = ("grid", "text_pool", "text_batch_size", "ground_pool", "ground_batch_size", "read_parallelism",
+                 "max_member_bytes", "max_caption_chars")
 
 
 @dataclass
@@ -42,6 +47,9 @@ class PipelineConfig:
     # images
     max_pixels: int | None = None         # None: images module default pixel guard
     check_letterbox: bool = True          # reject img2dataset `border`-resized (letterboxed) images
+    # limits on what an input shard may make a worker read (see docs/robustness.md)
+    max_member_bytes: int = 50 * 1024 * 1024  # tar members above this are skipped unread (status per member kind)
+    max_caption_chars: int = 4096         # longer captions are bad_caption before spaCy sees them
     # serialisation of grounded_text
     text_format: str = "hf"               # location-token spelling: hf | paper
     phrase_mode: str = "expression"       # wrap referring expressions (paper) or bare noun chunks
@@ -62,6 +70,20 @@ class PipelineConfig:
     shards: tuple[str, ...] | None = None  # only these shard names (e.g. ("00000",)); None: all
     progress: bool = True
     progress_interval_s: float = 5.0
+
+    def number_problems(self) -> list[str]:
+        """Numeric settings out of range (e.g. ``--text-batch-size 0``), as one line each."""
+        problems = [f"{name} must be at least 1, got {getattr(self, name)!r}" for name in POSITIVE_INTS
+                    if not isinstance(getattr(self, name), int) or getattr(self, name) < 1]
+        for name in ("max_pixels", "num_cpus", "object_store_limit_mb"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                problems.append(f"{name} must be at least 1, got {value!r}")
+        if self.num_gpus is not None and not (self.num_gpus >= 0 and self.num_gpus < float("inf")):
+            problems.append(f"num_gpus must be a finite number >= 0, got {self.num_gpus!r}")
+        if not (self.progress_interval_s >= 0):
+            problems.append(f"progress_interval_s must be >= 0, got {self.progress_interval_s!r}")
+        return problems
 
     def work_dir(self) -> str:
         return self.work or join_path(self.output, "_stages")

@@ -2,27 +2,39 @@
 
 Every key that either file names becomes exactly one sample. Problems become finished samples with a
 status instead of exceptions: failed downloads (``download_error``), a missing or truncated tar
-(``shard_error``), a sample without image bytes (``decode_error``), a caption that is not text
-(``bad_caption``), an image that img2dataset letterboxed or cropped (``letterboxed``). Keys a truncated
-tar never reached and that no parquet lists cannot be known, so they cannot be reported.
+(``shard_error``), a sample without image bytes or with an image member over ``max_member_bytes``
+(``decode_error``), a caption that is not text or is longer than ``max_caption_chars`` (``bad_caption``),
+a metadata value of the wrong type, non-finite, out of range, oversize or over-nested (``bad_metadata``,
+the reason names the field), a key that is not a plain file name (``bad_key``), a key listed twice in one
+shard (``duplicate_key``: every copy is rejected, the reason says how many there were), an image that
+img2dataset letterboxed or cropped (``letterboxed``). Keys a truncated tar never reached and that no
+parquet lists cannot be known, so they cannot be reported. Tars are read by ``grit_pipeline.tar_reader``.
 """
 from __future__ import annotations
 
-import io
 import json
-import tarfile
+import math
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow.parquet as pq
 
 from grit_pipeline import status as S
+from grit_pipeline.tar_reader import DEFAULT_MAX_MEMBER_BYTES, IMAGE_EXTENSIONS, TarReader, key_problem
 
 from .sample import finish, new_sample
 from .storage import Folder
 
-IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")
 STAGE = "ingest"
+# Longer captions are rejects (bad_caption) before spaCy sees them: spaCy's time and memory grow with the
+# text (a 400k-character caption costs it over a minute and gigabytes). Alt-texts are far shorter; the
+# Kosmos-2 context is 2048 tokens. `--max-caption-chars` changes it.
+DEFAULT_MAX_CAPTION_CHARS = 4096
+# A sample's KEY.json beyond these is bad_metadata (img2dataset writes a flat object of a few hundred bytes).
+MAX_JSON_BYTES = 1024 * 1024
+MAX_JSON_DEPTH = 32
+INT64 = (-(2 ** 63), 2 ** 63 - 1)
 
 
 @dataclass(frozen=True)
@@ -48,37 +60,44 @@ def list_input_shards(url: str) -> list[InputShard]:
     return [InputShard(name, url, name in tars, name in parquets, name in stats) for name in sorted(tars | parquets)]
 
 
-def read_input_shard(shard: InputShard, check_letterbox: bool = True) -> list[dict[str, Any]]:
-    """All samples of one input shard (in the order the files list them)."""
+def read_input_shard(shard: InputShard, check_letterbox: bool = True,
+                     max_member_bytes: int | None = DEFAULT_MAX_MEMBER_BYTES,
+                     max_caption_chars: int | None = DEFAULT_MAX_CAPTION_CHARS) -> list[dict[str, Any]]:
+    """All samples of one input shard (in the order the files list them), one per key."""
     folder = Folder(shard.folder)
     meta_rows: dict[str, dict[str, Any]] = {}
+    copies: Counter = Counter()  # how often each key is listed by the parquet / present in the tar
     parquet_error = None
     if shard.has_parquet:
         try:
+            parquet_copies: Counter = Counter()
             for row in pq.read_table(folder.open(f"{shard.name}.parquet")).to_pylist():
                 if row.get("key") is not None:
-                    meta_rows.setdefault(str(row["key"]), row)
+                    key = str(row["key"])
+                    parquet_copies[key] += 1
+                    meta_rows.setdefault(key, row)
+            copies.update(parquet_copies)
         except Exception as error:  # noqa: BLE001 - an unreadable parquet: rely on the tar alone
             parquet_error = f"{type(error).__name__}: {error}"
-    members: dict[str, dict[str, bytes]] = {}
-    incomplete: set[str] = set()
-    tar_error = None
+    members: dict[str, Any] = {}
+    tar_copies: Counter = Counter()
+    cut_key = tar_error = None
     if shard.has_tar:
-        tar_error = _read_tar(folder, f"{shard.name}.tar", members, incomplete)
+        try:
+            reader = TarReader(folder.open(f"{shard.name}.tar"), max_member_bytes=max_member_bytes)
+            for tar_sample in reader:
+                tar_copies[tar_sample.key] += 1
+                members.setdefault(tar_sample.key, tar_sample)
+            tar_error, cut_key = reader.error, reader.cut_key
+        except OSError as error:  # the tar could not even be opened
+            tar_error = f"{type(error).__name__}: {error}"
+    for key, n in tar_copies.items():
+        copies[key] = max(copies[key], n)
 
+    incomplete = {cut_key} if cut_key is not None else set()
     keys = list(meta_rows) + [k for k in members if k not in meta_rows] + sorted(incomplete - set(members) - set(meta_rows))
-    samples = []
-    for key in keys:
-        meta = dict(meta_rows.get(key) or {})
-        files = members.get(key)
-        if files and "json" in files:
-            try:
-                tar_meta = json.loads(files["json"])
-                if isinstance(tar_meta, dict):
-                    meta = {**tar_meta, **meta}
-            except ValueError:
-                pass
-        samples.append(_sample(shard, key, meta, files, key in incomplete, tar_error, check_letterbox))
+    samples = [_sample(shard, key, meta_rows.get(key), members.get(key), key in incomplete, tar_error,
+                       check_letterbox, copies[key], max_member_bytes, max_caption_chars) for key in keys]
     for sample in samples:
         sample["shard_total"] = len(samples)
     if parquet_error:
@@ -90,63 +109,43 @@ def read_input_shard(shard: InputShard, check_letterbox: bool = True) -> list[di
     return samples
 
 
-def _read_tar(folder: Folder, name: str, members: dict, incomplete: set) -> str | None:
-    """Read a webdataset tar into ``members[key][ext] = bytes``; return the error that stopped it, if any."""
-    current = None
+class MetadataError(ValueError):
+    """A metadata value that cannot be used; ``str()`` names the field and why (status ``bad_metadata``)."""
+
+
+def _sample(shard: InputShard, key: str, row: dict | None, tar_sample, incomplete: bool, tar_error: str | None,
+            check_letterbox: bool, copies: int, max_member_bytes: int | None,
+            max_caption_chars: int | None) -> dict[str, Any]:
+    sample = new_sample(key=key, source_shard=shard.name)
+    problem = key_problem(key)
+    if problem:
+        return finish(sample, S.BAD_KEY, problem, STAGE)
+    if copies > 1:
+        return finish(sample, S.DUPLICATE_KEY, f"key listed {copies} times in shard {shard.name}; every copy is "
+                      f"rejected (which copy is right cannot be told)", STAGE)
+    files = dict(tar_sample.files) if tar_sample else {}
+    oversize = dict(tar_sample.oversize) if tar_sample else {}
     try:
-        with folder.open(name) as raw, tarfile.open(fileobj=raw, mode="r|*") as tar:
-            for info in tar:
-                if not info.isfile():
-                    continue
-                key, ext = _split_member(info.name)
-                if key is None:
-                    continue
-                current = key
-                data = tar.extractfile(info).read()
-                if len(data) != info.size:
-                    raise EOFError(f"member {info.name} truncated ({len(data)} of {info.size} bytes)")
-                members.setdefault(key, {}).setdefault(ext, data)
-                current = None
-    except (tarfile.TarError, EOFError, OSError, ValueError) as error:
-        if current is not None:
-            incomplete.add(current)  # its member was cut off: the sample is not complete
-            members.pop(current, None)
-        return f"{type(error).__name__}: {error}"
-    return None
-
-
-def _split_member(path: str) -> tuple[str | None, str]:
-    """webdataset convention: key = path up to the first '.' of the file name; ext = the rest (lower case)."""
-    directory, _, base = path.rpartition("/")
-    if "." not in base or base.startswith("."):
-        return None, ""
-    stem, ext = base.split(".", 1)
-    return (f"{directory}/{stem}" if directory else stem), ext.lower()
-
-
-def _sample(shard: InputShard, key: str, meta: dict, files: dict | None, incomplete: bool,
-            tar_error: str | None, check_letterbox: bool) -> dict[str, Any]:
-    sample = new_sample(
-        key=key,
-        source_shard=shard.name,
-        url=_text(meta.get("url")),
-        id=_int(meta.get("id", meta.get("SAMPLE_ID"))),
-        # LAION's `similarity` column is the CLIP ViT-B/32 image-text similarity.
-        clip_similarity_vitb32=_float(meta.get("clip_similarity_vitb32", meta.get("similarity"))),
-        clip_similarity_vitl14=_float(meta.get("clip_similarity_vitl14")),
-    )
+        meta = {**_tar_json(files, oversize, max_member_bytes), **(row or {})}
+        values = _checked_values(meta)
+    except MetadataError as error:
+        return finish(sample, S.BAD_METADATA, str(error), STAGE)
+    sample.update(values)
     caption = meta.get("caption")
     sample["caption"] = caption if isinstance(caption, str) else None
     download_status = meta.get("status")
-    if download_status not in (None, "success") and not files:
+    if download_status not in (None, "success") and not files and not oversize:
         error = meta.get("error_message") or "no error message"
-        return finish(sample, S.DOWNLOAD_ERROR, f"img2dataset status {download_status}: {error}", STAGE)
-    if not files:
+        return finish(sample, S.DOWNLOAD_ERROR, f"img2dataset status {download_status}: {str(error)[:500]}", STAGE)
+    if not files and not oversize:
         if not shard.has_tar:
             return finish(sample, S.SHARD_ERROR, f"shard {shard.name} has no tar file (only its parquet)", STAGE)
         if incomplete or tar_error:
             return finish(sample, S.SHARD_ERROR, f"{shard.name}.tar unreadable before this sample ({tar_error})", STAGE)
         return finish(sample, S.SHARD_ERROR, f"listed as {download_status} in {shard.name}.parquet but absent from the tar", STAGE)
+    if "txt" in oversize:
+        return finish(sample, S.BAD_CAPTION, f"caption member {key}.txt declares {oversize['txt']} bytes "
+                      f"(> max_member_bytes {max_member_bytes}; skipped unread)", STAGE)
     if "txt" in files:
         try:
             caption = files["txt"].decode("utf-8")
@@ -154,9 +153,17 @@ def _sample(shard: InputShard, key: str, meta: dict, files: dict | None, incompl
             return finish(sample, S.BAD_CAPTION, "caption is not valid UTF-8", STAGE)
     if caption is not None and not isinstance(caption, str):
         return finish(sample, S.BAD_CAPTION, f"caption is not text ({type(caption).__name__}: {str(caption)[:80]!r})", STAGE)
+    if caption is not None and max_caption_chars is not None and len(caption) > max_caption_chars:
+        sample["caption"] = None  # never stored: the row says how long it was
+        return finish(sample, S.BAD_CAPTION, f"caption is {len(caption)} characters long "
+                      f"(> max_caption_chars {max_caption_chars})", STAGE)
     sample["caption"] = caption
     ext = next((e for e in IMAGE_EXTENSIONS if e in files), None)
     if ext is None:
+        big = next((e for e in IMAGE_EXTENSIONS if e in oversize), None)
+        if big is not None:
+            return finish(sample, S.DECODE_ERROR, f"image member {key}.{big} declares {oversize[big]} bytes "
+                          f"(> max_member_bytes {max_member_bytes}; skipped unread)", STAGE)
         return finish(sample, S.DECODE_ERROR, f"no image file in the tar sample (has {sorted(files)})", STAGE)
     sample["image_bytes"] = files[ext]
     sample["image_ext"] = ext
@@ -169,19 +176,103 @@ def _sample(shard: InputShard, key: str, meta: dict, files: dict | None, incompl
     return sample
 
 
-def _text(value) -> str | None:
-    return value if isinstance(value, str) else (None if value is None else str(value))
-
-
-def _int(value) -> int | None:
+def _tar_json(files: dict[str, bytes], oversize: dict[str, int], max_member_bytes: int | None) -> dict[str, Any]:
+    """The sample's KEY.json as a dict ({} without one); MetadataError when it is unusable."""
+    if "json" in oversize:
+        raise MetadataError(f"json: member declares {oversize['json']} bytes (> max_member_bytes "
+                            f"{max_member_bytes}; skipped unread)")
+    raw = files.get("json")
+    if raw is None:
+        return {}
+    if len(raw) > MAX_JSON_BYTES:
+        raise MetadataError(f"json: {len(raw)} bytes (limit {MAX_JSON_BYTES})")
     try:
-        return None if value is None or isinstance(value, bool) else int(value)
-    except (TypeError, ValueError):
+        data = json.loads(raw)
+    except RecursionError:
+        raise MetadataError(f"json: nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except ValueError as error:  # UnicodeDecodeError included
+        raise MetadataError(f"json: not valid JSON ({str(error)[:120]})") from None
+    if not isinstance(data, dict):
+        raise MetadataError(f"json: not an object ({type(data).__name__})")
+    if _depth(data) > MAX_JSON_DEPTH:
+        raise MetadataError(f"json: nested deeper than {MAX_JSON_DEPTH} levels")
+    return data
+
+
+def _depth(value: Any) -> int:
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth)
+            if depth > MAX_JSON_DEPTH:
+                return depth
+            stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def _checked_values(meta: dict[str, Any]) -> dict[str, Any]:
+    """The sample fields read from metadata, each validated; MetadataError names the first bad field."""
+    id_field = "id" if meta.get("id") is not None else "SAMPLE_ID"
+    # LAION's `similarity` column is the CLIP ViT-B/32 image-text similarity.
+    b32_field = "clip_similarity_vitb32" if meta.get("clip_similarity_vitb32") is not None else "similarity"
+    values = {
+        "url": _text("url", meta.get("url")),
+        "id": _int(id_field, meta.get(id_field)),
+        "clip_similarity_vitb32": _float(b32_field, meta.get(b32_field)),
+        "clip_similarity_vitl14": _float("clip_similarity_vitl14", meta.get("clip_similarity_vitl14")),
+    }
+    for name in ("width", "height", "original_width", "original_height"):
+        size = _int(name, meta.get(name))
+        if size is not None and size < 0:
+            raise MetadataError(f"{name}: negative ({size})")
+    status = meta.get("status")
+    if status is not None and not isinstance(status, str):
+        raise MetadataError(f"status: not text ({type(status).__name__})")
+    return values
+
+
+def _missing(value) -> bool:
+    # Parquet/pandas spell a missing number as NaN.
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _text(name: str, value) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise MetadataError(f"{name}: not text ({type(value).__name__}: {str(value)[:80]!r})")
+
+
+def _int(name: str, value) -> int | None:
+    """An integer in int64 range (integral floats and digit strings accepted), None when missing."""
+    if _missing(value):
         return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise MetadataError(f"{name}: not an integer ({type(value).__name__})")
+    if isinstance(value, str):
+        text = value.strip()
+        if not (text.lstrip("+-").isdigit() and len(text) <= 20):
+            raise MetadataError(f"{name}: not an integer ({value[:80]!r})")
+        value = int(text)
+    if isinstance(value, float):
+        if not math.isfinite(value) or not value.is_integer():
+            raise MetadataError(f"{name}: not a finite integer ({value!r})")
+        value = int(value)
+    if not INT64[0] <= value <= INT64[1]:
+        raise MetadataError(f"{name}: outside the int64 range ({str(value)[:40]})")
+    return value
 
 
-def _float(value) -> float | None:
+def _float(name: str, value) -> float | None:
+    """A finite number, None when missing."""
+    if _missing(value):
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise MetadataError(f"{name}: not a number ({type(value).__name__})")
     try:
-        return None if value is None else float(value)
-    except (TypeError, ValueError):
-        return None
+        number = float(value[:64] if isinstance(value, str) else value)
+    except (ValueError, OverflowError):
+        raise MetadataError(f"{name}: not a number ({str(value)[:80]!r})") from None
+    if not math.isfinite(number):
+        raise MetadataError(f"{name}: not finite ({value!r})")
+    return number

@@ -43,6 +43,8 @@ class InputSource:
     def __init__(self, config: PipelineConfig):
         self.url = config.input
         self.check_letterbox = config.check_letterbox
+        self.max_member_bytes = config.max_member_bytes
+        self.max_caption_chars = config.max_caption_chars
         self._shards: dict[str, InputShard] = {}
 
     def shards(self) -> list[str]:
@@ -68,7 +70,8 @@ class InputSource:
     def read(self, shard: str) -> list[dict[str, Any]]:
         if shard not in self._shards:
             self.shards()
-        return read_input_shard(self._shards[shard], check_letterbox=self.check_letterbox)
+        return read_input_shard(self._shards[shard], check_letterbox=self.check_letterbox,
+                                max_member_bytes=self.max_member_bytes, max_caption_chars=self.max_caption_chars)
 
 
 class StageSource:

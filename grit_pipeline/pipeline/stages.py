@@ -43,9 +43,34 @@ class Stage:
         todo = [s for s in samples if pending(s)]
         started = time.perf_counter()
         if todo:
-            self.process(todo)
+            try:
+                self.process(todo)
+            except Exception as error:  # noqa: BLE001 - see _one_by_one
+                self._one_by_one(todo, error)
         add_seconds(todo, self.name, time.perf_counter() - started)
         return samples
+
+    def _one_by_one(self, samples: list[dict[str, Any]], batch_error: Exception) -> None:
+        """The batch raised: rerun it sample by sample so that one bad sample costs one row (``stage_error``).
+
+        When every sample fails on its own too, the fault is not in the data (a lost GPU, a broken model):
+        the batch's error is raised and the shard is not committed, so a rerun retries it.
+        """
+        if isinstance(batch_error, MemoryError):
+            raise batch_error
+        failed = []
+        for sample in samples:
+            if not pending(sample):
+                continue
+            try:
+                self.process([sample])
+            except Exception as error:  # noqa: BLE001 - any error of one sample becomes its reject
+                failed.append((sample, error))
+        if len(failed) == len(samples) and len(samples) > 1:
+            raise batch_error
+        for sample, error in failed:
+            finish(sample, S.STAGE_ERROR, f"{self.name} failed on this sample: {type(error).__name__}: "
+                   f"{str(error)[:300]}", self.name)
 
 
 class NounChunkStage(Stage):

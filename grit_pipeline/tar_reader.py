@@ -1,0 +1,150 @@
+"""The one reader of webdataset tars: the pipeline's input, the views and the Kosmos-2 loader all use it.
+
+webdataset's conventions (``webdataset.tariterators``): members are grouped into samples by key, the
+key being the member path up to the first dot of its file name (``base_plus_ext``), extensions lower
+case, ``__meta__`` members skipped; URLs are opened with ``webdataset.gopen``. What webdataset's own
+``tar_file_iterator`` does not give, and hostile shards need, lives here:
+
+- Bounded reads: a member larger than ``max_member_bytes`` is skipped from its header, before any of its
+  bytes are read (a 20 KiB tar with a GNU sparse member, or a 1 MiB gzip tar, can each declare 1 GiB).
+  Tars are always read as a stream (``r|*``), compressed ones included, so skipping costs no memory.
+- Safe keys: ``key_problem`` says why a key is not a plain file name (``../x``, ``/etc/x``, control
+  characters, over-long); callers turn such keys into ``bad_key`` rejects and never write them.
+- One error rule: a shard that cannot be opened, a broken header or a member cut short ends the shard;
+  the samples before it are kept, the error and the key it cut off are reported on the reader
+  (``TarReader.error`` / ``TarReader.cut_key``), never raised.
+"""
+from __future__ import annotations
+
+import tarfile
+import unicodedata
+from dataclasses import dataclass, field
+from typing import IO, Any, Callable, Iterator
+
+from webdataset.tariterators import base_plus_ext
+
+# Image members, in the order a sample's image is picked when it has several.
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")
+# Real LAION/COYO images are well under this (img2dataset re-encodes to at most a few MB); a member
+# declaring more is skipped unread. `--max-member-bytes` changes it.
+DEFAULT_MAX_MEMBER_BYTES = 50 * 1024 * 1024
+# Keys longer than this (in UTF-8 bytes) cannot be file names on common filesystems once an
+# extension is added (255-byte name limit).
+MAX_KEY_BYTES = 200
+
+
+def split_member(name: str) -> tuple[str | None, str]:
+    """webdataset's rule: (key, lower-case extension); (None, "") for a name without one."""
+    key, ext = base_plus_ext(name)
+    if key is None:
+        return None, ""
+    return key, ext.lower()
+
+
+def key_problem(key: Any) -> str | None:
+    """Why ``key`` is not a safe plain file name (None when it is).
+
+    A key ends up as an output tar member name ``KEY.jpg``: it must not hold a directory part or a path
+    that climbs (``/``, ``\\``, ``..``), start with a dot, hold control characters, or be over-long.
+    """
+    if not isinstance(key, str):
+        return f"key is not text ({type(key).__name__})"
+    if not key:
+        return "empty key"
+    if "/" in key or "\\" in key:
+        return f"key {key[:80]!r} holds a path separator (keys must be plain file names)"
+    if key.startswith("."):
+        return f"key {key[:80]!r} starts with a dot"
+    if any(unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp") for c in key):
+        return f"key {key[:80]!r} holds control characters"
+    if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+        return f"key is {len(key.encode('utf-8', 'surrogatepass'))} bytes long (limit {MAX_KEY_BYTES})"
+    return None
+
+
+@dataclass
+class TarSample:
+    """Consecutive members of one key: ``files[ext] = bytes``; ``oversize[ext]`` = declared size of a
+    member skipped unread; ``duplicates`` = extensions met twice (the first copy is kept)."""
+
+    key: str
+    files: dict[str, bytes] = field(default_factory=dict)
+    oversize: dict[str, int] = field(default_factory=dict)
+    duplicates: list[str] = field(default_factory=list)
+
+    def image(self) -> tuple[str, bytes] | None:
+        """(extension, bytes) of the sample's image member, in ``IMAGE_EXTENSIONS`` order."""
+        ext = next((e for e in IMAGE_EXTENSIONS if e in self.files), None)
+        return (ext, self.files[ext]) if ext else None
+
+
+class TarReader:
+    """Iterate the samples of one webdataset tar with bounded member reads.
+
+    ``source`` is a path or URL (opened with webdataset's ``gopen``) or an open binary file object.
+    ``wanted(key, ext)`` selects the members to read (others are skipped unread, like oversize ones).
+    After iteration, ``error`` holds what stopped the shard early (None when it was read to its end)
+    and ``cut_key`` the key whose member was cut off (that sample is not yielded).
+    """
+
+    def __init__(self, source: str | IO[bytes], max_member_bytes: int | None = DEFAULT_MAX_MEMBER_BYTES,
+                 wanted: Callable[[str, str], bool] | None = None):
+        self.source = source
+        self.max_member_bytes = max_member_bytes
+        self.wanted = wanted
+        self.error: str | None = None
+        self.cut_key: str | None = None
+
+    def __iter__(self) -> Iterator[TarSample]:
+        current: TarSample | None = None
+        member_key = None
+        stream = None
+        try:
+            if isinstance(self.source, str):
+                from webdataset.gopen import gopen
+
+                stream = gopen(self.source, "rb")
+            else:
+                stream = self.source
+            with tarfile.open(fileobj=stream, mode="r|*") as tar:
+                for info in tar:
+                    tar.members = []  # stream mode keeps every header otherwise
+                    if not info.isreg():
+                        continue
+                    key, ext = split_member(info.name)
+                    if key is None or key.rsplit("/", 1)[-1].startswith("__"):
+                        continue
+                    if current is not None and current.key != key:
+                        yield current
+                        current = None
+                    if current is None:
+                        current = TarSample(key)
+                    if self.wanted is not None and not self.wanted(key, ext):
+                        continue
+                    if ext in current.files or ext in current.oversize:
+                        current.duplicates.append(ext)
+                        continue
+                    if self.max_member_bytes is not None and info.size > self.max_member_bytes:
+                        current.oversize[ext] = info.size  # skipped from its header: never read
+                        continue
+                    member_key = key
+                    data = tar.extractfile(info).read(info.size)
+                    if len(data) != info.size:
+                        raise EOFError(f"member {info.name} truncated ({len(data)} of {info.size} bytes)")
+                    member_key = None
+                    current.files[ext] = data
+        except (tarfile.TarError, OSError, EOFError, ValueError, RuntimeError) as error:
+            # RuntimeError: webdataset's gopen reports a failed pipe/URL this way.
+            self.error = f"{type(error).__name__}: {error}"
+            if member_key is not None:
+                self.cut_key = member_key
+                if current is not None and current.key == member_key:
+                    current = None  # its member was cut off: the sample is not complete
+        finally:
+            if stream is not None and stream is not self.source:
+                try:
+                    stream.close()
+                except Exception:  # noqa: BLE001 - closing a failed pipe may raise again
+                    pass
+        if current is not None:
+            yield current
