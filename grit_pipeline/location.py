@@ -1,8 +1,16 @@
 """Kosmos-2 location tokens: boxes <-> cells of a P x P grid (GRIT_SPEC section 4).
 
-Encoding matches transformers' ``coordinate_to_patch_index`` and decoding its
-``patch_index_to_coordinate``, so text we write reads back the same way in the
-Kosmos-2 processor.
+Two encodings of the lower-right corner exist and both are here (``cell_rule``):
+
+- ``official`` (default): the released training loader's ``get_box_coords_index``
+  (microsoft/unilm ``kosmos-2/unilm/data/vl/obj_utils.py``): ``floor(min(x2, 0.99999) / (1/P))``, the
+  text the released Kosmos-2 checkpoint was trained on;
+- ``transformers``: ``coordinate_to_patch_index`` of ``transformers.models.kosmos2``: ``ceil(x2 * P - 1)``.
+
+They differ only when ``x2 * P`` (or ``y2 * P``) is a whole number below P: a box ending exactly on a cell
+edge ends in the next cell under ``official`` and in the cell before under ``transformers``. The upper-left
+corner is ``floor(x1 * P)`` in both. Decoding is the same in unilm and transformers
+(``patch_index_to_coordinate``), so text written under either rule reads back in the Kosmos-2 processor.
 """
 from __future__ import annotations
 
@@ -10,18 +18,48 @@ import math
 from dataclasses import dataclass
 
 DEFAULT_GRID = 32  # 224 px image, 7 px bins: 1024 location tokens
+CELL_RULES = ("official", "transformers")
+DEFAULT_CELL_RULE = "official"
+_OFFICIAL_MAX_CORNER = 0.99999  # the released loader's cap on x2 / y2 before flooring
 
 
-def box_to_cells(box, grid: int = DEFAULT_GRID) -> tuple[int, int]:
+def check_grid(grid) -> int:
+    """``grid`` as a positive int, or ValueError (``--grid 0`` would write negative location tokens)."""
+    if isinstance(grid, bool) or not isinstance(grid, int) or grid < 1:
+        raise ValueError(f"grid must be a positive integer, got {grid!r}")
+    return grid
+
+
+def check_cell_rule(cell_rule: str) -> str:
+    if cell_rule not in CELL_RULES:
+        raise ValueError(f"unknown cell rule {cell_rule!r}; choose one of {', '.join(CELL_RULES)}")
+    return cell_rule
+
+
+def box_to_cells(box, grid: int = DEFAULT_GRID, cell_rule: str = DEFAULT_CELL_RULE) -> tuple[int, int]:
     """Normalised xyxy box -> (upper-left cell index, lower-right cell index).
 
-    index = y_bin * grid + x_bin; raises ValueError unless x2 > x1 and y2 > y1.
+    index = y_bin * grid + x_bin. ``cell_rule`` picks the lower-right encoding (module docstring). Raises
+    ValueError unless the coordinates are finite numbers with x2 > x1 and y2 > y1.
     """
-    x1, y1, x2, y2 = (float(v) for v in box)
+    check_grid(grid)
+    check_cell_rule(cell_rule)
+    try:
+        x1, y1, x2, y2 = (float(v) for v in box)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"box {box!r} is not four numbers") from None
+    if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
+        raise ValueError(f"box {tuple(box)} has a non-finite coordinate")
     if not (x2 > x1 and y2 > y1):
         raise ValueError(f"box {tuple(box)} must have x2 > x1 and y2 > y1")
-    ul_x, ul_y = math.floor(x1 * grid), math.floor(y1 * grid)
-    lr_x, lr_y = math.ceil(x2 * grid - 1), math.ceil(y2 * grid - 1)
+    if cell_rule == "official":
+        cell = 1.0 / grid  # divided by the cell size, as the released code does (not multiplied by P)
+        ul_x, ul_y = math.floor(max(x1, 0.0) / cell), math.floor(max(y1, 0.0) / cell)
+        lr_x = math.floor(min(x2, _OFFICIAL_MAX_CORNER) / cell)
+        lr_y = math.floor(min(y2, _OFFICIAL_MAX_CORNER) / cell)
+    else:
+        ul_x, ul_y = math.floor(x1 * grid), math.floor(y1 * grid)
+        lr_x, lr_y = math.ceil(x2 * grid - 1), math.ceil(y2 * grid - 1)
     # Coordinates are validated to [0, 1] upstream; clamp so float noise never leaves the grid.
     ul_x, ul_y, lr_x, lr_y = (min(max(v, 0), grid - 1) for v in (ul_x, ul_y, lr_x, lr_y))
     return ul_y * grid + ul_x, lr_y * grid + lr_x

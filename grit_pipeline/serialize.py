@@ -9,7 +9,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from grit_pipeline.location import DEFAULT_GRID, TokenSpelling, box_to_cells, cells_to_box, spelling
+from grit_pipeline.location import (DEFAULT_CELL_RULE, DEFAULT_GRID, TokenSpelling, box_to_cells, cells_to_box,
+                                    check_cell_rule, check_grid, spelling)
 
 DEFAULT_MIN_SCORE = 0.65
 PHRASE_MODES = ("expression", "phrase")  # serialize ref_exps (default) or noun_chunks
@@ -70,14 +71,17 @@ def select_entities(record: Any, min_score: float | None = DEFAULT_MIN_SCORE,
 
 
 def serialize_entities(caption: str, entities: Sequence[Entity], fmt: str = "hf", grid: int = DEFAULT_GRID,
-                       grounding: bool = True) -> str:
+                       grounding: bool = True, cell_rule: str = DEFAULT_CELL_RULE) -> str:
     """Write ``caption`` with each entity wrapped as ``<phrase>span</phrase><object>locations</object>``.
 
     Entities must be in caption order and must not overlap. As in Kosmos-2's own outputs, a space just
     before a phrase goes inside the phrase tag (``of<phrase> a dog</phrase>``), which keeps the
-    tokenisation of the caption words unchanged.
+    tokenisation of the caption words unchanged. ``cell_rule`` picks the lower-right cell encoding
+    (``grit_pipeline.location``).
     """
     tokens = spelling(fmt)
+    check_grid(grid)
+    check_cell_rule(cell_rule)
     pieces = [tokens.grounding] if grounding else []
     position = 0
     for entity in entities:
@@ -91,25 +95,30 @@ def serialize_entities(caption: str, entities: Sequence[Entity], fmt: str = "hf"
             phrase_start -= 1
         pieces.append(caption[position:phrase_start])
         pieces.append(tokens.phrase_open + caption[phrase_start:entity.end] + tokens.phrase_close)
-        pieces.append(_object_markup(entity.boxes, tokens, grid))
+        pieces.append(_object_markup(entity.boxes, tokens, grid, cell_rule))
         position = entity.end
     pieces.append(caption[position:])
     return "".join(pieces)
 
 
-def _object_markup(boxes: Sequence[Box], tokens: TokenSpelling, grid: int) -> str:
+def _object_markup(boxes: Sequence[Box], tokens: TokenSpelling, grid: int, cell_rule: str) -> str:
     locations = []
     for box in boxes:
-        ul, lr = box_to_cells(box, grid)
+        ul, lr = box_to_cells(box, grid, cell_rule)
         locations.append(tokens.location(ul) + tokens.location(lr))
     return tokens.object_open + tokens.delimiter.join(locations) + tokens.object_close
 
 
 def grounded_text(record: Any, fmt: str = "hf", min_score: float | None = DEFAULT_MIN_SCORE,
-                  phrase_mode: str = "expression", grid: int = DEFAULT_GRID) -> str:
-    """``<grounding>`` + the record's caption with its kept spans linked to their location tokens."""
+                  phrase_mode: str = "expression", grid: int = DEFAULT_GRID,
+                  cell_rule: str = DEFAULT_CELL_RULE) -> str:
+    """``<grounding>`` + the record's caption with its kept spans linked to their location tokens.
+
+    A record with no span left to link is its plain caption, without ``<grounding>``, as the released
+    training loader writes such a sample."""
     entities = select_entities(record, min_score=min_score, phrase_mode=phrase_mode)
-    return serialize_entities(_field(record, "caption"), entities, fmt=fmt, grid=grid)
+    return serialize_entities(_field(record, "caption"), entities, fmt=fmt, grid=grid, cell_rule=cell_rule,
+                              grounding=bool(entities))
 
 
 def parse_grounded_text(text: str, fmt: str = "hf", grid: int = DEFAULT_GRID) -> ParsedText:

@@ -66,6 +66,9 @@ class DataConfig:
     phrase_mode: str = field(default="expression", metadata={
         "group": "data", "choices": ("expression", "phrase"),
         "help": "link referring expressions or noun chunks"})
+    cell_rule: str = field(default="official", metadata={
+        "group": "data", "choices": ("official", "transformers"),
+        "help": "lower-right location cell: official (the released Kosmos-2 training loader) or transformers"})
     max_length: int = field(default=128, metadata={
         "group": "data", "default_help": "the preset's: 64 / 96 / 128 for tiny / small / paper",
         "help": "text tokens after the image prompt (longer sequences are cut)"})
@@ -270,18 +273,26 @@ def sample_rng(seed: int, key: str, epoch: int) -> random.Random:
 
 def training_text(record: dict[str, Any], frame, config: DataConfig, rng: random.Random) -> str:
     """The training text of a record: grounded (``<grounding>`` + links, boxes in the visible frame) with
-    probability ``config.grounding_prob``, else the plain caption. Uses the pipeline's serializer."""
-    from grit_pipeline.serialize import Entity, select_entities, serialize_entities
+    probability ``config.grounding_prob``, else the plain caption. Uses the pipeline's serializer.
+
+    As the released loader (``obj_utils.process_grounding_data``) does, boxes are moved into the view
+    before contained expressions are dropped (an expression whose container lost every box to the crop
+    keeps its own), and a sample left without any box is the plain caption, without ``<grounding>``."""
+    from grit_pipeline.serialize import select_entities, serialize_entities
 
     caption = record["caption"]
-    grounded = rng.random() < config.grounding_prob
-    entities = []
-    if grounded:
-        for entity in select_entities(record, min_score=config.min_score, phrase_mode=config.phrase_mode):
-            boxes = [b for b in (move_box(box, frame, config.min_box_area_kept) for box in entity.boxes) if b]
-            if boxes:
-                entities.append(Entity(entity.start, entity.end, boxes))
-    return serialize_entities(caption, entities, fmt="hf", grounding=grounded)
+    if not rng.random() < config.grounding_prob:
+        return caption
+    column = "ref_exps" if config.phrase_mode == "expression" else "noun_chunks"
+    visible = []
+    for start, end, *box, score in record.get(column) or []:
+        moved = move_box(box, frame, config.min_box_area_kept)
+        if moved is not None:
+            visible.append([start, end, *moved, score])
+    entities = select_entities({column: visible}, min_score=config.min_score, phrase_mode=config.phrase_mode)
+    if not entities:
+        return caption
+    return serialize_entities(caption, entities, fmt="hf", cell_rule=config.cell_rule)
 
 
 def encode_text(processor, image, text: str, num_image_tokens: int, max_length: int | None = None,

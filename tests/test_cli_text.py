@@ -44,8 +44,10 @@ def test_serialize_reports_bad_records_and_continues(capsys, monkeypatch):
     stdin = "\n".join([good, "{not json", bad, low, "[1, 2]"]) + "\n"
     code, out, err = run_cli(capsys, monkeypatch, ["serialize"], stdin=stdin)
     assert code == 1
-    assert out.splitlines() == ["<grounding><phrase>a dog</phrase><object><patch_index_0099><patch_index_0495></object>",
-                                "<grounding>a cat"]
+    # (0.1, 0.1, 0.5, 0.5): the lower-right corner lies on a cell edge, the released loader's cell 16 * 32 + 16;
+    # the low-score record has no link left: its plain caption, without <grounding>
+    assert out.splitlines() == ["<grounding><phrase>a dog</phrase><object><patch_index_0099><patch_index_0528></object>",
+                                "a cat"]
     assert "line 2: not valid JSON" in err
     assert "record 'bad': field 'noun_chunks[0]'" in err
     assert "line 5: expected a JSON object" in err
@@ -60,9 +62,40 @@ def test_serialize_flags_and_parquet_input(capsys, monkeypatch, tmp_path):
     code, out, _ = run_cli(capsys, monkeypatch, ["serialize", "--input", str(path), "--format", "paper",
                                                  "--min-score", "0.4", "--jsonl"])
     assert code == 0
-    assert json.loads(out) == {"key": "k", "grounded_text": "<grounding><p>a dog</p><box><loc_99><loc_495></box>"}
+    assert json.loads(out) == {"key": "k", "grounded_text": "<grounding><p>a dog</p><box><loc_99><loc_528></box>"}
+    code, out, _ = run_cli(capsys, monkeypatch, ["serialize", "--input", str(path), "--min-score", "0.4",
+                                                 "--cell-rule", "transformers"])
+    assert out.strip() == "<grounding><phrase>a dog</phrase><object><patch_index_0099><patch_index_0495></object>"
     code, _, err = run_cli(capsys, monkeypatch, ["serialize", "--input", str(tmp_path / "missing.parquet")])
     assert code == 1 and "cannot read parquet" in err
+
+
+def test_serialize_hostile_lines_are_one_line_errors(capsys, monkeypatch):
+    good = record_line("good", "a dog", [[0, 5, 0.1, 0.1, 0.5, 0.5, 0.9]])
+    huge_int = good.replace("0.9]", "9" * 5000 + "]")
+    huge_float = good.replace("0.9]", "1" + "0" * 400 + "]")
+    deep = "[" * 100_000 + "]" * 100_000
+    stdin = "\n".join([huge_int, huge_float, deep, good]) + "\n"
+    code, out, err = run_cli(capsys, monkeypatch, ["serialize"], stdin=stdin)
+    assert code == 1 and len(out.splitlines()) == 1
+    lines = err.splitlines()
+    assert lines[0].startswith("grit serialize: line 1: not valid JSON") and "4300 digits" in lines[0]
+    assert lines[1].startswith("grit serialize: line 2: ") or lines[1].startswith("grit serialize: record 'good'")
+    assert lines[2] == "grit serialize: line 3: not valid JSON: nested too deeply"
+    assert lines[3] == "grit serialize: 3 of 4 records failed" and "Traceback" not in err
+
+
+def test_serialize_grid_must_be_positive(capsys, monkeypatch):
+    good = record_line("good", "a dog", [[0, 5, 0.1, 0.1, 0.5, 0.5, 0.9]])
+    for grid in ("0", "-1", "x"):
+        try:
+            code = main(["serialize", "--grid", grid])
+        except SystemExit as exit_:
+            code = exit_.code
+        _, err = capsys.readouterr()
+        assert code == 2 and "argument --grid" in err and "Traceback" not in err
+    code, out, _ = run_cli(capsys, monkeypatch, ["serialize", "--grid", "1"], stdin=good + "\n")
+    assert code == 0 and out.strip().endswith("<patch_index_0000><patch_index_0000></object>")
 
 
 def test_console_script_runs():

@@ -233,3 +233,21 @@ def test_remote_shards_over_http(shards):
         assert counters == {"shard_error": 1}
     finally:
         server.shutdown()
+
+
+def test_training_text_crops_before_dropping_contained_expressions():
+    # the released loader moves boxes into the view first: an expression whose container lost its box to the
+    # crop keeps its own link; a sample left without any box is the plain caption, without <grounding>
+    record = {"caption": "a dog in a box", "noun_chunks": [], "ref_exps": [
+        [0, 14, 0.6, 0.1, 0.9, 0.9, 0.9], [9, 14, 0.1, 0.1, 0.4, 0.4, 0.9]]}
+    config = DataConfig(grounding_prob=1.0)
+    left = training_text(record, (0.0, 0.0, 0.5, 1.0), config, random.Random(0))
+    assert left.startswith("<grounding>a dog in<phrase> a box</phrase><object>")
+    whole = training_text(record, (0.0, 0.0, 1.0, 1.0), config, random.Random(0))
+    assert whole.startswith("<grounding><phrase>a dog in a box</phrase>") and whole.count("<phrase>") == 1
+    nothing = {**record, "ref_exps": [[0, 14, 0.6, 0.1, 0.9, 0.9, 0.9]]}
+    assert training_text(nothing, (0.0, 0.0, 0.5, 1.0), config, random.Random(0)) == "a dog in a box"
+    cells = {rule: training_text({**record, "ref_exps": [[0, 5, 0.0, 0.0, 0.5, 0.5, 0.9]]}, (0, 0, 1, 1),
+                                 DataConfig(grounding_prob=1.0, cell_rule=rule), random.Random(0))
+             for rule in ("official", "transformers")}
+    assert "<patch_index_0528>" in cells["official"] and "<patch_index_0495>" in cells["transformers"]

@@ -1,8 +1,11 @@
 """`grit serialize`: GRIT records -> Kosmos-2 grounded text."""
 from __future__ import annotations
 
+import argparse
 import json
 import sys
+
+from grit_pipeline.location import CELL_RULES, DEFAULT_CELL_RULE
 
 HELP = "print the grounded text of GRIT records (JSON lines on stdin, or --input parquet)"
 
@@ -14,9 +17,23 @@ def add_arguments(parser) -> None:
     parser.add_argument("--min-score", type=float, default=0.65, help="keep boxes with score > this (default 0.65)")
     parser.add_argument("--phrase-mode", choices=("expression", "phrase"), default="expression",
                         help="link referring expressions (ref_exps, default) or noun chunks")
-    parser.add_argument("--grid", type=int, default=32, help="location grid size P (P x P tokens; default 32)")
+    parser.add_argument("--grid", type=positive_int, default=32, help="location grid size P (P x P tokens; default 32)")
+    parser.add_argument("--cell-rule", choices=CELL_RULES, default=DEFAULT_CELL_RULE,
+                        help="lower-right cell of a box: official (the released Kosmos-2 training loader, default) "
+                             "or transformers (coordinate_to_patch_index); they differ when x2*P is whole")
     parser.add_argument("--jsonl", action="store_true",
                         help='print {"key": ..., "grounded_text": ...} lines (exact text, newlines included)')
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _read_records(path: str | None):
@@ -37,8 +54,10 @@ def _read_records(path: str | None):
             continue
         try:
             yield f"line {number}", json.loads(line)
-        except json.JSONDecodeError as error:
+        except ValueError as error:  # JSONDecodeError, or an integer over Python's 4300-digit limit
             yield f"line {number}", ValueError(f"not valid JSON: {error}")
+        except RecursionError:
+            yield f"line {number}", ValueError("not valid JSON: nested too deeply")
 
 
 def run(args) -> int:
@@ -55,8 +74,8 @@ def run(args) -> int:
                 raise ValueError(f"expected a JSON object, got {type(raw).__name__}")
             record = GritRecord.from_dict(raw)
             text = grounded_text(record, fmt=args.fmt, min_score=args.min_score,
-                                 phrase_mode=args.phrase_mode, grid=args.grid)
-        except (ValueError, TypeError) as error:
+                                 phrase_mode=args.phrase_mode, grid=args.grid, cell_rule=args.cell_rule)
+        except (ValueError, TypeError, OverflowError, RecursionError) as error:
             failed += 1
             print(f"grit serialize: {label}: {error}", file=sys.stderr)
             continue

@@ -20,7 +20,7 @@ OUTPUT_PARAMS = {
     "noun_chunks": ("input", "spacy_model", "abstract_nouns", "max_pixels", "check_letterbox", "max_member_bytes",
                     "max_caption_chars"),
     "ground": ("detector", "model", "nms_iou", "detector_options", "dtype"),
-    "expand": ("box_threshold", "text_format", "phrase_mode", "grid"),
+    "expand": ("box_threshold", "text_format", "phrase_mode", "grid", "cell_rule"),
     "write": (),
 }
 
@@ -92,6 +92,10 @@ class PipelineConfig:
         "group": TEXT, "choices": ("expression", "phrase"),
         "help": "link referring expressions (paper) or bare noun chunks in grounded_text"})
     grid: int = field(default=32, metadata={"group": TEXT, "help": "location tokens per side (P x P grid)"})
+    cell_rule: str = field(default="official", metadata={
+        "group": TEXT, "choices": ("official", "transformers"),
+        "help": "lower-right location cell: official (the released Kosmos-2 training loader) or transformers "
+                "(coordinate_to_patch_index); they differ when x2*P is whole"})
     # engine
     engine: str = field(default="ray", metadata={
         "group": ENGINE, "choices": ("ray", "local"),

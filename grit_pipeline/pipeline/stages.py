@@ -186,7 +186,8 @@ class ExpandStage(Stage):
             sample["noun_chunks"] = record.noun_chunks
             sample["ref_exps"] = record.ref_exps
             sample["grounded_text"] = grounded_text(record, fmt=config.text_format, min_score=config.box_threshold,
-                                                    phrase_mode=config.phrase_mode, grid=config.grid)
+                                                    phrase_mode=config.phrase_mode, grid=config.grid,
+                                                    cell_rule=config.cell_rule)
             finish(sample, S.GROUNDED, None, self.name)
 
 
