@@ -98,9 +98,29 @@ def _add_score(sub) -> None:
     p = sub.add_parser("score", help="metrics from saved predictions",
                        description="Score saved predictions against the benchmark's annotations; prints JSON.")
     p.add_argument("task", choices=("rec", "flickr", "reg", "caption", "vqa"))
-    p.add_argument("--predictions", required=True)
-    p.add_argument("--annotations", required=True)
+    p.add_argument("--predictions", required=True,
+                   help="kosmos predict output, or (rec, flickr) the released evaluation's fairseq H- lines")
+    p.add_argument("--annotations", required=True,
+                   help="MDETR json (rec, reg, flickr), a Flickr30k Entities folder (flickr), COCO captions "
+                        "json (caption), VQA annotations json (vqa)")
     p.add_argument("--questions", help="VQAv2 questions json (vqa)")
+    o = p.add_argument_group("protocol (defaults: the official scripts, docs/evaluation.md)")
+    o.add_argument("--phrase-match", dest="match", choices=("exact", "normalised"), default=None,
+                   help="rec, flickr: phrase text equal after strip() (official, default) or ignoring case, "
+                        "spacing and end punctuation (tolerant parser)")
+    o.add_argument("--iou-dtype", choices=("float32", "float64"), default=None,
+                   help="rec, flickr: IoU precision (official: float32 for rec, float64 for flickr)")
+    o.add_argument("--flickr-entities", default=None,
+                   help="flickr: Flickr30k Entities folder whose XML gives the ground-truth boxes (as the "
+                        "official script); without it the json's boxes are used")
+    o.add_argument("--split", default=None, help="flickr with a folder as --annotations: read <split>.txt")
+    o.add_argument("--gt-boxes", choices=("phrase-text", "span"), default=None,
+                   help="flickr: boxes of the first phrase with the same text (official, default) or of the "
+                        "phrase's own span")
+    o.add_argument("--vqa-eval", choices=("2021", "2016"), default=None,
+                   help="vqa: vqaEval.py answer processing of 2021 (default, the evaluation server's) or 2016")
+    o.add_argument("--keep-non-ascii", action="store_true", default=None,
+                   help="reg: keep non-ASCII characters in the references (refer drops them)")
     p.set_defaults(_run=_run_score)
 
 
@@ -109,7 +129,9 @@ def _run_score(args) -> int:
     from kosmos.score import score
 
     try:
-        result = score(args.task, args.predictions, args.annotations, args.questions)
+        result = score(args.task, args.predictions, args.annotations, args.questions, match=args.match,
+                       iou_dtype=args.iou_dtype, flickr_entities=args.flickr_entities, split=args.split,
+                       gt_boxes=args.gt_boxes, vqa_eval=args.vqa_eval, keep_non_ascii=args.keep_non_ascii)
     except (JavaMissingError, FileNotFoundError, ValueError) as error:
         print(f"kosmos score {args.task}: {error}", file=sys.stderr)
         return 2

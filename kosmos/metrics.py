@@ -1,9 +1,19 @@
-"""Evaluation metrics (GRIT_SPEC section 6), computed from saved predictions.
+"""Evaluation metrics (GRIT_SPEC section 6), computed from saved predictions, by the official scripts' rules.
 
-REC accuracy and Flickr30k Entities ANY-BOX recall read MDETR-format annotations (COCO-style json: one
-``images`` entry per expression / sentence, ``annotations`` with ``bbox`` = [x, y, w, h] in pixels).
-VQA accuracy follows the official ``vqaEval.py`` normalisation and leave-one-out averaging. METEOR and CIDEr
-use pycocoevalcap (its PTB tokenizer and METEOR need Java).
+Each default reproduces one official script (docs/evaluation.md lists them); stricter or more tolerant
+variants are options:
+
+- REC: microsoft/unilm ``kosmos-2/evaluation/refcoco/refexp_evaluate.py`` with its ``decode_string.py``:
+  an ``<object>`` counts only when all its location groups are well formed, a box belongs to the expression
+  when its phrase text equals the expression after ``str.strip()``, the FIRST such box must have IoU >= 0.5,
+  computed in float32 (torch tensors built from Python floats); no box is a 0-area box (a miss).
+- Flickr30k Entities: ``kosmos-2/evaluation/flickr_entities/flickr_entities_evaluate.py``: one query per
+  ``tokens_positive_eval`` entry of MDETR's ``final_flickr_separateGT_*.json`` (its first span); the ground
+  truth of a phrase is the boxes of the FIRST phrase of the sentence with the same text; IoU in float64;
+  R@k: any of the first k matching boxes has IoU >= 0.5 with any ground-truth box.
+- VQAv2: GT-Vision-Lab/VQA ``vqaEval.py``, in its 2021 version (default) or its 2016 version.
+- Captions / REG: pycocoevalcap METEOR and CIDEr (PTB tokenizer and METEOR need Java); REG references
+  drop non-ASCII characters as lichengunc/refer ``refEvaluation.py`` does.
 """
 from __future__ import annotations
 
@@ -13,17 +23,36 @@ from collections import defaultdict
 from typing import Any, Iterable, Sequence
 
 Box = tuple[float, float, float, float]
+PHRASE_MATCHES = ("exact", "normalised")   # official str.strip() equality | case/space/end-punctuation blind
+IOU_DTYPES = ("float32", "float64")
+FLICKR_GT_BOXES = ("phrase-text", "span")  # official: first phrase with the same text | the phrase's own span
+VQA_EVALS = ("2021", "2016")
 
 
 # --------------------------------------------------------------------------- boxes
 
 def iou(a: Box, b: Box) -> float:
-    """Intersection over union of two xyxy boxes."""
+    """Intersection over union of two xyxy boxes (float64)."""
     ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     inter = ix * iy
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
     return inter / union if union > 0 else 0.0
+
+
+def iou_matrix(predicted: Sequence[Box], truth: Sequence[Box], dtype: str = "float64"):
+    """Pairwise IoU [len(predicted), len(truth)] as a list of lists, computed in ``dtype`` with
+    ``torchvision.ops.box_iou`` (the boxes are rounded to ``dtype`` first, as ``torch.as_tensor`` of Python
+    floats does in the official REC script). A 0/0 IoU (two 0-area boxes) is 0."""
+    import torch
+    from torchvision.ops import box_iou
+
+    if dtype not in IOU_DTYPES:
+        raise ValueError(f"iou dtype must be one of {IOU_DTYPES}, got {dtype!r}")
+    torch_dtype = getattr(torch, dtype)
+    values = box_iou(torch.tensor(list(predicted), dtype=torch_dtype).view(-1, 4),
+                     torch.tensor(list(truth), dtype=torch_dtype).view(-1, 4))
+    return torch.nan_to_num(values, nan=0.0).tolist()
 
 
 def xywh_to_xyxy(box: Sequence[float]) -> Box:
@@ -34,6 +63,8 @@ def xywh_to_xyxy(box: Sequence[float]) -> Box:
 def to_pixels(box: Box, width: float, height: float, frame=(0.0, 0.0, 1.0, 1.0)) -> Box:
     """A normalised box in the model's view ``frame`` (x0, y0, w, h of the original image) -> pixels."""
     x0, y0, fw, fh = frame
+    if tuple(frame) == (0.0, 0.0, 1.0, 1.0):  # the whole image: exactly the official ``x * width``
+        return (box[0] * width, box[1] * height, box[2] * width, box[3] * height)
     return ((x0 + box[0] * fw) * width, (y0 + box[1] * fh) * height,
             (x0 + box[2] * fw) * width, (y0 + box[3] * fh) * height)
 
@@ -42,45 +73,90 @@ def normalise_phrase(text: str) -> str:
     return " ".join(text.lower().split()).strip(" .,;:!?")
 
 
-def phrase_boxes(text: str, phrase: str | None = None) -> list[Box]:
-    """Boxes decoded from generated text, in order: those linked to a phrase equal to ``phrase`` (ignoring
-    case, spacing and end punctuation), or all boxes when ``phrase`` is None. Parsed with the pipeline's
-    parser."""
+_PAIR = r"<patch_index_\d+><patch_index_\d+>"
+# The official decoder's pattern (decode_string.py): an optional phrase without '<' right before an object
+# whose content is only well-formed location pairs joined by the delimiter; anything else is no match.
+_OFFICIAL_OBJECT = re.compile(r"(?:(<phrase>([^<]+)</phrase>))?<object>((?:" + _PAIR
+                              + r"</delimiter_of_multi_objects/>)*" + _PAIR + r")</object>")
+_LOCATION = re.compile(r"<patch_index_(\d+)>")
+
+
+def official_entities(text: str, grid: int = 32) -> list[tuple[str | None, Box]]:
+    """(phrase text or None, normalised box) for each box of the generated text after ``</image>``, by the
+    official decoder's rules: an object with any malformed location group gives no box at all."""
+    from grit_pipeline.location import cells_to_box
+
+    out = []
+    for match in _OFFICIAL_OBJECT.finditer(text.split("</image>")[-1]):
+        phrase = match.group(2) if match.group(1) else None
+        for pair in match.group(3).split("</delimiter_of_multi_objects/>"):
+            ul, lr = (int(v) for v in _LOCATION.findall(pair))
+            out.append((phrase, cells_to_box(ul, lr, grid)))
+    return out
+
+
+def phrase_boxes(text: str, phrase: str | None = None, match: str = "exact", grid: int = 32) -> list[Box]:
+    """Boxes decoded from generated text, in order: those linked to ``phrase`` (all when None).
+
+    ``match="exact"``: the official decoder, phrase text equal after ``strip()``; ``"normalised"``: the
+    pipeline's tolerant parser (a malformed group loses only itself), case, spacing and end punctuation
+    ignored."""
+    if match == "exact":
+        return [box for name, box in official_entities(text, grid)
+                if phrase is None or (name is not None and name.strip() == phrase.strip())]
+    if match != "normalised":
+        raise ValueError(f"phrase match must be one of {PHRASE_MATCHES}, got {match!r}")
     from grit_pipeline.serialize import parse_grounded_text
 
-    text = text.split("</image>")[-1]
-    parsed = parse_grounded_text(text)
-    if phrase is not None:
-        wanted = normalise_phrase(phrase)
-        matching = [b for e in parsed.entities for b in e.boxes
-                    if normalise_phrase(parsed.caption[e.start:e.end]) == wanted]
-        return matching
-    return [b for e in parsed.entities for b in e.boxes]
+    parsed = parse_grounded_text(text.split("</image>")[-1], grid=grid)
+    wanted = None if phrase is None else normalise_phrase(phrase)
+    return [b for e in parsed.entities for b in e.boxes
+            if wanted is None or normalise_phrase(parsed.caption[e.start:e.end]) == wanted]
 
 
 # --------------------------------------------------------------------------- REC
 
-def rec_accuracy(predictions: dict[Any, dict], annotations: dict, iou_threshold: float = 0.5) -> dict[str, Any]:
-    """REC accuracy: hit when the FIRST box of the expression's phrase has IoU >= 0.5 with the ground truth;
-    no prediction or no box is a miss. ``predictions`` maps image-entry id -> {"text", optional "frame"}."""
-    gt = {a["image_id"]: a for a in annotations["annotations"]}
-    hits = no_box = missing = 0
-    images = annotations["images"]
-    for image in images:
-        pred = predictions.get(image["id"])
+def rec_accuracy(predictions, images: list[dict], truth: dict[Any, list[dict]], iou_threshold: float = 0.5,
+                 match: str = "exact", iou_dtype: str = "float32") -> dict[str, Any]:
+    """REC accuracy over ALL expressions (a missing prediction is a miss), by refexp_evaluate's rules.
+
+    ``predictions``: an ``evalfiles.Predictions`` (or a dict id -> {"text", optional "frame"});
+    ``images`` / ``truth``: ``evalfiles.coco_entries`` of an MDETR ``finetune_refcoco*.json``. Also reports
+    the official script's two other columns (``upper_bound``: any matching box hits; ``mean_box``: the mean
+    of the matching boxes hits) and how many predictions were missing or gave no box for the expression."""
+    hits = upper = mean_hits = no_box = missing = 0
+    for position, image in enumerate(images):
+        pred = _lookup(predictions, image["id"], position)
         if pred is None:
             missing += 1
             continue
-        boxes = phrase_boxes(pred["text"], image.get("caption"))
+        frame = pred.get("frame") or (0.0, 0.0, 1.0, 1.0)
+        boxes = [to_pixels(b, image["width"], image["height"], frame)
+                 for b in phrase_boxes(pred["text"], image["caption"], match)]
         if not boxes:
             no_box += 1
             continue
-        box = to_pixels(boxes[0], image["width"], image["height"], pred.get("frame") or (0, 0, 1, 1))
-        if iou(box, xywh_to_xyxy(gt[image["id"]]["bbox"])) >= iou_threshold:
-            hits += 1
+        gt = [xywh_to_xyxy(a["bbox"]) for a in truth.get(image["id"], [])][:1]
+        if not gt:
+            raise ValueError(f"expression {image['id']!r} has no ground-truth box in the annotations")
+        ious = [row[0] for row in iou_matrix(boxes, gt, iou_dtype)]
+        hits += ious[0] >= iou_threshold
+        upper += max(ious) >= iou_threshold
+        mean = tuple(sum(b[i] for b in boxes) / len(boxes) for i in range(4))
+        mean_hits += iou_matrix([mean], gt, iou_dtype)[0][0] >= iou_threshold
     n = len(images)
-    return {"accuracy": 100.0 * hits / n if n else 0.0, "hits": hits, "total": n,
-            "no_box": no_box, "missing_predictions": missing}
+
+    def percent(count):
+        return 100.0 * count / n if n else 0.0
+
+    return {"accuracy": percent(hits), "hits": hits, "total": n, "no_box": no_box, "missing_predictions": missing,
+            "upper_bound": percent(upper), "mean_box": percent(mean_hits)}
+
+
+def _lookup(predictions, key, position: int):
+    if hasattr(predictions, "positional"):
+        return predictions.get(key, position)
+    return predictions.get(key)
 
 
 def mean_box_accuracy(train_boxes: Iterable[Box], annotations: dict, iou_threshold: float = 0.5) -> dict:
@@ -99,50 +175,106 @@ def mean_box_accuracy(train_boxes: Iterable[Box], annotations: dict, iou_thresho
 
 # --------------------------------------------------------------------------- Flickr30k Entities
 
-def flickr_queries(annotations: dict) -> list[dict[str, Any]]:
-    """One query per phrase of each sentence entry (``tokens_positive_eval``), with its ground-truth boxes
-    and the caption words before it; phrases without a box are skipped (ANY-BOX protocol).
-    Query id: ``"{image_entry_id}_{phrase_index}"``."""
-    by_image = defaultdict(list)
-    for ann in annotations["annotations"]:
-        by_image[ann["image_id"]].append(ann)
+def flickr_queries(images: list[dict], truth: dict[Any, list[dict]], entities=None,
+                   gt_boxes: str = "phrase-text") -> list[dict[str, Any]]:
+    """One query per ``tokens_positive_eval`` entry of each sentence entry, in file order (the order of the
+    released evaluation's prediction lines), with its ground-truth boxes (pixel xyxy) and the caption
+    words before it. Query id: ``"{entry id}_{index}"``.
+
+    Ground truth: from the Flickr30k Entities XML when ``entities`` (``evalfiles.FlickrEntities``) is given
+    (as the official script does), else from the json's ``annotations``. ``gt_boxes="phrase-text"`` (official)
+    takes the boxes of the first phrase of the sentence whose text equals this phrase's; ``"span"`` the
+    boxes linked to this phrase's own span."""
+    if gt_boxes not in FLICKR_GT_BOXES:
+        raise ValueError(f"gt boxes must be one of {FLICKR_GT_BOXES}, got {gt_boxes!r}")
     queries = []
-    for image in annotations["images"]:
+    for image in images:
         caption = image["caption"]
-        for index, spans in enumerate(image.get("tokens_positive_eval") or []):
-            spans = [tuple(s) for s in spans]
-            boxes = [xywh_to_xyxy(a["bbox"]) for a in by_image[image["id"]]
-                     if any(tuple(s) in spans or _overlaps(s, spans) for s in a.get("tokens_positive", []))]
-            if not boxes or not spans:
-                continue
-            start, end = min(s[0] for s in spans), max(s[1] for s in spans)
-            queries.append({"id": f"{image['id']}_{index}", "image": image, "phrase": caption[start:end],
+        positives = _positive_spans(image)
+        for index, spans in enumerate(positives):
+            start, end = spans[0]
+            phrase = caption[start:end]
+            if entities is not None:
+                boxes = _xml_boxes(entities, image, (start, end), phrase, by_text=gt_boxes == "phrase-text")
+            else:
+                source = index if gt_boxes == "span" else next(
+                    i for i, other in enumerate(positives) if caption[other[0][0]:other[0][1]] == phrase)
+                wanted = {tuple(s) for s in positives[source]}
+                boxes = [xywh_to_xyxy(a["bbox"]) for a in truth.get(image["id"], [])
+                         if any(tuple(t) in wanted for t in a.get("tokens_positive") or [])]
+            if not boxes:
+                raise ValueError(f"sentence entry {image['id']!r}: phrase {phrase!r} has no ground-truth box")
+            queries.append({"id": f"{image['id']}_{index}", "image": image, "phrase": phrase,
                             "prefix": caption[:start].rstrip(), "boxes": boxes})
     return queries
 
 
-def _overlaps(span, spans) -> bool:
-    return any(span[0] < e and s < span[1] for s, e in spans)
+def _positive_spans(image: dict) -> list[list[tuple[int, int]]]:
+    positives = image.get("tokens_positive_eval") or []
+    caption = image["caption"]
+    out = []
+    for index, spans in enumerate(positives):
+        try:
+            checked = [(int(s), int(e)) for s, e in spans]
+        except (TypeError, ValueError):
+            checked = []
+        if not checked or not all(0 <= s < e <= len(caption) for s, e in checked):
+            raise ValueError(f"sentence entry {image.get('id')!r}: tokens_positive_eval[{index}] is not a list of "
+                             f"[start, end] spans inside the caption")
+        out.append(checked)
+    return out
 
 
-def flickr_recall(predictions: dict[Any, dict], annotations: dict, ks=(1, 5, 10),
-                  iou_threshold: float = 0.5) -> dict[str, Any]:
-    """ANY-BOX R@k: a query is a hit at k when any of its first k predicted boxes has IoU >= 0.5 with any
-    ground-truth box of the phrase."""
-    queries = flickr_queries(annotations)
+def _xml_boxes(entities, image: dict, span: tuple[int, int], phrase: str, by_text: bool) -> list[Box]:
+    """Boxes of the XML phrase (of sentence ``sentence_id`` of image ``original_img_id``) with the text
+    ``phrase``: the first such phrase (``by_text``, official) or the one starting at ``span``."""
+    image_id, sentence_id = image.get("original_img_id"), image.get("sentence_id")
+    sentences = entities.sentences(image_id)
+    try:
+        sentence = sentences[int(sentence_id)] if int(sentence_id) >= 0 else None
+    except (TypeError, ValueError, IndexError):
+        sentence = None
+    if sentence is None:
+        raise ValueError(f"sentence entry {image['id']!r}: no sentence {sentence_id!r} for image {image_id!r}")
+    boxes = entities.annotation(image_id)["boxes"]
+    words = sentence["sentence"].split()
+    for candidate in sentence["phrases"]:
+        if candidate["phrase_id"] not in boxes:
+            continue
+        first = candidate["first_word_index"]
+        begin = sum(len(w) for w in words[:first]) + first
+        if candidate["phrase"] == phrase and (by_text or begin == span[0]):
+            return [tuple(float(v) for v in box) for box in boxes[candidate["phrase_id"]]]
+    raise ValueError(f"sentence {sentence_id} of image {image_id}: no phrase {phrase!r} with boxes in the "
+                     f"Flickr30k Entities files")
+
+
+def flickr_recall(predictions, queries: list[dict], ks=(1, 5, 10), iou_threshold: float = 0.5,
+                  match: str = "exact", iou_dtype: str = "float64") -> dict[str, Any]:
+    """ANY-BOX R@k over ALL queries (a missing prediction is a miss): a query is a hit at k when any of its
+    first k predicted boxes for the phrase has IoU >= 0.5 with any ground-truth box; ``upper_bound``: any
+    predicted box (the official script's k = -1)."""
     hits = {k: 0 for k in ks}
-    for query in queries:
-        pred = predictions.get(query["id"])
+    upper = no_box = missing = 0
+    for position, query in enumerate(queries):
+        pred = _lookup(predictions, query["id"], position)
         if pred is None:
+            missing += 1
             continue
         image = query["image"]
-        frame = pred.get("frame") or (0, 0, 1, 1)
-        boxes = [to_pixels(b, image["width"], image["height"], frame) for b in phrase_boxes(pred["text"], query["phrase"])]
+        frame = pred.get("frame") or (0.0, 0.0, 1.0, 1.0)
+        boxes = [to_pixels(b, image["width"], image["height"], frame)
+                 for b in phrase_boxes(pred["text"], query["phrase"], match)]
+        if not boxes:
+            no_box += 1
+            continue
+        best = [max(row) for row in iou_matrix(boxes, query["boxes"], iou_dtype)]
         for k in ks:
-            if any(iou(b, g) >= iou_threshold for b in boxes[:k] for g in query["boxes"]):
-                hits[k] += 1
+            hits[k] += max(best[:k]) >= iou_threshold
+        upper += max(best) >= iou_threshold
     n = len(queries)
-    return {**{f"R@{k}": 100.0 * hits[k] / n if n else 0.0 for k in ks}, "total": n}
+    return {**{f"R@{k}": 100.0 * hits[k] / n if n else 0.0 for k in ks},
+            "upper_bound": 100.0 * upper / n if n else 0.0, "total": n, "no_box": no_box, "missing_predictions": missing}
 
 
 # --------------------------------------------------------------------------- VQA (official vqaEval.py rules)
@@ -209,40 +341,76 @@ def vqa_process_digit_article(text: str) -> str:
 
 
 def vqa_normalise_answer(answer: str) -> str:
+    """Whitespace cleaned, then punctuation, then number words / articles / contractions."""
     answer = answer.replace("\n", " ").replace("\t", " ").strip()
     return vqa_process_digit_article(vqa_process_punctuation(answer))
 
 
-def vqa_question_accuracy(answer: str, gt_answers: Sequence[str]) -> float:
-    """Mean over the leave-one-out subsets of the ground-truth answers of min(1, matches / 3)."""
-    predicted = vqa_normalise_answer(answer)
-    gts = list(gt_answers)
-    if len(set(gts)) > 1:
-        gts = [vqa_process_punctuation(g) for g in gts]
+def vqa_question_accuracy(answer: str, gt_answers: Sequence, version: str = "2021") -> float:
+    """Mean over the ten ground-truth answers of min(1, matching OTHER answers / 3), by ``vqaEval.py``.
+
+    ``gt_answers``: the annotation's answer dicts (``{"answer", "answer_id", ...}``; as in the official code
+    "other" means the dicts that differ from this one) or plain strings. ``version``:
+
+    - ``"2021"`` (after GT-Vision-Lab/VQA commit a013f00, "Fixed processing answers bug"): answers are
+      whitespace-cleaned; only when the ground-truth answers are not all the same are both the prediction and
+      the ground truth processed (punctuation, then number words, articles, contractions);
+    - ``"2016"``: the prediction is always processed; the ground truth gets only the punctuation processing,
+      and only when its answers are not all the same.
+    """
+    if version not in VQA_EVALS:
+        raise ValueError(f"vqa eval version must be one of {VQA_EVALS}, got {version!r}")
+    gts = [dict(a) if isinstance(a, dict) else {"answer": a, "answer_id": i} for i, a in enumerate(gt_answers)]
+    if version == "2016":
+        predicted = vqa_normalise_answer(answer)
+        if len({g["answer"] for g in gts}) > 1:
+            for g in gts:
+                g["answer"] = vqa_process_punctuation(g["answer"])
+    else:
+        for g in gts:
+            g["answer"] = g["answer"].replace("\n", " ").replace("\t", " ").strip()
+        predicted = answer.replace("\n", " ").replace("\t", " ").strip()
+        if len({g["answer"] for g in gts}) > 1:
+            for g in gts:
+                g["answer"] = vqa_process_digit_article(vqa_process_punctuation(g["answer"]))
+            predicted = vqa_process_digit_article(vqa_process_punctuation(predicted))
     scores = []
-    for i in range(len(gts)):
-        others = gts[:i] + gts[i + 1:]
-        scores.append(min(1.0, sum(g == predicted for g in others) / 3.0))
+    for g in gts:
+        others = [o for o in gts if o != g]
+        scores.append(min(1.0, sum(o["answer"] == predicted for o in others) / 3.0))
     return sum(scores) / len(scores) if scores else 0.0
 
 
-def vqa_accuracy(results: list[dict], annotations: dict, questions: dict) -> dict[str, Any]:
-    """VQAv2 accuracy (percent) overall and by answer type. ``results``: [{"question_id", "answer"}];
-    ``annotations``/``questions``: the official json files. Questions without a result count as wrong."""
-    answers = {r["question_id"]: r["answer"] for r in results}
+def vqa_accuracy(results: list[dict], annotations: dict, questions: dict, version: str = "2021") -> dict[str, Any]:
+    """VQAv2 accuracy (percent, rounded to 2 places as vqaEval.py does) overall and by answer type.
+
+    ``results``: the official results list ``[{"question_id", "answer"}]``; ``annotations`` / ``questions``:
+    the official json files. A question without a result counts as wrong and is counted in ``missing`` (the
+    official code refuses such a file); a result for an unknown question or a second result for one
+    question is a ValueError."""
     by_qid = {a["question_id"]: a for a in annotations["annotations"]}
+    answers = {}
+    for index, r in enumerate(results):
+        qid = r["question_id"]
+        if qid not in by_qid:
+            raise ValueError(f"results[{index}]: question_id {qid!r} is not in the annotations")
+        if qid in answers:
+            raise ValueError(f"results[{index}]: a second answer for question_id {qid!r}")
+        answers[qid] = r["answer"]
     per_type: dict[str, list[float]] = defaultdict(list)
     scores = []
     for question in questions["questions"]:
+        if question["question_id"] not in by_qid:
+            raise ValueError(f"question {question['question_id']!r} has no annotation")
         ann = by_qid[question["question_id"]]
-        score = vqa_question_accuracy(answers.get(question["question_id"], ""),
-                                      [a["answer"] for a in ann["answers"]])
+        score = vqa_question_accuracy(answers.get(question["question_id"], ""), ann["answers"], version)
         scores.append(score)
         per_type[ann.get("answer_type", "all")].append(score)
     n = len(scores)
     return {"accuracy": round(100.0 * sum(scores) / n, 2) if n else 0.0, "total": n,
             "missing": sum(q["question_id"] not in answers for q in questions["questions"]),
-            "per_answer_type": {t: round(100.0 * sum(v) / len(v), 2) for t, v in sorted(per_type.items())}}
+            "per_answer_type": {t: round(100.0 * sum(v) / len(v), 2) for t, v in sorted(per_type.items())},
+            "vqa_eval": version}
 
 
 # --------------------------------------------------------------------------- METEOR / CIDEr

@@ -80,14 +80,16 @@ def _clamp_box(box):
 def build_queries(task: str, images_dir: str, annotations: dict | None = None, questions: dict | None = None,
                   image_template: str = "COCO_{data_subtype}_{image_id:012d}.jpg") -> list[Query]:
     """The prompts of one task, from the benchmark's annotation files."""
+    from kosmos.evalfiles import coco_entries
     from kosmos.metrics import flickr_queries, xywh_to_xyxy
 
     if task == "rec":
         return [Query(im["id"], _image_path(images_dir, im["file_name"]), rec_prompt(im["caption"]), task)
                 for im in annotations["images"]]
     if task == "flickr":
+        images, truth = coco_entries(annotations, "annotations")
         return [Query(q["id"], _image_path(images_dir, q["image"]["file_name"]),
-                      flickr_prompt(q["prefix"], q["phrase"]), task) for q in flickr_queries(annotations)]
+                      flickr_prompt(q["prefix"], q["phrase"]), task) for q in flickr_queries(images, truth)]
     if task == "reg":
         gt = {a["image_id"]: a for a in annotations["annotations"]}
         queries, seen = [], set()

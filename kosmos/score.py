@@ -1,51 +1,63 @@
-"""``kosmos score TASK``: metrics from saved predictions and the benchmark's annotation files."""
+"""``kosmos score TASK``: metrics from saved predictions and the benchmark's annotation files.
+
+Defaults reproduce the official evaluation scripts (``kosmos.metrics`` names each); every file problem is a
+one-line ``ValueError`` naming the file and line or entry.
+"""
 from __future__ import annotations
 
-import json
 import re
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from kosmos import metrics
+from kosmos.evalfiles import (FlickrEntities, Predictions, coco_entries, flickr_sentence_entries, load_json,
+                              read_predictions)
 
 
 def read_json(path) -> Any:
-    with open(path) as handle:
-        return json.load(handle)
+    return load_json(path)
 
 
-def read_jsonl(path) -> list[dict]:
-    rows = []
-    with open(path) as handle:
-        for number, line in enumerate(handle, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except ValueError as error:
-                    raise ValueError(f"{path}:{number}: not JSON ({error})") from None
-    return rows
+def _check_known(predictions: Predictions, keys, count: int, path) -> None:
+    unknown = predictions.unknown(keys, count)
+    if unknown:
+        key, line = unknown[0]
+        what = "sample" if predictions.positional else "id"
+        raise ValueError(f"predictions {path}:{line}: {what} {key!r} is not in the annotations"
+                         + (f" ({len(unknown)} such lines)" if len(unknown) > 1 else ""))
 
 
-def predictions_by_id(rows: list[dict]) -> dict[Any, dict]:
-    """Map id -> prediction; ids are matched as given and as strings/ints (json round trips vary)."""
-    out: dict[Any, dict] = {}
-    for row in rows:
-        if "id" not in row or "text" not in row:
-            raise ValueError(f"prediction lines need 'id' and 'text', got keys {sorted(row)}")
-        out[row["id"]] = row
-        out.setdefault(str(row["id"]), row)
-        if isinstance(row["id"], str) and row["id"].isdigit():
-            out.setdefault(int(row["id"]), row)
-    return out
+def score_rec(predictions: str, annotations: str, match: str = "exact", iou_dtype: str = "float32") -> dict:
+    images, truth = coco_entries(load_json(annotations, "annotations"), annotations)
+    preds = read_predictions(predictions)
+    _check_known(preds, [im["id"] for im in images], len(images), predictions)
+    return metrics.rec_accuracy(preds, images, truth, match=match, iou_dtype=iou_dtype)
 
 
-def score_rec(predictions: str, annotations: str) -> dict:
-    return metrics.rec_accuracy(predictions_by_id(read_jsonl(predictions)), read_json(annotations))
+def flickr_source(annotations: str, flickr_entities: str | None = None, split: str | None = None):
+    """(sentence entries, json boxes by entry, FlickrEntities or None) from MDETR's
+    ``final_flickr_separateGT_*.json`` and/or a Flickr30k Entities folder (``Sentences/``, ``Annotations/``).
+
+    ``annotations`` may be the folder itself: the entries are then built from its files (``split``: read
+    ``<split>.txt``). With a json and ``flickr_entities``, the ground-truth boxes come from the XML files, as
+    the official script takes them."""
+    if Path(annotations).is_dir():
+        entities = FlickrEntities(annotations, split)
+        return coco_entries({"images": flickr_sentence_entries(entities), "annotations": []}, annotations)[0], {}, \
+            entities
+    images, truth = coco_entries(load_json(annotations, "annotations"), annotations)
+    entities = FlickrEntities(flickr_entities) if flickr_entities else None
+    return images, truth, entities
 
 
-def score_flickr(predictions: str, annotations: str) -> dict:
-    return metrics.flickr_recall(predictions_by_id(read_jsonl(predictions)), read_json(annotations))
+def score_flickr(predictions: str, annotations: str, flickr_entities: str | None = None, split: str | None = None,
+                 match: str = "exact", gt_boxes: str = "phrase-text", iou_dtype: str = "float64") -> dict:
+    images, truth, entities = flickr_source(annotations, flickr_entities, split)
+    queries = metrics.flickr_queries(images, truth, entities, gt_boxes=gt_boxes)
+    preds = read_predictions(predictions)
+    _check_known(preds, [q["id"] for q in queries], len(queries), predictions)
+    result = metrics.flickr_recall(preds, queries, match=match, iou_dtype=iou_dtype)
+    return {**result, "ground_truth": "xml" if entities else "json"}
 
 
 def reg_description(row: dict) -> str:
@@ -60,48 +72,121 @@ def reg_description(row: dict) -> str:
     return re.sub(r"<[^>]*>", "", text).strip().split("\n")[0].strip()
 
 
-def reg_references(annotations: dict) -> dict[Any, list[str]]:
+def ascii_only(text: str) -> str:
+    """refer's reference cleaning (``sent.encode('ascii', 'ignore')``): non-ASCII characters are dropped."""
+    return text.encode("ascii", "ignore").decode("ascii")
+
+
+def reg_references(images: list[dict], truth: dict[Any, list[dict]], keep_non_ascii: bool = False
+                   ) -> dict[Any, list[str]]:
     """Expressions per object (MDETR refcocog: one image entry per expression), keyed by the id of the
-    object's first entry (the id ``kosmos predict reg`` writes)."""
-    gt = {a["image_id"]: a for a in annotations["annotations"]}
+    object's first entry (the id ``kosmos predict reg`` writes). References lose their non-ASCII characters
+    as in lichengunc/refer's evaluation, unless ``keep_non_ascii``."""
     first: dict[tuple, Any] = {}
-    refs: dict[Any, list[str]] = defaultdict(list)
-    for im in annotations["images"]:
-        ann = gt[im["id"]]
-        obj = (im.get("original_img_id", im["file_name"]), ann.get("original_id", ann["id"]))
+    refs: dict[Any, list[str]] = {}
+    for im in images:
+        anns = truth.get(im["id"])
+        if not anns:
+            raise ValueError(f"expression {im['id']!r} has no annotation")
+        ann = anns[0]
+        obj = (im.get("original_img_id", im.get("file_name")), ann.get("original_id", ann.get("id")))
         key = first.setdefault(obj, im["id"])
-        refs[key].append(im["caption"])
-    return dict(refs)
+        refs.setdefault(key, []).append(im["caption"] if keep_non_ascii else ascii_only(im["caption"]))
+    return refs
 
 
-def score_reg(predictions: str, annotations: str) -> dict:
-    rows = read_jsonl(predictions)
-    refs = reg_references(read_json(annotations))
-    candidates = {row["id"]: reg_description(row) for row in rows}
+def score_reg(predictions: str, annotations: str, keep_non_ascii: bool = False) -> dict:
+    images, truth = coco_entries(load_json(annotations, "annotations"), annotations)
+    refs = reg_references(images, truth, keep_non_ascii)
+    preds = read_predictions(predictions)
+    if preds.positional:
+        raise ValueError(f"predictions {predictions}: REG reads JSON lines with ids (kosmos predict reg)")
+    _check_known(preds, list(refs), len(refs), predictions)
+    ref_keys = {str(k): k for k in refs}
+    candidates = {ref_keys[str(key)]: reg_description(row) for key, row in preds.by_id.items()}
     result = metrics.caption_metrics(candidates, refs)
-    return {**result, "total": len(candidates)}
+    return {**result, "total": len(candidates), "missing": len(refs) - len(candidates)}
+
+
+def _results_list(value, path, id_field: str, text_field: str) -> list[dict]:
+    if not isinstance(value, list):
+        raise ValueError(f"predictions {path}: expected a JSON list of {{{id_field!r}, {text_field!r}}} objects")
+    for index, row in enumerate(value):
+        where = f"predictions {path}: entry {index}"
+        if not isinstance(row, dict) or id_field not in row or text_field not in row:
+            raise ValueError(f"{where}: expected an object with {id_field!r} and {text_field!r}")
+        if isinstance(row[id_field], (bool, list, dict, float)) or row[id_field] is None:
+            raise ValueError(f"{where}: {id_field!r} must be a string or an integer, got {row[id_field]!r:.40}")
+        if not isinstance(row[text_field], str):
+            raise ValueError(f"{where}: {text_field!r} must be a string, got {type(row[text_field]).__name__}")
+    return value
 
 
 def score_caption(predictions: str, annotations: str) -> dict:
-    results = read_json(predictions)
-    refs: dict[Any, list[str]] = defaultdict(list)
-    for ann in read_json(annotations)["annotations"]:
-        refs[ann["image_id"]].append(ann["caption"])
-    candidates = {r["image_id"]: r["caption"] for r in results}
-    return {**metrics.caption_metrics(candidates, dict(refs)), "total": len(candidates)}
+    """COCO-caption rules: each image at most one caption (a second one is an error, as the official code
+    refuses it), every predicted image must be in the annotations; images without a prediction are not
+    scored (counted in ``missing``)."""
+    results = _results_list(load_json(predictions, "predictions"), predictions, "image_id", "caption")
+    annotations_json = load_json(annotations, "annotations")
+    if not isinstance(annotations_json, dict) or not isinstance(annotations_json.get("annotations"), list):
+        raise ValueError(f"annotations {annotations}: expected a COCO captions json with an 'annotations' list")
+    refs: dict[Any, list[str]] = {}
+    for index, ann in enumerate(annotations_json["annotations"]):
+        if not isinstance(ann, dict) or not isinstance(ann.get("caption"), str) or "image_id" not in ann \
+                or isinstance(ann["image_id"], (list, dict)):
+            raise ValueError(f"annotations {annotations}: annotations[{index}] needs 'image_id' and a 'caption' string")
+        refs.setdefault(ann["image_id"], []).append(ann["caption"])
+    candidates: dict[Any, str] = {}
+    for index, row in enumerate(results):
+        if row["image_id"] in candidates:
+            raise ValueError(f"predictions {predictions}: entry {index}: a second caption for image "
+                             f"{row['image_id']!r} (the official evaluation refuses duplicates)")
+        if row["image_id"] not in refs:
+            raise ValueError(f"predictions {predictions}: entry {index}: image {row['image_id']!r} is not in "
+                             f"the annotations")
+        candidates[row["image_id"]] = row["caption"]
+    return {**metrics.caption_metrics(candidates, refs), "total": len(candidates),
+            "missing": len(refs) - len(candidates)}
 
 
-def score_vqa(predictions: str, annotations: str, questions: str) -> dict:
-    return metrics.vqa_accuracy(read_json(predictions), read_json(annotations), read_json(questions))
+def score_vqa(predictions: str, annotations: str, questions: str, version: str = "2021") -> dict:
+    results = _results_list(load_json(predictions, "predictions"), predictions, "question_id", "answer")
+    annotations_json = load_json(annotations, "annotations")
+    questions_json = load_json(questions, "questions")
+    if not isinstance(annotations_json, dict) or not isinstance(annotations_json.get("annotations"), list):
+        raise ValueError(f"annotations {annotations}: expected the VQA annotations json ('annotations' list)")
+    for index, ann in enumerate(annotations_json["annotations"]):
+        if not isinstance(ann, dict) or "question_id" not in ann or not isinstance(ann.get("answers"), list) \
+                or not ann["answers"] or not all(isinstance(a, dict) and isinstance(a.get("answer"), str)
+                                                 for a in ann["answers"]):
+            raise ValueError(f"annotations {annotations}: annotations[{index}] needs 'question_id' and "
+                             f"'answers' [{{'answer': str}}, ...]")
+    if not isinstance(questions_json, dict) or not isinstance(questions_json.get("questions"), list) \
+            or not all(isinstance(q, dict) and "question_id" in q for q in questions_json["questions"]):
+        raise ValueError(f"questions {questions}: expected the VQA questions json ('questions' list)")
+    return metrics.vqa_accuracy(results, annotations_json, questions_json, version)
 
 
-def score(task: str, predictions: str, annotations: str, questions: str | None = None) -> dict:
+def score(task: str, predictions: str, annotations: str, questions: str | None = None, **options) -> dict:
+    """Score one task; ``options``: match, iou_dtype (rec, flickr), gt_boxes, flickr_entities, split (flickr),
+    vqa_eval (vqa), keep_non_ascii (reg). Unset options (None) take the official defaults."""
+    options = {k: v for k, v in options.items() if v is not None}
     for name, path in (("--predictions", predictions), ("--annotations", annotations)):
         if not Path(path).exists():
             raise FileNotFoundError(f"{name} {path}: no such file")
     if task == "vqa":
         if not questions:
             raise ValueError("vqa needs --questions (the official questions json) as well as --annotations")
-        return score_vqa(predictions, annotations, questions)
-    return {"rec": score_rec, "flickr": score_flickr, "reg": score_reg, "caption": score_caption}[task](
-        predictions, annotations)
+        return score_vqa(predictions, annotations, questions, version=options.get("vqa_eval", "2021"))
+    if task == "rec":
+        return score_rec(predictions, annotations, match=options.get("match", "exact"),
+                         iou_dtype=options.get("iou_dtype", "float32"))
+    if task == "flickr":
+        return score_flickr(predictions, annotations, options.get("flickr_entities"), options.get("split"),
+                            match=options.get("match", "exact"), gt_boxes=options.get("gt_boxes", "phrase-text"),
+                            iou_dtype=options.get("iou_dtype", "float64"))
+    if task == "reg":
+        return score_reg(predictions, annotations, keep_non_ascii=options.get("keep_non_ascii", False))
+    if task == "caption":
+        return score_caption(predictions, annotations)
+    raise ValueError(f"unknown task {task!r}")
