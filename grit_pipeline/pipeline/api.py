@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .config import STAGE_ORDER, PipelineConfig
+from .parts import remove_stale_parts
 from .progress import Progress
 from .shards import BuildSink, InputSource, StageSink, StageSource
 from .stages import FUSED, STAGE_CLASSES
@@ -31,6 +32,9 @@ class RunSummary:
     samples: int = 0
     counts: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    # Start-up (imports, model load) per stage, summed over the processes that ran it; not in per-sample times.
+    startup_s: dict[str, float] = field(default_factory=dict)
+    nodes: dict[str, dict[str, int]] = field(default_factory=dict)  # Ray node id -> {"parts": n, "commits": n}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -111,30 +115,71 @@ def _execute(config: PipelineConfig, label: str, source, stage_classes, sink, ow
     progress.message(f"{len(shards)} shards: {len(summary.shards_skipped)} already done, {len(todo)} to do"
                      + (f", {len(summary.shards_not_ready)} not ready upstream" if summary.shards_not_ready else ""))
 
-    def commit(shard: str, samples: list[dict[str, Any]]) -> None:
-        # An old build of the shard stays readable until its replacement is ready.
-        sink.clear(shard)
-        sink.write(shard, samples, expected[shard], source.describe(shard))
-        summary.shards_written.append(shard)
-        summary.samples += len(samples)
-        for sample in samples:
-            if sample["status"] is not None:
-                summary.counts[sample["status"]] = summary.counts.get(sample["status"], 0) + 1
-        progress.shard_written(shard, len(samples))
-
+    remove_stale_parts(sink.folder.url, shards)  # parts a killed run staged are never merged
+    job = ShardJob(source, sink, expected, summary, progress)
     if todo:
         if config.engine == "local":
             from .engine_local import run_local
 
-            run_local(config, source, stage_classes, todo, commit, progress)
+            run_local(config, job, stage_classes, todo)
         else:
             from .engine_ray import run_ray
 
-            run_ray(config, source, stage_classes, todo, commit, progress)
+            run_ray(config, job, stage_classes, todo)
     summary.seconds = round(time.monotonic() - started, 3)
     progress.message(f"done: {len(summary.shards_written)} shards written, {summary.samples:,} samples, "
                      f"{summary.seconds:.1f} s; statuses {dict(sorted(summary.counts.items()))}")
+    if summary.startup_s:
+        progress.message("start-up (imports, model load; not in the per-sample stage times): " + ", ".join(
+            f"{stage} {seconds:.1f} s" for stage, seconds in summary.startup_s.items()))
     return summary
+
+
+@dataclass
+class ShardJob:
+    """What an engine needs to finish shards: where samples come from and go to, the parameters each
+    shard's marker records, and the run's bookkeeping (summary, progress)."""
+
+    source: Any
+    sink: Any
+    expected: dict[str, dict]   # shard -> output-affecting parameters
+    summary: RunSummary
+    progress: Progress
+
+    def describe(self, shard: str) -> str:
+        return self.source.describe(shard)
+
+    def write(self, shard: str, samples: list[dict[str, Any]]) -> None:
+        """Commit a shard from its samples in this process (the local engine)."""
+        from .parts import take_startups
+
+        self.add_startup(take_startups(samples))
+        # An old build of the shard stays readable until its replacement is ready.
+        self.sink.clear(shard)
+        self.sink.write(shard, samples, self.expected[shard], self.describe(shard))
+        counts: dict[str, int] = {}
+        for sample in samples:
+            counts[sample["status"]] = counts.get(sample["status"], 0) + 1
+        self.committed(shard, len(samples), counts)
+
+    def add_startup(self, startup: dict[str, float]) -> None:
+        for stage, seconds in startup.items():
+            self.summary.startup_s[stage] = round(self.summary.startup_s.get(stage, 0.0) + seconds, 3)
+
+    def committed(self, shard: str, samples: int, counts: dict[str, int]) -> None:
+        """Bookkeeping once a shard's ``.done`` is written (by this process or by a worker)."""
+        summary = self.summary
+        summary.shards_written.append(shard)
+        summary.samples += samples
+        for status, n in counts.items():
+            if status is not None:
+                summary.counts[status] = summary.counts.get(status, 0) + n
+        self.progress.shard_written(shard, samples)
+
+    def count_node(self, node: str, what: str) -> None:
+        """Where the work ran: ``what`` is "parts" or "commits"."""
+        entry = self.summary.nodes.setdefault(node or "?", {"parts": 0, "commits": 0})
+        entry[what] += 1
 
 
 def write_run_files(config: PipelineConfig, summary: RunSummary, mode: str) -> None:

@@ -114,6 +114,10 @@ class PipelineConfig:
         "group": ENGINE, "help": "input shards read at the same time (bounds memory)"})
     object_store_limit_mb: int | None = field(default=None, metadata={
         "group": ENGINE, "help": "cap Ray Data's object store use (backpressure); default: Ray's share of memory"})
+    node_resource: str | None = field(default=None, metadata={
+        "group": ENGINE, "metavar": "NAME",
+        "help": "run every task and actor only on nodes that have this custom Ray resource (ray start "
+                "--resources '{\"NAME\": 1}'), e.g. to keep the pipeline off the head node"})
     # run control
     overwrite: bool = field(default=False, metadata={"group": IO, "help": "rebuild every shard, even finished ones"})
     shards: tuple[str, ...] | None = field(default=None, metadata={

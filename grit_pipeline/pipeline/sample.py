@@ -32,12 +32,15 @@ SAMPLE_SCHEMA = pa.schema(
         pa.field("stage", pa.string()),             # stage that set the status
         pa.field("noun_chunk_spans", SPANS),
         pa.field("ref_exp_spans", SPANS),
-        pa.field("detections", FLOATS),             # post-NMS, any score: [phrase_index, x1, y1, x2, y2, score]
+        pa.field("detections", FLOATS),             # post-NMS, any score: see pack_detections
         pa.field("noun_chunks", FLOATS),            # GrIT-20M columns (grounded samples)
         pa.field("ref_exps", FLOATS),
         pa.field("dropped_boxes", FLOATS),          # post-NMS detections at/below threshold, noun_chunks format
         pa.field("grounded_text", pa.string()),
         pa.field("seconds", pa.map_(pa.string(), pa.float64())),  # time spent on this sample per stage
+        # A stage process's start-up (imports, model load), carried once by the first sample it handles and
+        # taken off before writing: reported per run, never mixed into the per-sample ``seconds``.
+        pa.field("startup_s", pa.map_(pa.string(), pa.float64())),
     ]
 )
 SAMPLE_FIELDS = tuple(SAMPLE_SCHEMA.names)
@@ -80,19 +83,36 @@ def add_seconds(samples: list[dict[str, Any]], stage: str, seconds: float) -> No
         sample["seconds"] = timings
 
 
+def pack_detections(detections) -> list[list[float]]:
+    """Detections -> the ``detections`` column: ``[phrase_index, x1, y1, x2, y2, score]`` per detection."""
+    return [[float(d.phrase_index), *map(float, d.box), float(d.score)] for d in detections]
+
+
+def unpack_detections(rows) -> list:
+    """The ``detections`` column -> ``Detection`` objects (the inverse of ``pack_detections``)."""
+    from grit_pipeline.detectors.base import Detection
+
+    return [Detection(int(v[0]), (v[1], v[2], v[3], v[4]), v[5]) for v in rows or []]
+
+
 def rows_to_table(rows: Iterable[dict[str, Any]]) -> pa.Table:
     rows = list(rows)
-    for row in rows:  # Arrow maps come back as lists of pairs; accept both
-        if isinstance(row.get("seconds"), list):
-            row["seconds"] = dict(row["seconds"])
+    _maps_to_dicts(rows)  # Arrow maps come back as lists of pairs; accept both
     return pa.Table.from_pylist(rows, schema=SAMPLE_SCHEMA)
 
 
 def table_to_rows(table: pa.Table) -> list[dict[str, Any]]:
     if table.schema != SAMPLE_SCHEMA:
+        for name in SAMPLE_FIELDS:  # files written before a field existed read it as null
+            if name not in table.column_names:
+                table = table.append_column(SAMPLE_SCHEMA.field(name), pa.nulls(len(table), SAMPLE_SCHEMA.field(name).type))
         table = table.select(list(SAMPLE_FIELDS)).cast(SAMPLE_SCHEMA)
-    rows = table.to_pylist()
+    return _maps_to_dicts(table.to_pylist())
+
+
+def _maps_to_dicts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for row in rows:
-        if isinstance(row.get("seconds"), list):
-            row["seconds"] = dict(row["seconds"])
+        for name in ("seconds", "startup_s"):
+            if isinstance(row.get(name), list):
+                row[name] = dict(row[name])
     return rows

@@ -80,6 +80,7 @@ class StageSource:
     def __init__(self, work: str, stage: str):
         self.stage = stage
         self.folder = Folder(join_path(work, stage))
+        self.url = self.folder.url
 
     def shards(self) -> list[str]:
         names = set(self.folder.names())
@@ -107,12 +108,26 @@ class _Sink:
     def files(self, shard: str) -> list[str]:
         raise NotImplementedError
 
+    def marker(self, shard: str) -> dict[str, Any]:
+        """The shard's ``.done`` marker (raises FileNotFoundError/ValueError when missing or unreadable)."""
+        return json.loads(self.folder.read_bytes(f"{shard}{DONE_SUFFIX}"))
+
     def is_done(self, shard: str, params: dict[str, Any]) -> bool:
+        """Done: the marker exists, records ``params``, and every file has the size the marker recorded
+        (a file truncated, replaced or deleted after the commit makes the shard rebuild)."""
         try:
-            marker = json.loads(self.folder.read_bytes(f"{shard}{DONE_SUFFIX}"))
+            marker = self.marker(shard)
         except (FileNotFoundError, ValueError, KeyError):
             return False
-        return marker.get("params") == params and all(self.folder.exists(name) for name in self.files(shard))
+        if marker.get("params") != params:
+            return False
+        sizes = marker.get("files")
+        if sizes is None:  # a marker from before sizes were recorded: the files must at least exist
+            return all(self.folder.exists(name) for name in self.files(shard))
+        try:
+            return all(self.folder.size(name) == sizes.get(name) for name in self.files(shard))
+        except FileNotFoundError:
+            return False
 
     def clear(self, shard: str) -> None:
         """Forget a shard before (re)building it: marker first, then its files and stray temp files."""
@@ -122,7 +137,8 @@ class _Sink:
         self.folder.remove_temps(prefix=shard)
 
     def _mark_done(self, shard: str, params: dict[str, Any], samples: int) -> None:
-        marker = {"shard": shard, "samples": samples, "params": params}
+        files = {name: self.folder.size(name) for name in self.files(shard)}
+        marker = {"shard": shard, "samples": samples, "params": params, "files": files}
         self.folder.write_bytes(f"{shard}{DONE_SUFFIX}", json.dumps(marker, sort_keys=True).encode("utf-8"))
 
 

@@ -2,7 +2,13 @@
 
 A stage is built from the run's ``PipelineConfig``; ``setup()`` loads its model once (per process, per
 Ray actor); ``__call__(samples)`` returns the samples with its fields filled in, finished samples passed
-through untouched. The engines only decide where and in which batches these run.
+through untouched. The engines only decide where and in which batches these run, from what each stage
+class declares: ``pool_setting`` and ``batch_setting`` (the ``PipelineConfig`` fields holding its actor
+count and batch size), ``cpus`` and ``uses_gpu`` (what one of its actors needs).
+
+Start-up (imports, model load) is timed apart from the work: ``ensure_setup`` measures it once per
+process and the next sample the stage handles carries it in ``startup_s``; per-sample ``seconds`` hold only
+the time spent processing batches.
 
 - ``NounChunkStage`` (CPU, spaCy): noun chunks and their expansions (text core, one parse per caption).
 - ``GroundStage`` (GPU): decodes the image, runs the detector and class-agnostic NMS (``ground_batch``);
@@ -18,28 +24,52 @@ from typing import Any
 from grit_pipeline import status as S
 
 from .config import PipelineConfig
-from .sample import add_seconds, finish, pending
+from .sample import add_seconds, finish, pack_detections, pending, unpack_detections
+
+LIGHT_CPUS = 0.5  # a light stage (and the engine's read/write tasks) asks for half a CPU
 
 
 class Stage:
     name = ""
     uses_gpu = False
+    pool_setting: str | None = None      # config field: how many actors (None: one)
+    batch_setting = "text_batch_size"    # config field: samples per batch
+    cpus = 1.0                           # CPUs per actor
 
     def __init__(self, config: PipelineConfig):
         self.config = config
         self._ready = False
+        self._startup_to_report: float | None = None
+
+    def pool_size(self) -> int:
+        return max(1, int(getattr(self.config, self.pool_setting))) if self.pool_setting else 1
+
+    def batch_size(self) -> int:
+        return max(1, int(getattr(self.config, self.batch_setting)))
 
     def setup(self) -> None:
-        """Load models; called once before the first batch."""
+        """Import modules and load models; called once (``ensure_setup``) before the first batch."""
+
+    def ensure_setup(self) -> None:
+        """Run ``setup`` once in this process and time it (reported with the next batch's first sample)."""
+        if self._ready:
+            return
+        started = time.perf_counter()
+        self.setup()
+        self._ready = True
+        self._startup_to_report = time.perf_counter() - started
 
     def process(self, samples: list[dict[str, Any]]) -> None:
         """Fill in this stage's fields of the pending samples (in place)."""
         raise NotImplementedError
 
     def __call__(self, samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        if not self._ready:
-            self.setup()
-            self._ready = True
+        self.ensure_setup()
+        if self._startup_to_report is not None and samples:
+            startup = dict(samples[0].get("startup_s") or {})
+            startup[self.name] = startup.get(self.name, 0.0) + self._startup_to_report
+            samples[0]["startup_s"] = startup
+            self._startup_to_report = None
         todo = [s for s in samples if pending(s)]
         started = time.perf_counter()
         if todo:
@@ -75,6 +105,7 @@ class Stage:
 
 class NounChunkStage(Stage):
     name = "noun_chunks"
+    pool_setting = "text_pool"
 
     def setup(self) -> None:
         from grit_pipeline.text import load_nlp
@@ -112,8 +143,11 @@ class NounChunkStage(Stage):
 class GroundStage(Stage):
     name = "ground"
     uses_gpu = True
+    pool_setting = "ground_pool"
+    batch_setting = "ground_batch_size"
 
     def setup(self) -> None:
+        import grit_pipeline.grounding  # noqa: F401 - torch and torchvision, imported here to be timed as start-up
         from grit_pipeline.detectors.base import get_detector
 
         options = dict(self.config.detector_options)
@@ -140,18 +174,23 @@ class GroundStage(Stage):
                 sample["width"], sample["height"] = result.width, result.height
                 if result.status in (S.GROUNDED, S.NO_BOX):
                     # Every NMS survivor, whatever its score: the threshold is applied by the expand stage.
-                    sample["detections"] = [[float(d.phrase_index), *map(float, d.box), float(d.score)]
-                                            for d in (*result.kept, *result.dropped)]
+                    sample["detections"] = pack_detections((*result.kept, *result.dropped))
                 else:
                     finish(sample, result.status, result.reason, self.name)
 
 
 class ExpandStage(Stage):
     name = "expand"
+    cpus = LIGHT_CPUS
+
+    def setup(self) -> None:
+        # The heavy imports (grounding imports torch), so the first batch's time is the work only.
+        import grit_pipeline.assemble  # noqa: F401
+        import grit_pipeline.grounding  # noqa: F401
+        import grit_pipeline.serialize  # noqa: F401
 
     def process(self, samples):
         from grit_pipeline.assemble import assemble_record
-        from grit_pipeline.detectors.base import Detection
         from grit_pipeline.grounding import filter_detections
         from grit_pipeline.record import RecordError
         from grit_pipeline.serialize import grounded_text
@@ -159,8 +198,7 @@ class ExpandStage(Stage):
 
         config = self.config
         for sample in samples:
-            detections = [Detection(int(v[0]), (v[1], v[2], v[3], v[4]), v[5]) for v in sample["detections"] or []]
-            kept, dropped = filter_detections(detections, config.box_threshold, config.nms_iou)
+            kept, dropped = filter_detections(unpack_detections(sample["detections"]), config.box_threshold, config.nms_iou)
             spans = CaptionSpans([tuple(s) for s in sample["noun_chunk_spans"]], [tuple(s) for s in sample["ref_exp_spans"]])
             sample["dropped_boxes"] = [
                 [float(spans.noun_chunks[d.phrase_index][0]), float(spans.noun_chunks[d.phrase_index][1]),
