@@ -19,9 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from grit_pipeline.pipeline import run_pipeline
-from tests.fixtures_shards import healthy_samples, write_broken_world, write_shard
-from tests.test_pipeline import NOOP_FLAGS, REPO, all_rows, local_config, snapshot
+from tests.test_pipeline import NOOP_FLAGS, REPO, all_rows, snapshot
+from tests.test_pipeline_ray import make_worlds
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
@@ -57,15 +56,7 @@ def cluster():
 
 @pytest.fixture(scope="module")
 def worlds(tmp_path_factory):
-    root = tmp_path_factory.mktemp("multinode")
-    write_broken_world(root / "broken")
-    for shard in range(6):
-        write_shard(root / "clean", f"{shard:05d}", healthy_samples(shard, 12))
-    local = {}
-    for name in ("broken", "clean"):
-        local[name] = root / f"{name}_local"
-        run_pipeline(local_config(root / name, local[name]))
-    return root, local
+    return make_worlds(tmp_path_factory.mktemp("multinode"), clean_shards=6, samples_per_shard=12)
 
 
 def _grit_run(address: str, input_dir: Path, output: Path, env_extra: dict | None = None) -> subprocess.Popen:

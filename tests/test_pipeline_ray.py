@@ -27,17 +27,21 @@ def ray_session():
     ray.shutdown()
 
 
-@pytest.fixture(scope="module")
-def worlds(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ray_worlds")
+def make_worlds(root, clean_shards: int, samples_per_shard: int):
+    """root/broken (the broken world) and root/clean, each with its local-engine build (the reference)."""
     write_broken_world(root / "broken")
-    for shard in range(3):
-        write_shard(root / "clean", f"{shard:05d}", healthy_samples(shard, 5))
+    for shard in range(clean_shards):
+        write_shard(root / "clean", f"{shard:05d}", healthy_samples(shard, samples_per_shard))
     local = {}
     for name in ("broken", "clean"):
         local[name] = root / f"{name}_local"
         run_pipeline(local_config(root / name, local[name]))
     return root, local
+
+
+@pytest.fixture(scope="module")
+def worlds(tmp_path_factory):
+    return make_worlds(tmp_path_factory.mktemp("ray_worlds"), clean_shards=3, samples_per_shard=5)
 
 
 def ray_config(input_dir, output_dir, **changes):

@@ -2,27 +2,27 @@
 
 Sources: ``InputSource`` (img2dataset folders, via ``ingest``) and ``StageSource`` (a previous stage's
 per-shard parquet). Sinks: ``BuildSink`` (the GRIT build, via the writers) and ``StageSink`` (per-shard
-parquet for the next stage).
+parquet for the next stage). The local engine calls a sink in its own process; the Ray engine has a worker
+call it from staged parts (``parts.commit_shard``).
 
 A sink commits a shard by writing each file atomically and then ``NNNNN.done`` last. The marker holds the
-output-affecting parameters the shard was built with; a shard counts as done only when its marker exists
-and matches the current parameters, so a rerun skips finished shards, redoes partial ones (no marker) and
-rebuilds stale ones (made with other parameters), like Make. Before rewriting a shard its marker goes
+output-affecting parameters the shard was built with and its files' sizes; a shard counts as done only
+when its marker exists, matches the current parameters and its files still have those sizes, so a rerun
+skips finished shards, redoes partial ones (no marker), rebuilds stale ones (made with other parameters,
+like Make) and changed ones (a file truncated or deleted after the commit). Before rewriting a shard its marker goes
 first, so a crash mid-rewrite can never leave an old marker beside new files.
 """
 from __future__ import annotations
 
-import io
 import json
 import sys
 from typing import Any
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .config import PipelineConfig, join_path
 from .ingest import InputShard, list_input_shards, read_input_shard
-from .sample import SAMPLE_SCHEMA, rows_to_table, table_to_rows
+from .sample import rows_to_table, table_to_rows
 from .storage import Folder
 
 DONE_SUFFIX = ".done"
