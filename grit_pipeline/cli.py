@@ -83,6 +83,8 @@ def describe_error(error: BaseException) -> str:
         return f"{text}{where}"
     if isinstance(error, MemoryError):
         return "out of memory"
+    if isinstance(error, ValueError):  # grit's own refusals (bad values, unsafe files) are worded for users
+        return " ".join(str(error).split())[:500]
     message = " ".join(str(error).split())[:500]
     return f"{type(error).__name__}: {message} (GRIT_TRACEBACK=1 shows where)"
 

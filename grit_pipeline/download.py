@@ -306,7 +306,7 @@ def normalise_url_table(table: pa.Table, columns: ResolvedColumns, where: str = 
                 f"{where}: {role} column {name!r} of type {column.type} cannot be read as {target}{hint}: {error}"
             ) from error
 
-    arrays = {"url": as_type(columns.url, pa.string(), "url"),
+    arrays = {"url": only_http(as_type(columns.url, pa.string(), "url")),
               "caption": as_type(columns.caption, pa.string(), "caption")}
     if columns.id:
         arrays["id"] = as_type(columns.id, pa.int64(), "id")
@@ -316,6 +316,35 @@ def normalise_url_table(table: pa.Table, columns: ResolvedColumns, where: str = 
             column = as_type(source_name, pa.float64(), output_name)
         arrays[output_name] = column
     return pa.table(arrays)
+
+
+# Prefix of a url that is not fetched: img2dataset's urllib knows no such scheme, so the row becomes a
+# failed download ("unknown url type: not-http-or-https") that keeps the original url after the prefix.
+REFUSED_SCHEME = "not-http-or-https"
+
+
+def only_http(urls: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Urls with the http/https scheme unchanged; any other (``file:``, ``data:``, ``ftp:``) prefixed with
+    ``REFUSED_SCHEME:`` so it fails instead of copying local files or inline data into the shards."""
+    import urllib.request
+
+    import pyarrow.compute as pc
+
+    plain = pc.match_substring_regex(pc.utf8_lower(pc.utf8_trim_whitespace(urls)), r"^https?://[^<>]*$")
+    if pc.all(pc.fill_null(plain, True)).as_py():
+        return urls  # the usual case: no url needs a closer look
+
+    def checked(url: str | None, looks_http: bool | None) -> str | None:
+        if url is None or looks_http:
+            return url
+        try:
+            scheme = urllib.request.Request(url).type  # what img2dataset's urllib would use
+        except ValueError:
+            return url  # no scheme at all: urllib refuses it itself
+        return url if scheme in ("http", "https") else f"{REFUSED_SCHEME}:{url}"
+
+    return pa.chunked_array([pa.array([checked(u, h) for u, h in zip(urls.to_pylist(), plain.to_pylist())],
+                                      pa.string())])
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -20,11 +20,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from grit_pipeline.safe_load import UnsafeFileError, load_torch_file
+
 LATEST = "latest"
 
 
 def rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """RNG states in types ``torch.load(weights_only=True)`` accepts (numpy's key array as a tensor)."""
+    name, keys, position, has_gauss, cached = np.random.get_state()
+    numpy_state = (name, torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss), float(cached))
+    state = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -32,7 +37,8 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, keys, position, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.int64).astype(np.uint32), position, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -78,5 +84,10 @@ def latest_checkpoint(root: Path) -> Path | None:
     return path
 
 
+CheckpointError = UnsafeFileError  # a checkpoint refused or unreadable (one-line message)
+
+
 def load_state(path: Path) -> dict[str, Any]:
-    return torch.load(Path(path) / "state.pt", map_location="cpu", weights_only=False)
+    """The training state of a checkpoint, loaded with ``weights_only=True`` (``grit_pipeline.safe_load``):
+    a crafted ``state.pt`` is refused before anything in it runs."""
+    return load_torch_file(Path(path) / "state.pt")

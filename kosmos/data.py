@@ -21,7 +21,6 @@ import json
 import os
 import random
 import re
-import tarfile
 import weakref
 import zlib
 from dataclasses import dataclass, field
@@ -29,12 +28,11 @@ from typing import Any, Iterable, Iterator
 
 import torch
 
-FAILED_STATUSES = {
-    # grit_pipeline.status values and img2dataset's failure status; "grounded"/"success" are usable.
-    "no_box", "no_noun_chunks", "bad_caption", "decode_error", "letterboxed", "download_error", "shard_error",
-    "detector_error", "failed_to_download", "failed_to_resize",
-}
-IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
+from grit_pipeline import status as grit_status
+from grit_pipeline.tar_reader import DEFAULT_MAX_MEMBER_BYTES, IMAGE_EXTENSIONS, TarReader
+
+# grit's reject statuses and img2dataset's failure statuses; "grounded"/"success" are usable.
+FAILED_STATUSES = {s for s in grit_status.ALL if s not in grit_status.KEPT} | {"failed_to_download", "failed_to_resize"}
 
 
 class SampleError(ValueError):
@@ -108,50 +106,23 @@ def expand_urls(specs: str | Iterable[str]) -> list[str]:
     return urls
 
 
-_MEMBER_NAME = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")  # webdataset's key / extension split
-
-
-def raw_samples(url: str, counters: dict[str, int] | None = None) -> Iterator[dict[str, Any]]:
-    """Samples of one tar shard as ``{"__key__", "__url__", ext: bytes}`` (members grouped by key, as
-    webdataset does; URLs opened with webdataset's ``gopen``). A shard that cannot be opened, a broken
-    header or a member cut short (truncated download) ends the shard: it is counted as ``shard_error`` and
-    the incomplete sample is dropped; samples read before it are kept."""
-    from webdataset.gopen import gopen
-
+def raw_samples(url: str, counters: dict[str, int] | None = None,
+                max_member_bytes: int | None = DEFAULT_MAX_MEMBER_BYTES) -> Iterator[dict[str, Any]]:
+    """Samples of one tar shard as ``{"__key__", "__url__", ext: bytes}``, read by grit's one tar reader
+    (``grit_pipeline.tar_reader``: webdataset's key rules, URLs opened with webdataset's ``gopen``,
+    members over ``max_member_bytes`` skipped unread and counted as ``member_too_large``). A shard that
+    cannot be opened, a broken header or a member cut short (truncated download) ends the shard: it is
+    counted as ``shard_error`` and the incomplete sample is dropped; samples read before it are kept."""
     counters = counters if counters is not None else {}
-    current: dict[str, Any] | None = None
-    stream = None
-    try:
-        stream = gopen(url, "rb")
-        with tarfile.open(fileobj=stream, mode="r|*") as tar:
-            for member in tar:
-                if not member.isreg():
-                    continue
-                match = _MEMBER_NAME.match(member.name)
-                if not match or match.group(1).split("/")[-1].startswith("__"):
-                    continue
-                data = tar.extractfile(member).read()
-                if len(data) != member.size:
-                    raise tarfile.ReadError(f"{member.name}: {len(data)} of {member.size} bytes (truncated)")
-                key, ext = match.group(1), match.group(2).lower()
-                if current is not None and current["__key__"] != key:
-                    yield current
-                    current = None
-                if current is None:
-                    current = {"__key__": key, "__url__": url}
-                current[ext] = data
-    except (tarfile.TarError, OSError, EOFError, ValueError) as error:
+    reader = TarReader(url, max_member_bytes=max_member_bytes)
+    for sample in reader:
+        if sample.oversize:
+            counters["member_too_large"] = counters.get("member_too_large", 0) + len(sample.oversize)
+        if sample.files:
+            yield {"__key__": sample.key, "__url__": url, **sample.files}
+    if reader.error:
         counters["shard_error"] = counters.get("shard_error", 0) + 1
-        current = None
-        _warn(f"shard {url}: {error}")
-    finally:
-        if stream is not None:
-            try:
-                stream.close()
-            except Exception:
-                pass
-    if current is not None:
-        yield current
+        _warn(f"shard {url}: {reader.error}")
 
 
 def _warn(message: str) -> None:

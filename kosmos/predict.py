@@ -122,6 +122,9 @@ def load_model(path: str, device: torch.device):
     a checkpoint dir, or any ``save_pretrained`` directory."""
     from transformers import Kosmos2ForConditionalGeneration, Kosmos2Processor
 
+    import pickle
+
+    from grit_pipeline.safe_load import UnsafeFileError
     from kosmos.checkpoint import latest_checkpoint
 
     root = Path(path)
@@ -129,8 +132,13 @@ def load_model(path: str, device: torch.device):
         root = latest_checkpoint(root / "checkpoints") or root
     if (root / "model").is_dir():
         root = root / "model"
-    model = Kosmos2ForConditionalGeneration.from_pretrained(str(root)).to(device).eval()
-    processor = Kosmos2Processor.from_pretrained(str(root))
+    try:
+        # safetensors only: a pytorch_model.bin is a pickle, and loading one could run code.
+        model = Kosmos2ForConditionalGeneration.from_pretrained(str(root), use_safetensors=True).to(device).eval()
+        processor = Kosmos2Processor.from_pretrained(str(root))
+    except (OSError, ValueError, pickle.UnpicklingError) as error:
+        raise UnsafeFileError(f"cannot load a model from {root} (safetensors weights only): "
+                              f"{' '.join(str(error).split())[:300]}") from None
     return model, processor
 
 

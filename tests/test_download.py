@@ -421,3 +421,22 @@ def test_interrupted_download_exits_130_and_leaves_the_shard_unfinished(tmp_path
     assert process.returncode == 130, err[-2000:]
     assert "interrupted" in err
     assert not list(out.glob("*_stats.json"))  # not marked finished: a rerun downloads the shard again
+
+
+def test_only_http_and_https_urls_are_fetched():
+    """file: and data: urls would copy local files or inline bytes into the shards: they become failed rows."""
+    import urllib.error
+    import urllib.request
+
+    from grit_pipeline.download import REFUSED_SCHEME, only_http
+
+    urls = ["http://a.invalid/1.jpg", " HTTPS://a.invalid/2.jpg", "file:///etc/passwd", "data:image/png;base64,AAAA",
+            "<URL:file:///etc/hostname>", "ftp://a.invalid/x.jpg", None, "no-scheme.jpg"]
+    out = only_http(pa.chunked_array([urls])).to_pylist()
+    assert out[:2] == urls[:2] and out[6:] == urls[6:]
+    assert out[2:6] == [f"{REFUSED_SCHEME}:{u}" for u in urls[2:6]]
+    for refused in out[2:6]:  # what img2dataset's downloader does with them: a failure, never a read
+        with pytest.raises(urllib.error.URLError, match=f"unknown url type: {REFUSED_SCHEME}"):
+            urllib.request.urlopen(urllib.request.Request(refused), timeout=1)
+    plain = pa.chunked_array([["http://a.invalid/1.jpg"]])
+    assert only_http(plain) is plain

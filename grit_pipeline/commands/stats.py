@@ -15,13 +15,15 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from grit_pipeline.pipeline import collect_totals, drop_reasons, format_totals
+    from grit_pipeline.pipeline.stats import build_warnings
     from grit_pipeline.pipeline.storage import Folder
 
     if not Folder(args.output).exists():
         print(f"grit stats: error: no such folder {args.output}", file=sys.stderr)
         return 2
     totals = collect_totals(args.output)
-    if totals["shards"] == 0:
+    totals["warnings"] = build_warnings(args.output, totals)
+    if totals["shards"] == 0 and not totals["unreadable_stats"]:
         print(f"grit stats: error: no finished shard in {args.output} (no NNNNN.done)", file=sys.stderr)
         return 2
     reasons = drop_reasons(args.output, top=args.top)

@@ -26,6 +26,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from grit_pipeline.safe_load import load_torch_file
+
 from .base import Detection, Detector, register_detector
 
 CHECKPOINT_FORMAT = "grit-demo-detector"
@@ -139,7 +141,7 @@ def load_checkpoint(path: str | Path) -> tuple[DemoGroundingModel, WordVocabular
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"demo detector checkpoint not found: {path} (run `make demo-detector`)")
-    blob = torch.load(path, map_location="cpu", weights_only=True)
+    blob = load_torch_file(path)  # weights_only: a crafted pickle is refused in one line
     if not isinstance(blob, dict) or blob.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a demo detector checkpoint (format {CHECKPOINT_FORMAT!r})")
     vocab = WordVocabulary(blob["vocab"])

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .config import STAGE_ORDER, PipelineConfig
+from .guard import check_output_is_not_input, output_lock
 from .parts import remove_stale_parts
 from .progress import Progress
 from .shards import BuildSink, InputSource, StageSink, StageSource
@@ -43,9 +44,10 @@ class RunSummary:
 def run_pipeline(config: PipelineConfig) -> RunSummary:
     """The fused pipeline: input shards -> GRIT build in one streaming pass, no intermediates."""
     _check(config, need_input=True, grounding=True)
-    summary = _execute(config, "run", InputSource(config), FUSED, BuildSink(config),
-                       own_params=config.params_through("write"))
-    write_run_files(config, summary, mode="fused")
+    with output_lock(config.output, "run"):
+        summary = _execute(config, "run", InputSource(config), FUSED, BuildSink(config),
+                           own_params=config.params_through("write"))
+        write_run_files(config, summary, mode="fused")
     return summary
 
 
@@ -71,10 +73,11 @@ def run_stage(stage: str, config: PipelineConfig) -> RunSummary:
                 f"no output of stage {previous} under {source.folder.url}; run `grit stage {previous}` "
                 f"(make {previous}) first, with the same --output/--work")
     sink = BuildSink(config) if stage == "write" else StageSink(work, stage)
-    summary = _execute(config, stage.replace("_", "-"), source, STAGE_CLASSES[stage], sink,
-                       own_params=config.stage_params(stage))
-    if stage == "write":
-        write_run_files(config, summary, mode="stages")
+    with output_lock(config.output, f"stage {stage}"):
+        summary = _execute(config, stage.replace("_", "-"), source, STAGE_CLASSES[stage], sink,
+                           own_params=config.stage_params(stage))
+        if stage == "write":
+            write_run_files(config, summary, mode="stages")
     return summary
 
 
@@ -89,6 +92,9 @@ def _check(config: PipelineConfig, need_input: bool, grounding: bool = False) ->
     if config.engine not in ("ray", "local"):
         raise ValueError(f"engine must be 'ray' or 'local', got {config.engine!r}")
     check_thresholds(config.box_threshold, config.nms_iou)
+    check_output_is_not_input(config.input, config.output)
+    if config.work:
+        check_output_is_not_input(config.input, config.work)
     problems = config.number_problems()
     if problems:
         raise ValueError("; ".join(problems))

@@ -26,10 +26,17 @@ def collect_totals(output: str) -> dict[str, Any]:
     totals: dict[str, Any] = {"shards": 0, "samples": 0, "images": 0, "boxes": 0, "spans": 0, "span_words": 0,
                               "counts": {name: 0 for name in S.ALL}, "timings_s": {}}
     histogram = None
+    totals["unreadable_stats"] = []
     for shard in finished_shards(output):
         try:
             stats = json.loads(folder.read_bytes(f"{shard}_stats.json"))
+            if not isinstance(stats, dict):
+                raise ValueError("not a JSON object")
+            check_shard_stats(stats)
         except FileNotFoundError:
+            continue
+        except (ValueError, TypeError, RecursionError) as error:  # a damaged file: say so, count the rest
+            totals["unreadable_stats"].append(f"{shard}_stats.json ({str(error)[:100]})")
             continue
         totals["shards"] += 1
         for name in ("samples", "images", "boxes", "spans", "span_words"):
@@ -48,6 +55,91 @@ def collect_totals(output: str) -> dict[str, Any]:
     return totals
 
 
+def check_shard_stats(stats: dict[str, Any]) -> None:
+    """Raise ValueError unless a shard stats file has the types the totals add up."""
+    for name in ("samples", "images", "boxes", "spans", "span_words"):
+        if not isinstance(stats.get(name, 0), int) or isinstance(stats.get(name, 0), bool):
+            raise ValueError(f"{name} is not an integer")
+    for name in ("counts", "timings_s"):
+        values = stats.get(name, {})
+        if not isinstance(values, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                   for v in values.values()):
+            raise ValueError(f"{name} is not an object of numbers")
+    h = stats.get("score_histogram")
+    if h is not None and not (isinstance(h, dict) and isinstance(h.get("edges"), list)
+                              and isinstance(h.get("counts"), list)
+                              and all(isinstance(c, int) for c in h["counts"])):
+        raise ValueError("score_histogram is malformed")
+
+
+def mixed_params(output: str) -> dict[str, list[str]]:
+    """Parameters whose value differs between finished shards (an interrupted rebuild with new settings):
+    {name: ["value (N shards)", ...]}; {} when every shard was built the same way."""
+    folder = Folder(output)
+    seen: dict[str, Counter] = {}
+    for shard in finished_shards(output):
+        try:
+            params = json.loads(folder.read_bytes(f"{shard}{DONE_SUFFIX}")).get("params") or {}
+        except (ValueError, AttributeError, FileNotFoundError):
+            continue
+        for name, value in params.items():
+            seen.setdefault(name, Counter())[json.dumps(value, sort_keys=True)] += 1
+    return {name: [f"{value} ({n} shard{'s' if n > 1 else ''})" for value, n in sorted(values.items())]
+            for name, values in sorted(seen.items()) if len(values) > 1}
+
+
+def duplicate_keys(output: str, examples: int = 5) -> tuple[int, dict[str, list[str]]]:
+    """Keys found in more than one finished shard (build or rejects): (how many, {key: [shards]} for a few).
+
+    A shard never holds a key twice (ingest rejects every copy as ``duplicate_key``); across shards each
+    copy is processed in its own shard and kept, and this check reports them.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    folder = Folder(output)
+    arrays, owners = [], []
+    for shard in finished_shards(output):
+        for name in (f"{shard}.parquet", f"{shard}_rejects.parquet"):
+            if folder.exists(name):
+                try:
+                    with folder.open(name) as f:
+                        keys = pq.read_table(f, columns=["key"]).column("key")
+                except Exception:  # noqa: BLE001 - a damaged file is reported by the other checks
+                    continue
+                arrays.append(keys)
+                owners.append((shard, keys))
+    if not arrays:
+        return 0, {}
+    counts = pc.value_counts(pa.chunked_array([c for a in arrays for c in a.chunks], pa.string()))
+    repeated = counts.filter(pc.greater(counts.field("counts"), 1)).field("values")
+    if len(repeated) == 0:
+        return 0, {}
+    wanted = set(repeated.slice(0, examples).to_pylist())
+    where: dict[str, list[str]] = {key: [] for key in wanted}
+    for shard, keys in owners:
+        for key in pc.filter(keys, pc.is_in(keys, pa.array(sorted(wanted), pa.string()))).to_pylist():
+            where[key].append(shard)
+    return len(repeated), where
+
+
+def build_warnings(output: str, totals: dict[str, Any] | None = None) -> list[str]:
+    """What makes a build's totals doubtful, one line each (``grit stats`` and ``grit report`` print them)."""
+    lines = []
+    for name, values in mixed_params(output).items():
+        lines.append(f"shards were built with different {name}: {', '.join(values)}; the totals mix them "
+                     f"(rerun with the same settings to rebuild the stale shards)")
+    count, where = duplicate_keys(output)
+    if count:
+        shown = "; ".join(f"{key!r} in {', '.join(shards)}" for key, shards in sorted(where.items()))
+        lines.append(f"{count} key(s) appear in more than one shard (each copy is kept; GrIT-20M keys are "
+                     f"unique): {shown}")
+    for problem in (totals or {}).get("unreadable_stats", []):
+        lines.append(f"unreadable shard stats file {problem}: that shard is left out of the totals")
+    return lines
+
+
 def drop_reasons(output: str, top: int = 10) -> list[tuple[str, str, int]]:
     """The most frequent (status, reason) pairs among rejects, reasons cut to their first clause."""
     import pyarrow.parquet as pq
@@ -58,8 +150,11 @@ def drop_reasons(output: str, top: int = 10) -> list[tuple[str, str, int]]:
         name = f"{shard}_rejects.parquet"
         if not folder.exists(name):
             continue
-        with folder.open(name) as f:
-            table = pq.read_table(f, columns=["status", "reason"])
+        try:
+            with folder.open(name) as f:
+                table = pq.read_table(f, columns=["status", "reason"])
+        except Exception:  # noqa: BLE001 - a damaged rejects file: its reasons are missing, the rest count
+            continue
         for status, reason in zip(table.column("status").to_pylist(), table.column("reason").to_pylist()):
             counter[(status, _reason_kind(reason))] += 1
     return [(status, reason, n) for (status, reason), n in counter.most_common(top)]
@@ -100,6 +195,8 @@ def format_totals(totals: dict[str, Any], reasons: list[tuple[str, str, int]] | 
         lines += ["", "top drop reasons:"]
         for status, reason, n in reasons:
             lines.append(f"  {n:>10,}  {status:16} {reason}")
+    if totals.get("warnings"):
+        lines += ["", "warnings:"] + [f"  {line}" for line in totals["warnings"]]
     if totals.get("timings_s"):
         lines += ["", "time per stage (seconds, summed over samples): " +
                   ", ".join(f"{k} {v:.1f}" for k, v in totals["timings_s"].items())]

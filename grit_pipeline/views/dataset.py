@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -27,12 +26,14 @@ import pyarrow.parquet as pq
 
 from grit_pipeline import status as st
 from grit_pipeline.record import RecordError, validate_span
+from grit_pipeline.tar_reader import DEFAULT_MAX_MEMBER_BYTES, IMAGE_EXTENSIONS, TarReader
 
 # Label for img2dataset samples that carry no grounding columns at all (an input shard, not a build).
 UNGROUNDED = "ungrounded"
 # img2dataset's parquet 'status' for a fetched sample.
 IMG2DATASET_SUCCESS = "success"
-IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif")
+# a stats or run file larger than this is not one grit wrote
+MAX_JSON_FILE_BYTES = 16 * 1024 * 1024
 DEFAULT_THRESHOLD = 0.65
 
 _REJECTS_SUFFIX = "_rejects"
@@ -148,12 +149,21 @@ class Dataset:
         return _find_key(self.run, (name,))
 
     def shard_stats(self) -> list[dict[str, Any]]:
+        """The readable stats files of the finished shards (a damaged one is warned about and left out)."""
+        from grit_pipeline.pipeline.stats import check_shard_stats
+
         out = []
         for shard in self.finished_shards:
             if shard.stats and shard.stats.exists():
                 data = _read_json(shard.stats)
-                if isinstance(data, dict):
-                    out.append(data)
+                try:
+                    if not isinstance(data, dict):
+                        raise ValueError("not a JSON object")
+                    check_shard_stats(data)
+                except ValueError as error:
+                    print(f"warning: {shard.stats}: {error}; left out", file=sys.stderr)
+                    continue
+                out.append(data)
         return out
 
     # ---- samples ---------------------------------------------------------------------------
@@ -243,10 +253,12 @@ class Dataset:
 
 
 # ---- images ---------------------------------------------------------------------------------
-def read_images(samples: Iterable[ViewSample]) -> dict[tuple[str | None, str], bytes]:
-    """Fetch the image bytes of ``samples`` from their tars, opening each tar once.
+def read_images(samples: Iterable[ViewSample], max_member_bytes: int | None = DEFAULT_MAX_MEMBER_BYTES
+                ) -> dict[tuple[str | None, str], bytes]:
+    """Fetch the image bytes of ``samples`` from their tars, reading each tar once.
 
-    Returns {(image_tar, key): bytes}; samples whose image is not found are simply absent.
+    Returns {(image_tar, key): bytes}; samples whose image is not found (or whose member is larger than
+    ``max_member_bytes``, skipped unread) are simply absent.
     """
     wanted: dict[str, set[str]] = {}
     for sample in samples:
@@ -254,26 +266,24 @@ def read_images(samples: Iterable[ViewSample]) -> dict[tuple[str | None, str], b
             wanted.setdefault(sample.image_tar, set()).add(sample.key)
     found: dict[tuple[str | None, str], bytes] = {}
     for tar_path, keys in wanted.items():
-        try:
-            with tarfile.open(tar_path) as tar:
-                for member in tar:
-                    if not member.isfile():
-                        continue
-                    key, ext = _split_member(member.name)
-                    if key in keys and ext.lower() in IMAGE_EXTENSIONS and (tar_path, key) not in found:
-                        handle = tar.extractfile(member)
-                        if handle is not None:
-                            found[(tar_path, key)] = handle.read()
-        except (OSError, tarfile.TarError) as error:
-            print(f"warning: cannot read images from {tar_path}: {error}", file=sys.stderr)
+        reader = TarReader(tar_path, max_member_bytes=max_member_bytes,
+                           wanted=lambda key, ext, keys=keys: key in keys and ext in IMAGE_EXTENSIONS)
+        for tar_sample in reader:
+            image = tar_sample.image()
+            if image and (tar_path, tar_sample.key) not in found:
+                found[(tar_path, tar_sample.key)] = image[1]
+        if reader.error:
+            print(f"warning: cannot read images from {tar_path}: {reader.error}", file=sys.stderr)
     return found
 
 
 # ---- helpers --------------------------------------------------------------------------------
 def _read_json(path: Path) -> Any:
     try:
+        if Path(path).stat().st_size > MAX_JSON_FILE_BYTES:
+            raise ValueError(f"larger than {MAX_JSON_FILE_BYTES} bytes")
         return json.loads(Path(path).read_text())
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, RecursionError) as error:
         print(f"warning: cannot read {path}: {error}", file=sys.stderr)
         return {}
 
@@ -299,43 +309,32 @@ def _find_key(data: Any, names: tuple[str, ...]) -> Any:
     return None
 
 
-def _split_member(name: str) -> tuple[str, str]:
-    """webdataset convention: KEY is the base name up to the first dot, the rest is the extension."""
-    base = name.rsplit("/", 1)[-1]
-    directory = name[: len(name) - len(base)]
-    key, _, ext = base.partition(".")
-    return directory + key if directory else key, ext
-
-
-def _tar_json_records(tar_path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+def _tar_json_records(tar_path: Path, max_member_bytes: int | None = DEFAULT_MAX_MEMBER_BYTES
+                      ) -> Iterator[tuple[str, dict[str, Any]]]:
     """(key, record) for each KEY.json in a webdataset tar; KEY.txt fills a missing caption."""
     records: dict[str, dict[str, Any]] = {}
     texts: dict[str, str] = {}
     order: list[str] = []
-    try:
-        with tarfile.open(tar_path) as tar:
-            for member in tar:
-                if not member.isfile():
-                    continue
-                key, ext = _split_member(member.name)
-                if ext not in ("json", "txt"):
-                    continue
-                handle = tar.extractfile(member)
-                raw = handle.read() if handle else b""
-                if ext == "json":
-                    try:
-                        data = json.loads(raw)
-                    except ValueError as error:
-                        data = {"_problem": f"unreadable {member.name}: {error}"}
-                    if not isinstance(data, dict):
-                        data = {"_problem": f"{member.name} is not a JSON object"}
-                    if key not in records:
-                        order.append(key)
-                    records[key] = data
-                else:
-                    texts[key] = raw.decode("utf-8", errors="replace")
-    except (OSError, tarfile.TarError) as error:
-        print(f"warning: cannot read {tar_path}: {error}", file=sys.stderr)
+    reader = TarReader(str(tar_path), max_member_bytes=max_member_bytes,
+                       wanted=lambda key, ext: ext in ("json", "txt"))
+    for tar_sample in reader:
+        key = tar_sample.key
+        if "json" in tar_sample.files or "json" in tar_sample.oversize:
+            try:
+                if "json" in tar_sample.oversize:
+                    raise ValueError(f"{tar_sample.oversize['json']} bytes, over the member limit")
+                data = json.loads(tar_sample.files["json"])
+            except (ValueError, RecursionError) as error:
+                data = {"_problem": f"unreadable {key}.json: {str(error)[:200]}"}
+            if not isinstance(data, dict):
+                data = {"_problem": f"{key}.json is not a JSON object"}
+            if key not in records:
+                order.append(key)
+            records[key] = data
+        if "txt" in tar_sample.files:
+            texts[key] = tar_sample.files["txt"].decode("utf-8", errors="replace")
+    if reader.error:
+        print(f"warning: cannot read {tar_path}: {reader.error}", file=sys.stderr)
     for key in order:
         record = records[key]
         if record.get("caption") is None and key in texts:

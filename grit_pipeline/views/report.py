@@ -53,6 +53,7 @@ class ReportData:
     invalid_rows: int = 0
     stats_totals: dict[str, int] = field(default_factory=dict)   # what the shard stats files say
     truth: dict[str, Any] | None = None
+    warnings: list[str] = field(default_factory=list)    # mixed parameters, keys in several shards, ...
 
     @property
     def inputs(self) -> int:
@@ -111,6 +112,10 @@ def collect(dataset: Dataset, progress: bool = False) -> ReportData:
             counts[min(max(int(score * HISTOGRAM_BINS), 0), HISTOGRAM_BINS - 1)] += 1
         data.histogram_counts = counts
         data.histogram_source = "stored boxes" + (" and dropped_boxes" if data.dropped_boxes else "")
+    if dataset.kind == "pipeline":
+        from grit_pipeline.pipeline.stats import build_warnings
+
+        data.warnings = build_warnings(str(dataset.root))
     for shard_stats in dataset.shard_stats():
         for name in ("images", "boxes", "spans"):
             if isinstance(shard_stats.get(name), int):
@@ -326,6 +331,7 @@ def _facts(data: ReportData) -> list[str]:
     for name, value in data.stats_totals.items():
         if value != getattr(data, name):
             facts.append(f"warning: the shard stats files count {value:,} {name}, the rows give {getattr(data, name):,}")
+    facts.extend(f"warning: {line}" for line in data.warnings)
     if data.invalid_rows:
         facts.append(f"{data.invalid_rows:,} row(s) had invalid spans, left out of the counts")
     return facts

@@ -1,0 +1,67 @@
+"""Nothing from a file runs code: crafted pickles are refused in one line and their payload never runs."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from grit_pipeline.safe_load import UnsafeFileError
+from tests.fixtures_shards import healthy_samples, write_shard
+
+
+class _Payload:
+    """Unpickling this runs ``touch MARKER`` (what a crafted checkpoint would do)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def _crafted(path: Path, marker: Path, **extra) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"step": 1, "payload": _Payload(marker), **extra}, path)
+    return path
+
+
+def test_a_crafted_training_checkpoint_is_refused_and_its_payload_never_runs(tmp_path):
+    from kosmos.checkpoint import CheckpointError, load_state, rng_state, set_rng_state
+
+    marker = tmp_path / "pwned"
+    _crafted(tmp_path / "ckpt" / "state.pt", marker)
+    with pytest.raises(CheckpointError, match="refused to load.*could run code"):
+        load_state(tmp_path / "ckpt")
+    assert not marker.exists()
+    # what training itself saves still loads (RNG states included) under weights_only
+    torch.save({"rng": [rng_state()], "config": {"lr": 1e-4, "resume": None}}, tmp_path / "ckpt" / "state.pt")
+    state = load_state(tmp_path / "ckpt")
+    set_rng_state(state["rng"][0])
+
+
+def test_the_demo_detector_refuses_a_pickle_in_one_line(tmp_path, capsys):
+    from grit_pipeline.cli import main
+
+    marker = tmp_path / "pwned"
+    evil = _crafted(tmp_path / "evil.pt", marker, format="grit-demo-detector")
+    write_shard(tmp_path / "in", "00000", healthy_samples(0, 1))
+    code = main(["run", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--engine", "local",
+                 "--no-progress", "--detector", "demo", "--model", str(evil)])
+    err = capsys.readouterr().err.strip()
+    errors = [line for line in err.splitlines() if not line.startswith("warning:")]
+    assert code != 0 and "Traceback" not in err and len(errors) == 1 and "refused to load" in errors[0]
+    assert not marker.exists()
+
+
+def test_kosmos_predict_loads_safetensors_only(tmp_path):
+    from kosmos.predict import load_model
+
+    marker = tmp_path / "pwned"
+    model_dir = tmp_path / "model"
+    _crafted(model_dir / "pytorch_model.bin", marker)
+    (model_dir / "config.json").write_text('{"model_type": "kosmos-2"}')
+    with pytest.raises(UnsafeFileError, match="safetensors weights only"):
+        load_model(str(model_dir), torch.device("cpu"))
+    assert not marker.exists()
