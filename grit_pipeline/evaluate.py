@@ -24,6 +24,7 @@ Recall counts every truth object of every truth image, including images the buil
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections import Counter
 from pathlib import Path
@@ -47,19 +48,45 @@ def load_truth(truth_dir: str | Path) -> dict[str, dict]:
                 continue
             try:
                 record = json.loads(line)
+                if not isinstance(record, dict):
+                    raise ValueError("a truth line is a JSON object")
                 key = str(record["key"])
                 record.setdefault("objects", [])
                 record.setdefault("absent", [])
                 record.setdefault("ignore", [])
-                for obj in record["objects"]:
-                    if len(obj["box"]) != 4 or len(obj["noun_chunk"]) != 2:
-                        raise ValueError("objects need noun_chunk [s, e] and box [x1, y1, x2, y2]")
+                _check_truth(record)
+            except RecursionError:
+                raise ValueError(f"{file}:{number}: bad truth line: nested too deeply") from None
             except (ValueError, KeyError, TypeError) as error:
                 raise ValueError(f"{file}:{number}: bad truth line: {error}") from None
             if key in truth:
                 raise ValueError(f"{file}:{number}: key {key!r} appears twice in the truth")
             truth[key] = record
     return truth
+
+
+def _numbers(value, count: int, kind: type) -> bool:
+    return (isinstance(value, list) and len(value) == count
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+            and all(isinstance(v, int) for v in value if kind is int))
+
+
+def _check_truth(record: dict) -> None:
+    """Raise ValueError unless the truth record has the types the matching reads."""
+    if not isinstance(record.get("caption"), str):
+        raise ValueError("caption must be text")
+    for name in ("objects", "absent", "ignore"):
+        if not isinstance(record[name], list):
+            raise ValueError(f"{name} must be a list")
+    for name in ("absent", "ignore"):
+        if not all(_numbers(span, 2, int) for span in record[name]):
+            raise ValueError(f"{name} holds spans [s, e] (integers)")
+    for obj in record["objects"]:
+        if not isinstance(obj, dict) or not _numbers(obj.get("box"), 4, float) or not _numbers(obj.get("noun_chunk"), 2, int):
+            raise ValueError("objects need noun_chunk [s, e] (integers) and box [x1, y1, x2, y2] (finite numbers)")
+        for name in ("head", "ref_exp"):
+            if obj.get(name) is not None and not _numbers(obj[name], 2, int):
+                raise ValueError(f"an object's {name} must be [s, e] (integers)")
 
 
 def load_build(output_dir: str | Path) -> tuple[dict[str, dict], dict[str, dict]]:

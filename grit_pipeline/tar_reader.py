@@ -23,14 +23,11 @@ from typing import IO, Any, Callable, Iterator
 
 from webdataset.tariterators import base_plus_ext
 
+from grit_pipeline.limits import MAX_KEY_BYTES, MAX_MEMBER_BYTES
+
 # Image members, in the order a sample's image is picked when it has several.
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")
-# Real LAION/COYO images are well under this (img2dataset re-encodes to at most a few MB); a member
-# declaring more is skipped unread. `--max-member-bytes` changes it.
-DEFAULT_MAX_MEMBER_BYTES = 50 * 1024 * 1024
-# Keys longer than this (in UTF-8 bytes) cannot be file names on common filesystems once an
-# extension is added (255-byte name limit).
-MAX_KEY_BYTES = 200
+DEFAULT_MAX_MEMBER_BYTES = MAX_MEMBER_BYTES
 
 
 def split_member(name: str) -> tuple[str | None, str]:

@@ -30,7 +30,7 @@ def sparse_member(name: str, declared: int = GIB) -> tuple[str, bytes, dict]:
 
 
 def gzip_tar_declaring(name: str, declared: int) -> bytes:
-    """A gzip tar holding one member of ``declared`` zero bytes (1 GiB compresses to about 1 MiB)."""
+    """A gzip tar holding one member of ``declared`` zero bytes (1 GiB compresses to a few MiB at level 1)."""
     import gzip
 
     header = tarfile.TarInfo(name)

@@ -135,7 +135,7 @@ def _jsonl_samples(lines, base: Path | None):
             row = json.loads(line)
             if not isinstance(row, dict):
                 raise ValueError(f"expected a JSON object, got {type(row).__name__}")
-        except ValueError as error:
+        except (ValueError, RecursionError) as error:  # RecursionError: JSON nested too deeply
             yield {"key": f"line-{number}", "status": status.SHARD_ERROR,
                    "reason": f"input line {number} is not a JSON object: {error}"}
             continue
@@ -158,7 +158,7 @@ def _folder_samples(folder: Path):
         if json_path.is_file():
             try:
                 meta = json.loads(json_path.read_text(encoding="utf-8"))
-            except (ValueError, OSError):
+            except (ValueError, OSError, RecursionError):
                 meta = {}
             caption = meta.get("caption") if isinstance(meta, dict) else None
         if txt_path.is_file():

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from grit_pipeline import limits
 from grit_pipeline.config_flags import comma_list
 from grit_pipeline.grounding import DEFAULT_BOX_THRESHOLD, DEFAULT_NMS_IOU
 
@@ -79,11 +80,11 @@ class PipelineConfig:
         "group": GROUNDING, "flag": "--no-letterbox-check",
         "help": "keep images whose aspect ratio img2dataset changed (border/center_crop resize)"})
     # limits on what an input shard may make a worker read (see docs/robustness.md)
-    max_member_bytes: int = field(default=50 * 1024 * 1024, metadata={
+    max_member_bytes: int = field(default=limits.MAX_MEMBER_BYTES, metadata={
         "group": TEXT, "default_help": "50 MiB",
         "help": "input tar members larger than this are skipped unread (image: decode_error, json: bad_metadata, "
                 "txt: bad_caption)"})
-    max_caption_chars: int = field(default=4096, metadata={
+    max_caption_chars: int = field(default=limits.MAX_CAPTION_CHARS, metadata={
         "group": TEXT, "help": "longer captions become bad_caption rejects before spaCy sees them"})
     # serialisation of grounded_text
     text_format: str = field(default="hf", metadata={

@@ -21,19 +21,14 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from grit_pipeline import status as S
+from grit_pipeline.limits import MAX_CAPTION_CHARS as DEFAULT_MAX_CAPTION_CHARS
+from grit_pipeline.limits import MAX_JSON_BYTES, MAX_JSON_DEPTH
 from grit_pipeline.tar_reader import DEFAULT_MAX_MEMBER_BYTES, IMAGE_EXTENSIONS, TarReader, key_problem
 
 from .sample import finish, new_sample
 from .storage import Folder
 
 STAGE = "ingest"
-# Longer captions are rejects (bad_caption) before spaCy sees them: spaCy's time and memory grow with the
-# text (a 400k-character caption costs it over a minute and gigabytes). Alt-texts are far shorter; the
-# Kosmos-2 context is 2048 tokens. `--max-caption-chars` changes it.
-DEFAULT_MAX_CAPTION_CHARS = 4096
-# A sample's KEY.json beyond these is bad_metadata (img2dataset writes a flat object of a few hundred bytes).
-MAX_JSON_BYTES = 1024 * 1024
-MAX_JSON_DEPTH = 32
 INT64 = (-(2 ** 63), 2 ** 63 - 1)
 
 
