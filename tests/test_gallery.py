@@ -91,7 +91,7 @@ def test_gallery_draws_every_stored_box_at_its_coordinates(example, tmp_path):
     # images embedded as data URIs (EXIF-applied thumbnails); missing ones explained
     assert no_box.count('<img src="data:image/jpeg;base64,') == 1
     assert "not downloaded" in shown["000000007"]
-    assert "image cannot be decoded (not a recognised image format)" in shown["000000005"]
+    assert "image cannot be decoded (not a recognised image format" in shown["000000005"]
     assert "no caption" in shown["000000006"]
 
 

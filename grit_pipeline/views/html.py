@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, ImageOps
+from PIL import Image
 
 # Distinct colours for boxes and their caption spans (cycled when a caption has more spans).
 PALETTE = (
@@ -59,17 +59,19 @@ def thumbnail(data: bytes, max_side: int = 512, quality: int = 85) -> tuple[byte
     """JPEG bytes of the decoded image (EXIF orientation applied, like the pipeline's decoder),
     at most ``max_side`` pixels on its longer side; returns (jpeg, width, height).
 
-    Boxes are normalised to the decoded image, so the thumbnail must be that image, transposed."""
+    Boxes are normalised to the decoded image, so the thumbnail must be that image: it is decoded by the
+    pipeline's own decoder, under the same pixel limit."""
+    from grit_pipeline.images import ImageDecodeError, decode_image
+
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            image = ImageOps.exif_transpose(image)
-            image = image.convert("RGB")
-            image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-            out = io.BytesIO()
-            image.save(out, format="JPEG", quality=quality)
-            return out.getvalue(), image.width, image.height
-    except Image.UnidentifiedImageError as error:
-        raise ImageUnavailable("not a recognised image format") from error
+        image = decode_image(data)
+    except ImageDecodeError as error:
+        raise ImageUnavailable(str(error)) from None
+    try:
+        image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+        out = io.BytesIO()
+        image.save(out, format="JPEG", quality=quality)
+        return out.getvalue(), image.width, image.height
     except Exception as error:  # PIL raises many types for bad bytes; all mean "cannot show"
         raise ImageUnavailable(f"{type(error).__name__}: {error}") from error
 
