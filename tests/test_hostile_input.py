@@ -165,6 +165,24 @@ def test_a_hostile_shard_is_built_and_every_key_is_in_exactly_one_place(hostile_
         assert counts[status] == sum(1 for want in expected.values() if want and want[0] == status)
 
 
+@pytest.mark.ray
+def test_the_ray_engine_builds_the_hostile_shards_like_the_local_engine(hostile_build, tmp_path):
+    import ray
+
+    from tests.test_pipeline import snapshot
+
+    output, _ = hostile_build
+    config = PipelineConfig(input=str(output.parent / "shards"), output=str(tmp_path / "ray"), engine="ray",
+                            detector="noop", detector_options={"score": "hash"}, progress=False,
+                            max_member_bytes=MIB, text_batch_size=4, ground_batch_size=2, object_store_limit_mb=64)
+    ray.init(address="local", num_cpus=3, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    try:
+        run_pipeline(config)
+    finally:
+        ray.shutdown()
+    assert snapshot(tmp_path / "ray") == snapshot(output)
+
+
 def test_extracting_an_output_tar_built_from_hostile_keys_writes_nothing_outside(hostile_build, tmp_path):
     output, _ = hostile_build
     target = tmp_path / "a" / "extract"
