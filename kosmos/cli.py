@@ -45,7 +45,8 @@ def _add_predict(sub) -> None:
     p.add_argument("--model", required=True,
                    help="training output dir (latest checkpoint), checkpoint dir, or save_pretrained dir")
     p.add_argument("--images", required=True, help="directory the annotations' file names are relative to")
-    p.add_argument("--annotations", help="MDETR json (rec, flickr, reg) or COCO captions json (caption)")
+    p.add_argument("--annotations", help="MDETR json (rec, flickr, reg), a Flickr30k Entities folder (flickr) "
+                                          "or COCO captions json (caption)")
     p.add_argument("--questions", help="VQAv2 questions json (vqa)")
     p.add_argument("--image-template", default="COCO_{data_subtype}_{image_id:012d}.jpg",
                    help="vqa image file name pattern")
@@ -74,7 +75,10 @@ def _run_predict(args) -> int:
     if args.task != "vqa" and not args.annotations:
         print(f"kosmos predict {args.task}: --annotations is required", file=sys.stderr)
         return 2
-    annotations = read_json(args.annotations) if args.annotations else None
+    if args.task == "flickr" and args.annotations and os.path.isdir(args.annotations):
+        annotations = args.annotations  # a Flickr30k Entities folder (Sentences/ + Annotations/)
+    else:
+        annotations = read_json(args.annotations) if args.annotations else None
     questions = read_json(args.questions) if args.questions else None
     queries = build_queries(args.task, args.images, annotations, questions, args.image_template)
     if args.limit:

@@ -278,22 +278,20 @@ class FlickrEntities:
                       key=lambda s: (not s.isdigit(), int(s) if s.isdigit() else 0, s))
 
     def sentences(self, image_id) -> list[dict]:
-        key = str(image_id)
-        if key not in self._sentences:
-            path = self.root / "Sentences" / f"{key}.txt"
-            if not path.exists():
-                raise ValueError(f"Flickr30k Entities {self.root}: no Sentences/{key}.txt")
-            self._sentences[key] = read_sentences(path)
-        return self._sentences[key]
+        """The parsed ``Sentences/<image_id>.txt``."""
+        return self._read(self._sentences, "Sentences", f"{image_id}.txt", read_sentences)
 
     def annotation(self, image_id) -> dict:
-        key = str(image_id)
-        if key not in self._boxes:
-            path = self.root / "Annotations" / f"{key}.xml"
+        """The parsed ``Annotations/<image_id>.xml``."""
+        return self._read(self._boxes, "Annotations", f"{image_id}.xml", read_box_annotations)
+
+    def _read(self, cache: dict, folder: str, name: str, reader):
+        if name not in cache:
+            path = self.root / folder / name
             if not path.exists():
-                raise ValueError(f"Flickr30k Entities {self.root}: no Annotations/{key}.xml")
-            self._boxes[key] = read_box_annotations(path)
-        return self._boxes[key]
+                raise ValueError(f"Flickr30k Entities {self.root}: no {folder}/{name}")
+            cache[name] = reader(path)
+        return cache[name]
 
 
 def flickr_sentence_entries(entities: FlickrEntities) -> list[dict[str, Any]]:

@@ -130,9 +130,7 @@ def rec_accuracy(predictions, images: list[dict], truth: dict[Any, list[dict]], 
         if pred is None:
             missing += 1
             continue
-        frame = pred.get("frame") or (0.0, 0.0, 1.0, 1.0)
-        boxes = [to_pixels(b, image["width"], image["height"], frame)
-                 for b in phrase_boxes(pred["text"], image["caption"], match)]
+        boxes = _pixel_boxes(pred, image, image["caption"], match)
         if not boxes:
             no_box += 1
             continue
@@ -151,6 +149,13 @@ def rec_accuracy(predictions, images: list[dict], truth: dict[Any, list[dict]], 
 
     return {"accuracy": percent(hits), "hits": hits, "total": n, "no_box": no_box, "missing_predictions": missing,
             "upper_bound": percent(upper), "mean_box": percent(mean_hits)}
+
+
+def _pixel_boxes(prediction: dict, image: dict, phrase: str, match: str) -> list[Box]:
+    """The prediction's boxes for ``phrase``, in pixels of the original image."""
+    frame = prediction.get("frame") or (0.0, 0.0, 1.0, 1.0)
+    return [to_pixels(b, image["width"], image["height"], frame)
+            for b in phrase_boxes(prediction["text"], phrase, match)]
 
 
 def _lookup(predictions, key, position: int):
@@ -201,7 +206,8 @@ def flickr_queries(images: list[dict], truth: dict[Any, list[dict]], entities=No
                     i for i, other in enumerate(positives) if caption[other[0][0]:other[0][1]] == phrase)
                 wanted = {tuple(s) for s in positives[source]}
                 boxes = [xywh_to_xyxy(a["bbox"]) for a in truth.get(image["id"], [])
-                         if any(tuple(t) in wanted for t in a.get("tokens_positive") or [])]
+                         if any(isinstance(t, (list, tuple)) and tuple(t) in wanted
+                                for t in a.get("tokens_positive") or [])]
             if not boxes:
                 raise ValueError(f"sentence entry {image['id']!r}: phrase {phrase!r} has no ground-truth box")
             queries.append({"id": f"{image['id']}_{index}", "image": image, "phrase": phrase,
@@ -212,11 +218,13 @@ def flickr_queries(images: list[dict], truth: dict[Any, list[dict]], entities=No
 def _positive_spans(image: dict) -> list[list[tuple[int, int]]]:
     positives = image.get("tokens_positive_eval") or []
     caption = image["caption"]
+    if not isinstance(positives, list):
+        raise ValueError(f"sentence entry {image.get('id')!r}: tokens_positive_eval is not a list")
     out = []
     for index, spans in enumerate(positives):
         try:
             checked = [(int(s), int(e)) for s, e in spans]
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             checked = []
         if not checked or not all(0 <= s < e <= len(caption) for s, e in checked):
             raise ValueError(f"sentence entry {image.get('id')!r}: tokens_positive_eval[{index}] is not a list of "
@@ -261,10 +269,7 @@ def flickr_recall(predictions, queries: list[dict], ks=(1, 5, 10), iou_threshold
         if pred is None:
             missing += 1
             continue
-        image = query["image"]
-        frame = pred.get("frame") or (0.0, 0.0, 1.0, 1.0)
-        boxes = [to_pixels(b, image["width"], image["height"], frame)
-                 for b in phrase_boxes(pred["text"], query["phrase"], match)]
+        boxes = _pixel_boxes(pred, query["image"], query["phrase"], match)
         if not boxes:
             no_box += 1
             continue

@@ -77,7 +77,7 @@ def _clamp_box(box):
     return (x1, y1, max(x2, x1 + 1e-6), max(y2, y1 + 1e-6))
 
 
-def build_queries(task: str, images_dir: str, annotations: dict | None = None, questions: dict | None = None,
+def build_queries(task: str, images_dir: str, annotations: dict | str | None = None, questions: dict | None = None,
                   image_template: str = "COCO_{data_subtype}_{image_id:012d}.jpg") -> list[Query]:
     """The prompts of one task, from the benchmark's annotation files."""
     from kosmos.evalfiles import coco_entries
@@ -87,9 +87,14 @@ def build_queries(task: str, images_dir: str, annotations: dict | None = None, q
         return [Query(im["id"], _image_path(images_dir, im["file_name"]), rec_prompt(im["caption"]), task)
                 for im in annotations["images"]]
     if task == "flickr":
-        images, truth = coco_entries(annotations, "annotations")
+        if isinstance(annotations, (str, os.PathLike)):  # a Flickr30k Entities folder
+            from kosmos.score import flickr_source
+
+            images, truth, entities = flickr_source(str(annotations))
+        else:
+            (images, truth), entities = coco_entries(annotations, "annotations"), None
         return [Query(q["id"], _image_path(images_dir, q["image"]["file_name"]),
-                      flickr_prompt(q["prefix"], q["phrase"]), task) for q in flickr_queries(images, truth)]
+                      flickr_prompt(q["prefix"], q["phrase"]), task) for q in flickr_queries(images, truth, entities)]
     if task == "reg":
         gt = {a["image_id"]: a for a in annotations["annotations"]}
         queries, seen = [], set()

@@ -168,3 +168,13 @@ def test_bad_vqa_results_are_one_line_errors(tmp_path, capsys, results, message)
         code, result, _ = run(capsys, ["score", "vqa", "--predictions", good, "--annotations", annotations,
                                        "--questions", questions, "--vqa-eval", version])
         assert code == 0 and result["accuracy"] == accuracy and result["vqa_eval"] == version
+
+
+def test_predict_flickr_queries_from_the_xml_folder_match_the_json(flickr_dir):
+    from kosmos.predict import build_queries
+
+    from_xml = build_queries("flickr", "images", str(flickr_dir))
+    from_json = build_queries("flickr", "images", flickr_json())
+    assert [q.id for q in from_xml] == ["1_0_0", "1_0_1", "1_0_2"]
+    assert [(q.prompt, q.image_path) for q in from_xml] == [(q.prompt, q.image_path) for q in from_json]
+    assert from_xml[2].prompt == "<grounding>a man holds a dog near<phrase> a man</phrase>"
