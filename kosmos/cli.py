@@ -64,7 +64,7 @@ def _run_predict(args) -> int:
     import torch
 
     from kosmos.predict import build_queries, generate, load_model, write_predictions
-    from kosmos.score import read_json
+    from kosmos.evalfiles import load_json
     from kosmos.train import resolve_device
 
     if args.threads:
@@ -78,8 +78,8 @@ def _run_predict(args) -> int:
     if args.task == "flickr" and args.annotations and os.path.isdir(args.annotations):
         annotations = args.annotations  # a Flickr30k Entities folder (Sentences/ + Annotations/)
     else:
-        annotations = read_json(args.annotations) if args.annotations else None
-    questions = read_json(args.questions) if args.questions else None
+        annotations = load_json(args.annotations, "annotations") if args.annotations else None
+    questions = load_json(args.questions, "questions") if args.questions else None
     queries = build_queries(args.task, args.images, annotations, questions, args.image_template)
     if args.limit:
         queries = queries[: args.limit]

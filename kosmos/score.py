@@ -14,10 +14,6 @@ from kosmos.evalfiles import (FlickrEntities, Predictions, coco_entries, flickr_
                               read_predictions)
 
 
-def read_json(path) -> Any:
-    return load_json(path)
-
-
 def _check_known(predictions: Predictions, keys, count: int, path) -> None:
     unknown = predictions.unknown(keys, count)
     if unknown:
