@@ -15,6 +15,7 @@ import pytest
 from grit_pipeline import status as S
 from grit_pipeline.pipeline import PipelineConfig, collect_totals, run_pipeline, run_stage
 from grit_pipeline.record import GRIT_SCHEMA, GritRecord
+from grit_pipeline.serialize import grounded_text
 from tests.fixtures_shards import healthy_samples, write_broken_world, write_shard
 
 REPO = Path(__file__).resolve().parents[1]
@@ -149,7 +150,9 @@ def test_output_schema_tar_and_stats(broken_build):
     with tarfile.open(output / "00000.tar") as tar:
         names = tar.getnames()
         for row in rows:
-            GritRecord.from_dict(row)  # valid GrIT-20M record
+            record = GritRecord.from_dict(row)  # valid GrIT-20M record
+            # the released loader's location cells by default (cell_rule="official")
+            assert row["grounded_text"] == grounded_text(record, cell_rule="official")
             assert {f"{row['key']}.jpg", f"{row['key']}.json", f"{row['key']}.txt"} <= set(names)
             record = json.loads(tar.extractfile(f"{row['key']}.json").read())
             assert record["noun_chunks"] == row["noun_chunks"] and record["status"] == S.GROUNDED
