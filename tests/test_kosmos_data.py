@@ -251,3 +251,14 @@ def test_training_text_crops_before_dropping_contained_expressions():
                                  DataConfig(grounding_prob=1.0, cell_rule=rule), random.Random(0))
              for rule in ("official", "transformers")}
     assert "<patch_index_0528>" in cells["official"] and "<patch_index_0495>" in cells["transformers"]
+
+
+def test_kosmos_train_cell_rule_flag_reaches_the_data_config():
+    from grit_pipeline.config_flags import config_from_args, config_options
+    from kosmos.cli import build_parser
+    from kosmos.train import TrainConfig
+
+    assert DataConfig().cell_rule == "official"
+    args = build_parser().parse_args(["train", "--data", "x", "--output", "y", "--cell-rule", "transformers"])
+    config = config_from_args(TrainConfig, args, data_options=config_options(DataConfig, args))
+    assert DataConfig(**config.data_options).cell_rule == "transformers"
