@@ -3,7 +3,7 @@
 Each case runs in a fresh Python process that imports the pipeline and reads one shard with
 ``read_input_shard`` (what a pipeline worker does per shard), then reports its peak RSS
 (``ru_maxrss``). Cases: a normal shard; a 20 KiB tar whose GNU sparse member declares 1 GiB; a gzip tar
-(a few MiB) whose member inflates to 1 GiB. ``unbounded_read`` is the same sparse shard read the way a
+(a few MiB) whose member inflates to 1 GiB; a gzip tar whose pax header record inflates to 1 GiB. ``unbounded_read`` is the same sparse shard read the way a
 plain ``tarfile`` loop reads (``extractfile().read()``), for comparison. The gallery's image read
 (``views.dataset.read_images``) on the sparse tar is measured too.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tarfile
 import tempfile
 from pathlib import Path
 
@@ -59,10 +60,13 @@ def run() -> dict:
             tar_bytes([("big.txt", b"a dog on a mat"), sparse_member("big.jpg", GIB)]))
         (tmp / "gzip").mkdir()
         (tmp / "gzip" / "00000.tar").write_bytes(gzip_tar_declaring("big.jpg", GIB))
-        sizes = {name: (tmp / name / "00000.tar").stat().st_size for name in ("normal", "sparse", "gzip")}
+        (tmp / "pax").mkdir()
+        (tmp / "pax" / "00000.tar").write_bytes(gzip_tar_declaring("././@PaxHeader", GIB, kind=tarfile.XHDTYPE))
+        sizes = {name: (tmp / name / "00000.tar").stat().st_size for name in ("normal", "sparse", "gzip", "pax")}
         normal = _measure("ingest", tmp / "normal")
         sparse = _measure("ingest", tmp / "sparse")
         gzipped = _measure("ingest", tmp / "gzip")
+        pax = _measure("ingest", tmp / "pax")
         gallery = _measure("gallery", tmp / "sparse")
         unbounded = _measure("unbounded", tmp / "sparse")
     return {
@@ -70,9 +74,11 @@ def run() -> dict:
         "normal_shard_peak_rss_mb": normal["peak_rss_mb"],
         "sparse_1gib_member_peak_rss_mb": sparse["peak_rss_mb"],
         "gzip_1gib_member_peak_rss_mb": gzipped["peak_rss_mb"],
+        "gzip_1gib_pax_header_peak_rss_mb": pax["peak_rss_mb"],
         "gallery_read_sparse_peak_rss_mb": gallery["peak_rss_mb"],
-        "statuses": {"sparse": sparse["detail"], "gzip": gzipped["detail"]},
-        "excess_over_normal_mb": round(max(sparse["peak_rss_mb"], gzipped["peak_rss_mb"]) - normal["peak_rss_mb"], 1),
+        "statuses": {"sparse": sparse["detail"], "gzip": gzipped["detail"], "pax": pax["detail"]},
+        "excess_over_normal_mb": round(max(sparse["peak_rss_mb"], gzipped["peak_rss_mb"], pax["peak_rss_mb"])
+                                       - normal["peak_rss_mb"], 1),
         "unbounded_read_sparse_peak_rss_mb": unbounded["peak_rss_mb"],
     }
 

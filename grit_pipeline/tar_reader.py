@@ -1,13 +1,16 @@
 """The one reader of webdataset tars: the pipeline's input, the views and the Kosmos-2 loader all use it.
 
 webdataset's conventions (``webdataset.tariterators``): members are grouped into samples by key, the
-key being the member path up to the first dot of its file name (``base_plus_ext``), extensions lower
-case, ``__meta__`` members skipped; URLs are opened with ``webdataset.gopen``. What webdataset's own
-``tar_file_iterator`` does not give, and hostile shards need, lives here:
+key being the member path up to the first dot of its file name (``base_plus_ext``; its pattern is
+repeated here because importing ``webdataset`` imports torch, about 470 MB in every pipeline worker that
+reads a tar, and a test keeps the two equal), extensions lower case, ``__meta__`` members skipped; URLs
+are opened with ``webdataset.gopen``. What webdataset's own ``tar_file_iterator`` does not give, and
+hostile shards need, lives here:
 
 - Bounded reads: a member larger than ``max_member_bytes`` is skipped from its header, before any of its
   bytes are read (a 20 KiB tar with a GNU sparse member, or a 1 MiB gzip tar, can each declare 1 GiB).
-  Tars are always read as a stream (``r|*``), compressed ones included, so skipping costs no memory.
+  Tars are always read as a stream (``r|*``), compressed ones included, so skipping costs no memory; a
+  header that asks for more metadata than that (a pax or long-name record of gigabytes) ends the shard.
 - Safe keys: ``key_problem`` says why a key is not a plain file name (``../x``, ``/etc/x``, control
   characters, over-long); callers turn such keys into ``bad_key`` rejects and never write them.
 - One error rule: a shard that cannot be opened, a broken header or a member cut short ends the shard;
@@ -16,12 +19,11 @@ case, ``__meta__`` members skipped; URLs are opened with ``webdataset.gopen``. W
 """
 from __future__ import annotations
 
+import re
 import tarfile
 import unicodedata
 from dataclasses import dataclass, field
 from typing import IO, Any, Callable, Iterator
-
-from webdataset.tariterators import base_plus_ext
 
 from grit_pipeline.limits import MAX_KEY_BYTES, MAX_MEMBER_BYTES
 
@@ -30,12 +32,16 @@ IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")
 DEFAULT_MAX_MEMBER_BYTES = MAX_MEMBER_BYTES
 
 
+# webdataset.tariterators.base_plus_ext's pattern: key = path up to the first dot of the file name.
+_MEMBER_NAME = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")
+
+
 def split_member(name: str) -> tuple[str | None, str]:
     """webdataset's rule: (key, lower-case extension); (None, "") for a name without one."""
-    key, ext = base_plus_ext(name)
-    if key is None:
+    match = _MEMBER_NAME.match(name)
+    if not match:
         return None, ""
-    return key, ext.lower()
+    return match.group(1), match.group(2).lower()
 
 
 def key_problem(key: Any) -> str | None:
@@ -97,13 +103,15 @@ class TarReader:
         member_key = None
         stream = None
         try:
-            if isinstance(self.source, str):
-                from webdataset.gopen import gopen
+            if isinstance(self.source, str) and ("://" in self.source or self.source.startswith("pipe:")):
+                from webdataset.gopen import gopen  # imports torch: only for URLs
 
                 stream = gopen(self.source, "rb")
+            elif isinstance(self.source, str):
+                stream = open(self.source, "rb")
             else:
                 stream = self.source
-            with tarfile.open(fileobj=stream, mode="r|*") as tar:
+            with _open_stream(stream, self.max_member_bytes) as tar:
                 for info in tar:
                     tar.members = []  # stream mode keeps every header otherwise
                     if not info.isreg():
@@ -145,3 +153,38 @@ class TarReader:
                     pass
         if current is not None:
             yield current
+
+
+class _BoundedReads:
+    """The decompressed tar stream, refusing any single read larger than ``limit`` bytes.
+
+    ``tarfile`` reads a member's data, a pax header or a GNU long name with one ``read(size)`` of the size
+    its header declares; members over the limit are skipped (``seek``, in small blocks) before that, so
+    only a crafted metadata record can ask for more, and it ends the shard instead of filling memory.
+    """
+
+    def __init__(self, stream, limit: int):
+        self._stream, self._limit = stream, limit
+
+    def read(self, size=-1):
+        if size is None or size < 0 or size > self._limit:
+            raise tarfile.ReadError(f"a tar header declares {size} bytes to read at once (limit {self._limit})")
+        return self._stream.read(size)
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+def _open_stream(fileobj: IO[bytes], max_member_bytes: int | None) -> tarfile.TarFile:
+    """``tarfile.open(fileobj=..., mode="r|*")``, with single reads bounded by ``max_member_bytes``."""
+    if max_member_bytes is None or not hasattr(tarfile, "_Stream"):
+        return tarfile.open(fileobj=fileobj, mode="r|*")
+    # What tarfile.open does for "r|*", with the decompressed stream wrapped (512: one header block).
+    stream = tarfile._Stream(None, "r", "*", fileobj, tarfile.RECORDSIZE)
+    try:
+        tar = tarfile.TarFile(None, "r", _BoundedReads(stream, max(max_member_bytes, 1 << 20) + 512))
+    except BaseException:
+        stream.close()
+        raise
+    tar._extfileobj = False
+    return tar

@@ -29,11 +29,13 @@ def sparse_member(name: str, declared: int = GIB) -> tuple[str, bytes, dict]:
     return name, b"\0" * 10, {"GNU.sparse.map": "0,10", "GNU.sparse.size": str(declared)}
 
 
-def gzip_tar_declaring(name: str, declared: int) -> bytes:
-    """A gzip tar holding one member of ``declared`` zero bytes (1 GiB compresses to a few MiB at level 1)."""
+def gzip_tar_declaring(name: str, declared: int, kind: bytes = tarfile.REGTYPE) -> bytes:
+    """A gzip tar holding one member of ``declared`` zero bytes (1 GiB compresses to a few MiB at level 1);
+    ``kind=tarfile.XHDTYPE`` makes it a pax header record that size instead."""
     import gzip
 
     header = tarfile.TarInfo(name)
+    header.type = kind
     header.size = declared
     out = io.BytesIO()
     with gzip.GzipFile(fileobj=out, mode="wb", compresslevel=1, mtime=0) as gz:

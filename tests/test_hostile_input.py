@@ -30,6 +30,11 @@ def test_reader_groups_members_by_key_with_webdataset_rules():
                                                    ("b", {"seg.png": b"B", "txt": b"t"})]
     assert reader.error is None and samples[0].image() == ("jpg", b"A") and samples[1].image() is None
     assert split_member("dir/x.tar.gz") == ("dir/x", "tar.gz") and split_member(".hidden") == (None, "")
+    from webdataset.tariterators import base_plus_ext
+
+    for name in ("a.jpg", "dir/x.tar.gz", "a.b.C", ".hidden", "noext", "d.ir/x", "x.", "../../y.txt", "/abs/z.png"):
+        key, ext = base_plus_ext(name)
+        assert split_member(name) == ((key, ext.lower()) if key is not None else (None, "")), name
     assert IMAGE_EXTENSIONS[0] == "jpg"
 
 
@@ -42,6 +47,9 @@ def test_reader_skips_members_declaring_more_than_the_limit_before_reading_them(
     gz = gzip_tar_declaring("z.jpg", 8 * MIB)  # compressed: streamed, skipped under the same limit
     (only,) = list(TarReader(io.BytesIO(gz), max_member_bytes=MIB))
     assert only.oversize == {"jpg": 8 * MIB} and only.files == {}
+    pax = gzip_tar_declaring("././@PaxHeader", 8 * MIB, kind=tarfile.XHDTYPE)  # metadata tarfile reads whole
+    reader = TarReader(io.BytesIO(pax), max_member_bytes=MIB)
+    assert list(reader) == [] and "declares 8388608 bytes to read at once" in reader.error
 
 
 def test_reader_turns_broken_tars_into_an_error_and_keeps_what_came_before():
