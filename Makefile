@@ -1,11 +1,11 @@
 # grit: every target installs what it needs first (make setup is idempotent).
+# Every command runs as `$(PY) -m MODULE`: the pipeline stages through their stages/ entry points,
+# the other commands through `grit_pipeline` (= the `grit` command) and `kosmos` (= the `kosmos` command).
 SHELL := /bin/bash
 export NO_ALBUMENTATIONS_UPDATE := 1
 PYTHON_BOOT ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-GRIT := $(VENV)/bin/grit
-KOSMOS := $(VENV)/bin/kosmos
 STAMP := $(VENV)/.installed
 
 # Pipeline variables (override on the command line: make ground INPUT=... OUTPUT=...)
@@ -89,7 +89,7 @@ write: setup
 	$(PY) -m stages.write $(PIPELINE_FLAGS)
 
 stats: setup
-	$(GRIT) stats "$(OUTPUT)"
+	$(PY) -m grit_pipeline stats "$(OUTPUT)"
 
 # Cluster (docs/cluster.md): submit `grit run` as a Ray job to a running cluster, token auth on.
 # make submit INPUT=s3://.../shards OUTPUT=s3://.../grit DETECTOR=hf MODEL=IDEA-Research/grounding-dino-base
@@ -116,10 +116,10 @@ TRUTH ?=
 .PHONY: gallery report
 
 gallery: setup
-	$(GRIT) gallery "$(DIR)" --sample $(SAMPLE) $(GALLERY_ARGS)
+	$(PY) -m grit_pipeline gallery "$(DIR)" --sample $(SAMPLE) $(GALLERY_ARGS)
 
 report: setup
-	$(GRIT) report "$(DIR)" $(if $(TRUTH),--truth "$(TRUTH)")
+	$(PY) -m grit_pipeline report "$(DIR)" $(if $(TRUTH),--truth "$(TRUTH)")
 
 # The demo detector (docs/detectors.md, "The demo detector"): retrain the checkpoint that ships
 # in the package, on CPU (<= 20 min on 2 idle cores). make demo-detector [DEMO_DETECTOR_ARGS='--steps 1000']
@@ -127,7 +127,7 @@ DEMO_DETECTOR_ARGS ?=
 .PHONY: demo-detector
 
 demo-detector: setup
-	$(PY) scripts/train_demo_detector.py --output grit_pipeline/data/demo_detector.pt $(DEMO_DETECTOR_ARGS)
+	$(PY) -m grit_pipeline.detectors.demo_train --output grit_pipeline/data/demo_detector.pt $(DEMO_DETECTOR_ARGS)
 
 # Companion (docs/companion.md): train on a build, predict, score.
 # make train [DATA=$(OUTPUT)] [RUN=kosmos_out/run] [PRESET=tiny|small|paper] [TRAIN_ARGS='--steps 2000 --init DIR']
@@ -146,15 +146,15 @@ PREDICT_ARGS ?=
 .PHONY: train predict score e2e
 
 train: setup
-	$(KOSMOS) train --data "$(DATA)" --output "$(RUN)" --preset $(PRESET) \
+	$(PY) -m kosmos train --data "$(DATA)" --output "$(RUN)" --preset $(PRESET) \
 		$(if $(RAY_ADDRESS),--ray-address "$(RAY_ADDRESS)") $(TRAIN_ARGS)
 
 predict: setup
-	$(KOSMOS) predict $(TASK) --model "$(RUN)" --images "$(IMAGES)" --output "$(PREDICTIONS)" \
+	$(PY) -m kosmos predict $(TASK) --model "$(RUN)" --images "$(IMAGES)" --output "$(PREDICTIONS)" \
 		$(if $(ANNOTATIONS),--annotations "$(ANNOTATIONS)") $(if $(QUESTIONS),--questions "$(QUESTIONS)") $(PREDICT_ARGS)
 
 score: setup
-	$(KOSMOS) score $(TASK) --predictions "$(PREDICTIONS)" --annotations "$(ANNOTATIONS)" \
+	$(PY) -m kosmos score $(TASK) --predictions "$(PREDICTIONS)" --annotations "$(ANNOTATIONS)" \
 		$(if $(QUESTIONS),--questions "$(QUESTIONS)")
 
 e2e: setup

@@ -31,12 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module_name in COMMANDS:
-        try:
-            module = importlib.import_module(f"grit_pipeline.commands.{module_name}")
-        except ModuleNotFoundError as error:
-            if error.name == f"grit_pipeline.commands.{module_name}":
-                continue  # command not built yet
-            raise
+        module = importlib.import_module(f"grit_pipeline.commands.{module_name}")
         sub = subparsers.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(sub)
         sub.set_defaults(_run=module.run)

@@ -86,7 +86,7 @@ def test_clear_errors_for_bad_checkpoints(tmp_path):
 
 @pytest.mark.slow
 def test_training_script_writes_a_loadable_checkpoint(tmp_path):
-    from grit_pipeline.synth.train import train
+    from grit_pipeline.detectors.demo_train import train
 
     summary = train(tmp_path / "tiny.pt", images=64, steps=3, batch_size=8, threads=1, log_every=1, workers=1)
     assert summary["steps"] == 3 and (tmp_path / "tiny.pt").is_file()

@@ -1,6 +1,7 @@
 """The words of the synthetic world: shapes, colours, sizes, backgrounds and the distractor phrases.
 
-One source of truth for the scene renderer, the caption templates and the demo detector's vocabulary.
+One source of truth for the scene renderer, the caption templates and the demo detector's vocabulary
+(``grit_pipeline.detectors`` uses this package, never the other way round).
 """
 from __future__ import annotations
 

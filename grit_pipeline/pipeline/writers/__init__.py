@@ -1,8 +1,9 @@
 """Per-shard writers of a GRIT build, interchangeable small modules.
 
 Each writer module defines ``filename(shard) -> str`` and ``write(samples, file, context)``; the shard
-committer (``..sink``) gives every writer the shard's finished samples sorted by key and a binary file
-that is committed atomically. Add a writer by adding a module and listing it in ``DEFAULT_WRITERS``.
+committer (``pipeline.shards.BuildSink``) gives every writer the shard's finished samples sorted by key and
+a binary file that is committed atomically. Add a writer by adding a module and listing it in
+``DEFAULT_WRITERS``.
 """
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ AdamW loop with a cosine schedule. Targets, FCOS-style: the grid cells near an o
 box and align with every phrase that names it; all other (cell, phrase) pairs are negatives, including
 absent things, pronouns, backgrounds and hard negatives (right shape, wrong colour and vice versa).
 
-``python scripts/train_demo_detector.py --output grit_pipeline/data/demo_detector.pt`` (``make demo-detector``).
+``python -m grit_pipeline.detectors.demo_train --output grit_pipeline/data/demo_detector.pt`` (``make demo-detector``).
 """
 from __future__ import annotations
 
@@ -25,11 +25,11 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision.ops import box_iou, generalized_box_iou_loss
 
-from ..detectors.demo import INPUT_SIZE, DemoGroundingModel, WordVocabulary, save_checkpoint
-from .captions import OBJECT
-from .scene import Scene
-from .vocab import COLOURS, COUNT_WORDS, LARGE_WORDS, PLURAL, SHAPES, SMALL_WORDS, article, vocabulary
-from .writer import make_sample
+from ..synth.captions import OBJECT
+from ..synth.scene import Scene
+from ..synth.vocab import COLOURS, COUNT_WORDS, LARGE_WORDS, PLURAL, SHAPES, SMALL_WORDS, article, vocabulary
+from ..synth.writer import make_sample
+from .demo import INPUT_SIZE, DemoGroundingModel, WordVocabulary, save_checkpoint
 
 MAX_OBJECTS = 5
 MAX_PHRASES = 12

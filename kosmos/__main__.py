@@ -1,0 +1,6 @@
+"""``python -m kosmos`` = the ``kosmos`` command."""
+import sys
+
+from kosmos.cli import main
+
+sys.exit(main())

@@ -1,0 +1,90 @@
+"""The packages and modules of grit_pipeline/ import each other in one direction only (no cycle).
+
+Every import counts, also those inside functions (heavy imports are deferred there, but a deferred import
+still ties two packages together).
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import grit_pipeline
+
+ROOT = Path(grit_pipeline.__file__).parent
+
+
+def _unit(module: str) -> str | None:
+    """``grit_pipeline.detectors.demo`` -> ``detectors``: the top-level package or module it belongs to."""
+    parts = module.split(".")
+    if parts[0] != "grit_pipeline" or len(parts) < 2:
+        return None
+    name = parts[1]
+    return name if (ROOT / name / "__init__.py").exists() or (ROOT / f"{name}.py").exists() else None
+
+
+def _imported_modules(path: Path) -> set[str]:
+    relative = path.relative_to(ROOT.parent).with_suffix("").parts
+    package = relative[:-1]  # the package a relative import in this file starts from
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = list(package[: len(package) - node.level + 1]) if node.level else []
+            module = ".".join(base + ([node.module] if node.module else []))
+            found.add(module)
+            found.update(f"{module}.{alias.name}" for alias in node.names)  # `from . import x`
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Edges between the top-level units of grit_pipeline/ (subpackages and modules)."""
+    graph: dict[str, set[str]] = {}
+    for path in ROOT.rglob("*.py"):
+        source = _unit(".".join(path.relative_to(ROOT.parent).with_suffix("").parts))
+        if source is None:
+            continue
+        for module in _imported_modules(path):
+            target = _unit(module)
+            if target is not None and target != source:
+                graph.setdefault(source, set()).add(target)
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle as a path ``[a, b, ..., a]``, or None."""
+    state: dict[str, str] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = "open"
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == "open":
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state:
+                cycle = visit(nxt)
+                if cycle:
+                    return cycle
+        stack.pop()
+        state[node] = "done"
+        return None
+
+    for node in sorted(graph):
+        if node not in state:
+            cycle = visit(node)
+            if cycle:
+                return cycle
+    return None
+
+
+def test_no_import_cycle_between_grit_pipeline_packages():
+    graph = import_graph()
+    assert "detectors" in graph and "pipeline" in graph  # the walk sees the real packages
+    cycle = find_cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": {"c"}}) is None
