@@ -14,7 +14,7 @@ from PIL import Image
 from grit_pipeline import status as st
 from grit_pipeline.cli import main as grit_main
 from grit_pipeline.views.dataset import Dataset, DatasetError, read_images
-from grit_pipeline.views.fixtures import (
+from tests.fixtures_views import (
     HOSTILE_CAPTION, HOSTILE_REASON, HOSTILE_URL, write_example_build, write_example_grit20m,
 )
 from grit_pipeline.views.gallery import (
@@ -87,7 +87,7 @@ def test_gallery_draws_every_stored_box_at_its_coordinates(example, tmp_path):
     no_box = shown["000000004"]
     assert box_styles(no_box)[("dropped", 0)] == pytest.approx((30, 30, 30, 30), abs=1e-3)
     assert 'title="a blue ball · score 0.520 (dropped)"' in no_box
-    assert "no box scored above 0.65" in no_box and "<b>ground</b>" in no_box
+    assert "no box scored above 0.65" in no_box and "<b>expand</b>" in no_box  # the stage that applies the threshold
     # images embedded as data URIs (EXIF-applied thumbnails); missing ones explained
     assert no_box.count('<img src="data:image/jpeg;base64,') == 1
     assert "not downloaded" in shown["000000007"]

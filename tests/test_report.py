@@ -10,7 +10,7 @@ from PIL import Image
 from grit_pipeline import status as st
 from grit_pipeline.cli import main as grit_main
 from grit_pipeline.views.dataset import Dataset
-from grit_pipeline.views.fixtures import HOSTILE_REASON, write_example_build, write_example_grit20m
+from tests.fixtures_views import HOSTILE_REASON, write_example_build, write_example_grit20m
 from grit_pipeline.views.report import PAPER_TOTALS, collect, write_report
 
 PLOTS = ("box_scores", "boxes_per_image", "expression_words", "spans_per_caption", "drops_per_stage")

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from grit_pipeline.views.chromium import Chromium, find_chromium
-from grit_pipeline.views.fixtures import (
+from tests.fixtures_views import (
     HOSTILE_CAPTION, HOSTILE_REASON, write_example_build, write_example_grit20m,
 )
 from grit_pipeline.views.gallery import write_gallery

@@ -1,7 +1,8 @@
-"""Tiny datasets in both layouts the views read, for tests and for trying the views without a build.
+"""Tiny datasets in both layouts the views read, for the gallery, report and browser tests.
 
-``write_example_build(root)`` writes ``root/inputs`` (img2dataset input shard) and ``root/build`` (a GRIT
-build in the docs/DESIGN.md output layout, with grounded rows, rejects of several statuses, stats and
+``write_example_build(root)`` writes ``root/inputs/00000.tar`` (an img2dataset input shard, through the
+test shard writer) and ``root/build`` (a one-shard GRIT build written by the pipeline's own shard committer
+and writers, with grounded rows, rejects of several statuses, stats, the ``.done`` marker and
 ``_run.json``); ``write_example_grit20m(root)`` writes img2dataset shards as a GrIT-20M download leaves
 them. Both return the records they wrote so a test can compare what a page shows with what is stored.
 Images are drawn with PIL: each object is a filled rectangle exactly where its box says.
@@ -19,8 +20,13 @@ import pyarrow.parquet as pq
 from PIL import Image, ImageDraw
 
 from grit_pipeline import status as st
-from grit_pipeline.record import GRIT_SCHEMA, GritRecord
-from grit_pipeline.serialize import select_entities
+from grit_pipeline.pipeline.api import RunSummary, write_run_files
+from grit_pipeline.pipeline.config import PipelineConfig
+from grit_pipeline.pipeline.sample import new_sample
+from grit_pipeline.pipeline.shards import BuildSink
+from grit_pipeline.record import GritRecord
+from grit_pipeline.serialize import grounded_text
+from tests.fixtures_shards import write_shard
 
 HOSTILE_CAPTION = ('<img src=x onerror="window.__pwned=1">a red box <script>window.__pwned=2</script>'
                    ' & "quoted" </p><b>bold?</b> \u2028{cards}')
@@ -96,86 +102,61 @@ def _grounded_examples() -> list[dict[str, Any]]:
 
 def write_example_build(root: str | Path, threshold: float = 0.65) -> dict[str, Any]:
     """Write ``root/inputs/00000.tar`` and a one-shard build in ``root/build``; return
-    {"build", "inputs", "grounded": [records], "dropped": {key: spans}, "rejects": [rows],
+    {"build", "inputs", "truth", "grounded": [records], "dropped": {key: spans}, "rejects": [rows],
     "with_image": [keys whose image can be shown]}."""
     root = Path(root)
     inputs, build = root / "inputs", root / "build"
-    inputs.mkdir(parents=True, exist_ok=True)
-    build.mkdir(parents=True, exist_ok=True)
     grounded = _grounded_examples()
     no_box_caption = "a blue ball that nobody detected"
     rejects = [
-        dict(key="000000004", status=st.NO_BOX, stage="ground", caption=no_box_caption,
-             reason="no box scored above 0.65",
+        dict(key="000000004", status=st.NO_BOX, stage="expand", caption=no_box_caption,
+             reason=f"no box scored above {threshold} (best 0.520)",
              dropped_boxes=[_span(no_box_caption, "a blue ball", (0.3, 0.3, 0.6, 0.6), 0.52)],
              objects=[("blue", (0.3, 0.3, 0.6, 0.6))], width=240, height=240),
-        dict(key="000000005", status=st.DECODE_ERROR, stage="decode", caption="a broken picture",
+        dict(key="000000005", status=st.DECODE_ERROR, stage="ground", caption="a broken picture",
              reason="cannot identify image file", dropped_boxes=[], corrupt=True),
-        dict(key="000000006", status=st.BAD_CAPTION, stage="spans", caption=None,
+        dict(key="000000006", status=st.BAD_CAPTION, stage="noun_chunks", caption=None,
              reason=HOSTILE_REASON, dropped_boxes=[], objects=[("green", (0.1, 0.1, 0.9, 0.9))],
              width=200, height=150),
         dict(key="000000007", status=st.DOWNLOAD_ERROR, stage="ingest", caption="a picture never fetched",
-             reason="img2dataset: HTTP Error 404", dropped_boxes=[], missing=True),
+             reason="img2dataset status failed_to_download: HTTP Error 404", dropped_boxes=[], missing=True),
     ]
-    # input shard (img2dataset layout): every sample with an image, as the pipeline read it
-    with tarfile.open(inputs / "00000.tar", "w") as tar:
-        for item in grounded + rejects:
-            if item.get("missing"):
-                continue
-            data = b"\xff\xd8 not really a jpeg" if item.get("corrupt") else _image(
+    for item in grounded + rejects:
+        item.setdefault("url", f"https://example.com/{item['key']}.jpg")
+        if not item.get("missing"):
+            item["image"] = b"\xff\xd8 not really a jpeg" if item.get("corrupt") else _image(
                 item["width"], item["height"], item["objects"])
-            _add(tar, f"{item['key']}.jpg", data)
-            _add(tar, f"{item['key']}.txt", (item.get("caption") or "").encode())
-            _add(tar, f"{item['key']}.json", json.dumps({"key": item["key"], "caption": item.get("caption"),
-                                                          "status": "success"}).encode())
-    # build shard
-    records = []
-    with tarfile.open(build / "00000.tar", "w") as tar:
-        for item in grounded:
-            record = GritRecord(key=item["key"], caption=item["caption"], width=item["width"],
-                                height=item["height"], noun_chunks=item["noun_chunks"], ref_exps=item["ref_exps"],
-                                id=int(item["key"]), url=item.get("url", f"https://example.com/{item['key']}.jpg"))
-            record.validate()
-            records.append(record)
-            _add(tar, f"{item['key']}.jpg", _image(item["width"], item["height"], item["objects"]))
-            _add(tar, f"{item['key']}.json", json.dumps({**record.to_dict(), "status": st.GROUNDED}).encode())
-            _add(tar, f"{item['key']}.txt", item["caption"].encode())
-    rows = []
-    for item, record in zip(grounded, records):
-        rows.append({**record.to_dict(), "grounded_text": "", "status": st.GROUNDED,
-                     "source_shard": str(inputs / "00000.tar"), "dropped_boxes": item["dropped_boxes"]})
-    schema = GRIT_SCHEMA.append(pa.field("grounded_text", pa.string())).append(
-        pa.field("status", pa.string())).append(pa.field("source_shard", pa.string())).append(
-        pa.field("dropped_boxes", pa.list_(pa.list_(pa.float64()))))
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), build / "00000.parquet")
-    reject_rows = [{"key": r["key"], "status": r["status"], "reason": r["reason"], "stage": r["stage"],
-                    "caption": r["caption"], "url": f"https://example.com/{r['key']}.jpg",
-                    "source_shard": "00000.tar", "dropped_boxes": r["dropped_boxes"]} for r in rejects]
-    reject_schema = pa.schema([("key", pa.string()), ("status", pa.string()), ("reason", pa.string()),
-                               ("stage", pa.string()), ("caption", pa.string()), ("url", pa.string()),
-                               ("source_shard", pa.string()),
-                               ("dropped_boxes", pa.list_(pa.list_(pa.float64())))])
-    pq.write_table(pa.Table.from_pylist(reject_rows, schema=reject_schema), build / "00000_rejects.parquet")
-    scores = [s[6] for item in grounded for s in item["noun_chunks"] + item["dropped_boxes"]]
-    scores += [s[6] for r in rejects for s in r["dropped_boxes"]]
-    counts = [0] * 20
-    for score in scores:
-        counts[min(int(score * 20), 19)] += 1
-    counts_by_status: dict[str, int] = {st.GROUNDED: len(grounded)}
-    for r in rejects:
-        counts_by_status[r["status"]] = counts_by_status.get(r["status"], 0) + 1
-    stats = {"shard": "00000", "input": str(inputs / "00000.tar"), "counts": counts_by_status,
-             "boxes": sum(len(i["noun_chunks"]) for i in grounded),
-             "images": len(grounded), "samples": len(grounded) + len(rejects),
-             "spans": sum(len(select_entities(r, min_score=threshold)) for r in records),
-             "span_words": sum(len(r.caption[e.start:e.end].split()) for r in records
-                               for e in select_entities(r, min_score=threshold)),
-             "score_histogram": {"edges": [i / 20 for i in range(21)], "counts": counts},
-             "timings_s": {"decode": 0.01, "spans": 0.02, "ground": 0.1}}
-    (build / "00000_stats.json").write_text(json.dumps(stats))
-    (build / "00000.done").write_text("")
-    (build / "_run.json").write_text(json.dumps({"input": str(inputs), "box_threshold": threshold,
-                                                 "nms_iou": 0.6, "detector": "example"}))
+    # the input shard, as img2dataset writes it (every sample, the failed download only in the parquet)
+    write_shard(inputs, "00000", [
+        {"key": item["key"], "caption": item["caption"], "image": item.get("image"), "url": item["url"],
+         "width": item.get("width", 48), "height": item.get("height", 32),
+         **({"status": "failed_to_download", "error_message": "HTTP Error 404"} if item.get("missing") else {})}
+        for item in grounded + rejects])
+    # the build, through the pipeline's shard committer: finished samples as the stages leave them
+    config = PipelineConfig(input=str(inputs), output=str(build), box_threshold=threshold, detector="noop",
+                            engine="local", progress=False)
+    records, samples = [], []
+    for item in grounded:
+        record = GritRecord(key=item["key"], caption=item["caption"], width=item["width"], height=item["height"],
+                            noun_chunks=item["noun_chunks"], ref_exps=item["ref_exps"], id=int(item["key"]),
+                            url=item["url"])
+        record.validate()
+        records.append(record)
+        samples.append(new_sample(
+            key=item["key"], source_shard="00000", caption=item["caption"], url=item["url"], id=int(item["key"]),
+            image_bytes=item["image"], image_ext="jpg", width=item["width"], height=item["height"],
+            status=st.GROUNDED, stage="expand", noun_chunks=item["noun_chunks"], ref_exps=item["ref_exps"],
+            dropped_boxes=item["dropped_boxes"], grounded_text=grounded_text(record, min_score=threshold),
+            seconds={"noun_chunks": 0.005, "ground": 0.025, "expand": 0.001}))
+    for item in rejects:
+        samples.append(new_sample(
+            key=item["key"], source_shard="00000", caption=item["caption"], url=item["url"],
+            width=item.get("width"), height=item.get("height"), status=item["status"], reason=item["reason"],
+            stage=item["stage"], dropped_boxes=item["dropped_boxes"]))
+    sink = BuildSink(config)
+    sink.write("00000", samples, config.params_through("write"), str(inputs / "00000"))
+    summary = RunSummary(output=str(build), shards_total=1, shards_written=["00000"], samples=len(samples))
+    write_run_files(config, summary, mode="fused")
     # truth (grit synth's format): the drawn objects of every sample with an image
     truth_lines = []
     for item in grounded + rejects:
@@ -191,7 +172,8 @@ def write_example_build(root: str | Path, threshold: float = 0.65) -> dict[str, 
     (root / "truth").mkdir(exist_ok=True)
     (root / "truth" / "00000.jsonl").write_text("\n".join(truth_lines) + "\n")
     return {"build": build, "inputs": inputs, "truth": root / "truth", "grounded": [r.to_dict() for r in records],
-            "dropped": {i["key"]: i["dropped_boxes"] for i in grounded}, "rejects": reject_rows,
+            "dropped": {i["key"]: i["dropped_boxes"] for i in grounded},
+            "rejects": pq.read_table(build / "00000_rejects.parquet").to_pylist(),
             "with_image": sorted(i["key"] for i in grounded + rejects if "objects" in i)}
 
 
