@@ -1,8 +1,10 @@
-"""Step 1.3-1.5 of GRIT: ground noun chunks in images, then class-agnostic NMS and the score threshold.
+"""GRIT step 1 (Kosmos-2 paper, section 2, step 1): ground noun chunks in images, then class-agnostic NMS and
+the score threshold.
 
-``filter_detections`` is the one place that applies the paper's post-processing, whatever the backend.
-``ground_batch`` is the stage function the pipeline calls per batch: plain inputs, plain results, one result
-(with a status) per image, never an exception for one bad sample.
+``filter_detections`` is the one place that applies the paper's post-processing, whatever the backend, and
+``threshold_detections`` the one place that turns it into an image's status (``grounded`` / ``no_box``).
+``detect_batch`` runs a detector over a batch (plain inputs, one result per image, never an exception for
+one bad sample); ``ground_batch`` is both steps for callers that want final statuses at once.
 """
 from __future__ import annotations
 
@@ -14,12 +16,13 @@ from grit_pipeline import status
 from grit_pipeline.detectors.base import Detection, Detector
 from grit_pipeline.images import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image
 
-# Spec 1.5: keep (chunk, box) pairs with score > 0.65 (calibrated for GLIP; Grounding DINO users ~0.35).
+# Kosmos-2 paper, section 2, step 1: keep (chunk, box) pairs with score > 0.65 (calibrated for GLIP;
+# Grounding DINO users threshold near 0.35).
 DEFAULT_BOX_THRESHOLD = 0.65
-# Spec 1.4: the paper never published the IoU of its class-agnostic NMS. We use 0.6, the IoU of GLIP's own
-# (per-class) test-time NMS in its ATSS head (MODEL.ATSS.NMS_TH), so the class-agnostic step behaves like
-# the detector the paper used; it removes duplicate boxes of one object found through different chunks
-# ("a dog" / "the animal") while keeping adjacent objects that overlap a little.
+# The paper never published the IoU of its class-agnostic NMS. We use 0.6, the IoU of GLIP's own (per-class)
+# test-time NMS in its ATSS head (MODEL.ATSS.NMS_TH), so the class-agnostic step behaves like the detector
+# the paper used; it removes duplicate boxes of one object found through different chunks ("a dog" /
+# "the animal") while keeping adjacent objects that overlap a little.
 DEFAULT_NMS_IOU = 0.6
 
 
@@ -33,25 +36,49 @@ def filter_detections(
     Returns ``(kept, dropped)``: the NMS survivors above the threshold and those at or below it, each in
     descending score order. Boxes suppressed by NMS appear in neither. Boxes with no area or non-finite
     values cannot be stored in a GRIT record and are discarded first. With greedy NMS, NMS-then-threshold
-    and threshold-then-NMS keep the same set (spec 1.5); NMS first lets ``dropped`` show what a lower
-    threshold would have kept.
+    and threshold-then-NMS keep the same set; NMS first lets ``dropped`` show what a lower threshold would
+    have kept.
     """
+    check_thresholds(box_threshold, nms_iou)
+    survivors = nms_survivors(detections, nms_iou)
+    kept = [d for d in survivors if d.score > box_threshold]
+    dropped = [d for d in survivors if d.score <= box_threshold]
+    return kept, dropped
+
+
+def nms_survivors(detections: Sequence[Detection], nms_iou: float = DEFAULT_NMS_IOU) -> list[Detection]:
+    """The storable detections that survive class-agnostic NMS, highest score first, whatever their score."""
     import torch
     from torchvision.ops import nms
 
-    check_thresholds(box_threshold, nms_iou)
     usable = [d for d in detections if _is_storable(d)]
     if not usable:
-        return [], []
+        return []
     # A canonical order first, so equal scores resolve the same way on every run.
     usable.sort(key=lambda d: (-d.score, d.phrase_index, d.box))
     boxes = torch.tensor([d.box for d in usable], dtype=torch.float64)
     scores = torch.tensor([d.score for d in usable], dtype=torch.float64)
     order = nms(boxes, scores, float(nms_iou)).tolist()  # survivors, highest score first
-    survivors = [usable[i] for i in order]
-    kept = [d for d in survivors if d.score > box_threshold]
-    dropped = [d for d in survivors if d.score <= box_threshold]
-    return kept, dropped
+    return [usable[i] for i in order]
+
+
+def threshold_detections(
+    detections: Sequence[Detection],
+    box_threshold: float = DEFAULT_BOX_THRESHOLD,
+    nms_iou: float = DEFAULT_NMS_IOU,
+) -> "GroundingResult":
+    """The paper's decision for one image's detections: ``grounded`` with the (chunk, box) pairs kept by
+    ``filter_detections``, or ``no_box`` with the reason when none scores above the threshold.
+
+    The one place that turns the threshold into a status (``ground_batch`` and the expand stage call it).
+    """
+    kept, dropped = filter_detections(detections, box_threshold, nms_iou)
+    if kept:
+        return GroundingResult(status.GROUNDED, None, kept=kept, dropped=dropped)
+    best = max((d.score for d in dropped), default=None)
+    reason = f"no box scored above {box_threshold}" + (
+        f" (best {best:.3f})" if best is not None else " (the detector returned no box)")
+    return GroundingResult(status.NO_BOX, reason, kept=kept, dropped=dropped)
 
 
 def check_thresholds(box_threshold: float, nms_iou: float) -> None:
@@ -72,9 +99,11 @@ def _is_storable(detection: Detection) -> bool:
 class GroundingResult:
     """What the grounding stage says about one image.
 
-    ``status`` is one of grounded / no_box / no_noun_chunks / decode_error / detector_error (status.py);
-    ``reason`` explains a reject; ``width``/``height`` are the decoded image's size (the boxes' frame),
-    None when the image was never decoded; ``kept``/``dropped`` come from ``filter_detections``.
+    ``status`` is one of grounded / no_box / no_noun_chunks / decode_error / detector_error (status.py),
+    or None from ``detect_batch`` for an image the detector saw (not yet thresholded); ``reason`` explains a
+    reject; ``width``/``height`` are the decoded image's size (the boxes' frame), None when the image was
+    never decoded; ``kept``/``dropped`` come from ``filter_detections``; ``detections`` are the raw
+    detections ``detect_batch`` got for the image.
     """
 
     status: str
@@ -83,6 +112,7 @@ class GroundingResult:
     height: int | None = None
     kept: list[Detection] = field(default_factory=list)
     dropped: list[Detection] = field(default_factory=list)
+    detections: list[Detection] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -105,16 +135,38 @@ def ground_batch(
     nms_iou: float = DEFAULT_NMS_IOU,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> list[GroundingResult]:
-    """Ground a batch: ``images[i]`` (a decoded RGB ``PIL.Image``, raw image bytes, None, or an image the
-    backend preprocessed ahead, e.g. ``detectors.hf.PreparedImage``) with its phrases
-    ``phrases[i]`` (the noun-chunk texts; a detection's ``phrase_index`` indexes this list).
+    """Ground a batch: ``detect_batch``, then ``threshold_detections`` for every image the detector saw.
 
-    Returns one ``GroundingResult`` per image, in order. Images without phrases get ``no_noun_chunks`` and are
-    never decoded nor sent to the detector; bytes that do not decode get ``decode_error``; the rest go to the
-    detector in one call (the backend batches them). If that call raises, each image is retried alone so
-    one bad sample gets ``detector_error`` (with the exception as reason) and the others still get grounded.
+    Returns one ``GroundingResult`` per image, in order, with its final status (grounded, no_box, or the
+    failure ``detect_batch`` found).
     """
     check_thresholds(box_threshold, nms_iou)
+    results = detect_batch(images, phrases, detector, max_pixels=max_pixels)
+    for i, result in enumerate(results):
+        if result.status is None:
+            decided = threshold_detections(result.detections, box_threshold, nms_iou)
+            decided.width, decided.height = result.width, result.height
+            results[i] = decided
+    return results
+
+
+def detect_batch(
+    images: Sequence[Any],
+    phrases: Sequence[Sequence[str]],
+    detector: Detector,
+    *,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> list[GroundingResult]:
+    """Run the detector on a batch: ``images[i]`` (a decoded RGB ``PIL.Image``, raw image bytes, None, or
+    an image the backend preprocessed ahead, e.g. ``detectors.hf.PreparedImage``) with its phrases
+    ``phrases[i]`` (the noun-chunk texts; a detection's ``phrase_index`` indexes this list).
+
+    Returns one ``GroundingResult`` per image, in order: status None and the raw ``detections`` for an image
+    the detector saw; images without phrases get ``no_noun_chunks`` and are never decoded nor sent to the
+    detector; bytes that do not decode get ``decode_error``; the rest go to the detector in one call (the
+    backend batches them). If that call raises, each image is retried alone so one bad sample gets
+    ``detector_error`` (with the exception as reason) and the others still get their detections.
+    """
     if len(images) != len(phrases):
         raise ValueError(f"got {len(images)} images but {len(phrases)} phrase lists")
     results: list[GroundingResult | None] = [None] * len(images)
@@ -136,15 +188,8 @@ def ground_batch(
         if isinstance(detections, Exception):
             reason = f"{type(detections).__name__}: {detections}"
             results[i] = GroundingResult(status.DETECTOR_ERROR, reason, width, height)
-            continue
-        kept, dropped = filter_detections(detections, box_threshold, nms_iou)
-        if kept:
-            results[i] = GroundingResult(status.GROUNDED, None, width, height, kept, dropped)
         else:
-            best = max((d.score for d in dropped), default=None)
-            reason = (f"no box scored above {box_threshold}" +
-                      (f" (best {best:.3f})" if best is not None else " (the detector returned no box)"))
-            results[i] = GroundingResult(status.NO_BOX, reason, width, height, kept, dropped)
+            results[i] = GroundingResult(None, None, width, height, detections=list(detections))
     return results  # type: ignore[return-value]
 
 

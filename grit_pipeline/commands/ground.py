@@ -4,10 +4,14 @@ Input: JSON lines ``{"key": ..., "image": "path/to.jpg", "caption": ...}`` (``--
 folder of images with a same-name ``.txt`` caption each (``--images DIR``, img2dataset's layout; a same-name
 ``.json`` with img2dataset metadata is used for the letterbox check). Output: one JSON line per input, in
 input order: the GRIT record (GrIT-20M columns) plus ``status``, and ``reason`` for rejects.
+
+A JSON-lines / folder source and a JSON-lines sink around the pipeline's own stages on the local engine
+(``pipeline.stages.FUSED``, ``pipeline.engine_local.run_local``): ``grit ground`` and ``grit run`` ground,
+threshold and reject by the same code.
 """
 from __future__ import annotations
 
-import inspect
+import itertools
 import json
 import sys
 import time
@@ -19,6 +23,7 @@ HELP = "ground captions' noun chunks in your images with a detector; JSON lines 
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 _META_KEYS = ("width", "height", "original_width", "original_height", "resize_mode")
+INGEST = "ingest"  # the stage name of rejects found while reading the input, as the pipeline's ingest
 
 
 def add_arguments(parser) -> None:
@@ -50,82 +55,95 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from grit_pipeline.grounding import DEFAULT_BOX_THRESHOLD, DEFAULT_NMS_IOU, check_thresholds
-    from grit_pipeline.images import DEFAULT_MAX_PIXELS
+    from grit_pipeline.config_flags import config_from_args
+    from grit_pipeline.detectors.base import available_detectors
+    from grit_pipeline.grounding import check_thresholds
+    from grit_pipeline.pipeline.config import PipelineConfig
 
-    box_threshold = DEFAULT_BOX_THRESHOLD if args.box_threshold is None else args.box_threshold
-    nms_iou = DEFAULT_NMS_IOU if args.nms_iou is None else args.nms_iou
-    max_pixels = DEFAULT_MAX_PIXELS if args.max_pixels is None else args.max_pixels
+    options = {name: value for name, value in (("min_score", args.min_score), ("image_batching", args.image_batching))
+               if value is not None}
+    config = config_from_args(PipelineConfig, args, ground_batch_size=args.batch_size, engine="local",
+                              progress=False)
     try:
-        check_thresholds(box_threshold, nms_iou)
-        if args.batch_size < 1:
-            raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-        if args.min_score is not None and args.min_score > box_threshold:
-            raise ValueError(f"--min-score {args.min_score} above --box-threshold {box_threshold} would hide boxes "
-                             "that pass the threshold")
-        samples = _read_samples(args)
+        check_thresholds(config.box_threshold, config.nms_iou)
+        problems = config.number_problems()
+        if problems:
+            raise ValueError(problems[0].replace("ground_batch_size", "--batch-size"))
+        if args.min_score is not None and args.min_score > config.box_threshold:
+            raise ValueError(f"--min-score {args.min_score} above --box-threshold {config.box_threshold} would "
+                             "hide boxes that pass the threshold")
+        if config.detector not in available_detectors():
+            raise ValueError(f"unknown detector {config.detector!r}; available: {', '.join(available_detectors())}")
+        config = config.replace(model=config.model or None,
+                                detector_options=_supported_options(config.detector, options))
+        entries = _read_entries(args)
     except (ValueError, OSError) as error:
         print(f"grit ground: {error}", file=sys.stderr)
         return 2
-
-    from grit_pipeline.text import load_nlp
-
-    try:
-        detector = _load_detector(args)
-        nlp = load_nlp(args.spacy_model)
-    except Exception as error:  # unknown backend, missing model, bad device: a message, not a traceback
-        print(f"grit ground: cannot load the detector or spaCy pipeline: {type(error).__name__}: {error}",
-              file=sys.stderr)
-        return 2
-    described = repr(detector) if type(detector).__repr__ is not object.__repr__ else (
-        args.detector + (f" (model {args.model})" if args.model else ""))
-    print(f"[ground] detector {described}; box_threshold={box_threshold} nms_iou={nms_iou}", file=sys.stderr)
-
+    print(f"[ground] detector {config.detector}" + (f" (model {config.model})" if config.model else "") +
+          f"; box_threshold={config.box_threshold} nms_iou={config.nms_iou}", file=sys.stderr)
     out = sys.stdout if args.output in (None, "-") else open(args.output, "w", encoding="utf-8")
-    counts: Counter = Counter()
-    started = time.perf_counter()
+    sink = _JsonLinesSink(out, with_dropped=args.dropped)
+    source = _ImageSource(entries, chunk_size=max(4 * config.ground_batch_size, 32), workers=args.workers)
     try:
-        for rows in _ground_stream(samples, detector, nlp, args, box_threshold, nms_iou, max_pixels):
-            for row in rows:
-                counts[row["status"]] += 1
-                out.write(json.dumps(row, ensure_ascii=False) + "\n")
-            out.flush()
-            done = sum(counts.values())
-            rate = done / max(time.perf_counter() - started, 1e-9)
-            summary = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
-            print(f"[ground] {done} samples ({rate:.1f}/s): {summary}", file=sys.stderr, flush=True)
+        _ground(config, source, sink)
+    except Exception as error:  # noqa: BLE001 - a model that does not load, a lost device: one line, no traceback
+        what = "cannot load the detector or spaCy pipeline" if not sink.counts else "stopped"
+        print(f"grit ground: {what}: {type(error).__name__}: {error}", file=sys.stderr)
+        return 2 if not sink.counts else 1
     finally:
+        source.close()
         if out is not sys.stdout:
             out.close()
-    print(json.dumps({"samples": sum(counts.values()), "counts": dict(sorted(counts.items())),
-                      "seconds": round(time.perf_counter() - started, 2)}), file=sys.stderr)
+    print(json.dumps({"samples": sum(sink.counts.values()), "counts": dict(sorted(sink.counts.items())),
+                      "seconds": round(time.perf_counter() - sink.started, 2)}), file=sys.stderr)
     return 0
+
+
+def _ground(config, source, sink) -> None:
+    """The pipeline's own stages (noun chunks, grounding, expansion) on the local engine, chunk by chunk."""
+    from grit_pipeline.pipeline.engine_local import run_local
+    from grit_pipeline.pipeline.progress import Progress
+    from grit_pipeline.pipeline.stages import FUSED
+
+    run_local(config, source, FUSED, source.chunks(), sink.write, Progress("ground", 0, enabled=False))
+
+
+def _supported_options(detector: str, options: dict) -> dict:
+    """The backend-specific flags the backend takes; one it does not take is reported, not fatal."""
+    from grit_pipeline.detectors.base import detector_parameters
+
+    accepted = detector_parameters(detector)
+    if accepted is None:
+        return options
+    ignored = sorted(set(options) - accepted)
+    if ignored:
+        print(f"[ground] note: detector {detector!r} ignores {', '.join(ignored)}", file=sys.stderr)
+    return {k: v for k, v in options.items() if k in accepted}
 
 
 # --- input ----------------------------------------------------------------------------------------------
 
-def _read_samples(args):
-    """Samples as dicts (key, image path, caption, meta, url, id) or rejects (with status/reason) in order."""
+def _read_entries(args):
+    """Input entries (key, image path, caption, meta, url, id), or unreadable lines (status/reason), in order."""
     limit = args.limit
     if args.images:
         folder = Path(args.images)
         if not folder.is_dir():
             raise ValueError(f"--images {folder} is not a folder")
-        iterator = _folder_samples(folder)
+        iterator = _folder_entries(folder)
     else:
         if args.input in (None, "-"):
-            iterator = _jsonl_samples(sys.stdin, None)
+            iterator = _jsonl_entries(sys.stdin, None)
         else:
             path = Path(args.input)
             if not path.is_file():
                 raise ValueError(f"--input {path} does not exist")
-            iterator = _jsonl_samples(open(path, encoding="utf-8"), path.parent)
-    if limit is None:
-        return iterator
-    return (sample for n, sample in enumerate(iterator) if n < limit)
+            iterator = _jsonl_entries(open(path, encoding="utf-8"), path.parent)
+    return iterator if limit is None else itertools.islice(iterator, limit)
 
 
-def _jsonl_samples(lines, base: Path | None):
+def _jsonl_entries(lines, base: Path | None):
     from grit_pipeline import status
 
     for number, line in enumerate(lines, 1):
@@ -151,7 +169,7 @@ def _jsonl_samples(lines, base: Path | None):
                "url": row.get("url"), "id": row.get("id")}
 
 
-def _folder_samples(folder: Path):
+def _folder_entries(folder: Path):
     for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()):
         meta, caption = {}, None
         json_path, txt_path = path.with_suffix(".json"), path.with_suffix(".txt")
@@ -169,141 +187,97 @@ def _folder_samples(folder: Path):
                "id": meta.get("id") if isinstance(meta.get("id"), int) else None}
 
 
-# --- detector -------------------------------------------------------------------------------------------
-
-def _load_detector(args):
-    from grit_pipeline.detectors.base import _REGISTRY, available_detectors, get_detector
-
-    available_detectors()  # imports the built-in backends
-    options = {"model": args.model, "device": args.device, "dtype": args.dtype, "batch_size": args.batch_size}
-    if args.min_score is not None:
-        options["min_score"] = args.min_score
-    if args.image_batching is not None:
-        options["image_batching"] = args.image_batching
-    factory = _REGISTRY.get(args.detector)
-    if factory is not None:
-        options = _accepted_options(factory, options)
-    return get_detector(args.detector, **options)
-
-
-def _accepted_options(factory, options: dict) -> dict:
-    """Only the options the backend's constructor takes; a flag the backend ignores is reported, not fatal."""
-    try:
-        parameters = inspect.signature(factory).parameters
-    except (TypeError, ValueError):
-        return options
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        return options
-    accepted = {k: v for k, v in options.items() if k in parameters}
-    ignored = [k for k, v in options.items() if k not in parameters and v not in (None, "auto")]
-    if ignored:
-        print(f"[ground] note: detector {getattr(factory, 'name', factory)!r} ignores {', '.join(ignored)}",
-              file=sys.stderr)
-    return accepted
-
-
-# --- grounding ------------------------------------------------------------------------------------------
-
-def _load_image(sample, max_pixels):
-    """Read + decode in a worker thread: a PIL image, or the reason it is unusable."""
-    from grit_pipeline.images import ImageDecodeError, decode_image
-
-    path = sample.get("image")
-    if path is None:
-        return "no image path in the input line"
-    try:
-        data = Path(path).read_bytes()
-    except OSError as error:
-        return f"cannot read image file {path}: {error.strerror or error}"
-    try:
-        return decode_image(data, max_pixels=max_pixels)
-    except ImageDecodeError as error:
-        return str(error)
-
-
-def _chunks(iterable, size):
-    chunk = []
-    for item in iterable:
-        chunk.append(item)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
-def _ground_stream(samples, detector, nlp, args, box_threshold, nms_iou, max_pixels):
-    """Yield output rows chunk by chunk; images of the next chunk are read and decoded while this one runs."""
-    chunk_size = max(4 * args.batch_size, 32)
-    with ThreadPoolExecutor(max_workers=max(1, args.workers)) as pool:
-        pending = None
-        for chunk in _chunks(samples, chunk_size):
-            loads = [pool.submit(_load_image, s, max_pixels) if "status" not in s else None for s in chunk]
-            if pending is not None:
-                yield _ground_chunk(*pending, detector, nlp, box_threshold, nms_iou, args.dropped)
-            pending = (chunk, loads)
-        if pending is not None:
-            yield _ground_chunk(*pending, detector, nlp, box_threshold, nms_iou, args.dropped)
-
-
-def _ground_chunk(chunk, loads, detector, nlp, box_threshold, nms_iou, with_dropped):
+def _entry_sample(entry) -> dict:
+    """One input entry -> a pipeline sample, as ingest makes one from a shard: finished (with its status)
+    when the line is unreadable, the image letterboxed or its file unreadable; else with the image bytes."""
     from grit_pipeline import status
-    from grit_pipeline.assemble import assemble_record
-    from grit_pipeline.grounding import ground_batch
     from grit_pipeline.images import letterbox_reason
-    from grit_pipeline.text import caption_spans
+    from grit_pipeline.pipeline.sample import finish, new_sample
 
-    rows: list[dict | None] = [None] * len(chunk)
-    live = [i for i, s in enumerate(chunk) if "status" not in s]
-    for i, s in enumerate(chunk):
-        if "status" in s:  # unreadable input line
-            rows[i] = _reject(s, s["status"], s["reason"])
-    spans_list = caption_spans([chunk[i]["caption"] for i in live], nlp=nlp)
-    spans_of = dict(zip(live, spans_list))
-    to_ground = []
-    for i in live:
-        sample, spans = chunk[i], spans_of[i]
-        if spans.error:
-            rows[i] = _reject(sample, status.BAD_CAPTION, spans.error)
-            loads[i].cancel()
-            continue
-        reason = letterbox_reason(sample.get("meta"))
-        if reason:
-            rows[i] = _reject(sample, status.LETTERBOXED, reason)
-            loads[i].cancel()
-            continue
-        if not spans.noun_chunks:
-            rows[i] = _reject(sample, status.NO_NOUN_CHUNKS, "caption has no concrete noun chunk")
-            loads[i].cancel()
-            continue
-        image = loads[i].result()
-        if isinstance(image, str):
-            rows[i] = _reject(sample, status.DECODE_ERROR, image)
-            continue
-        to_ground.append((i, image))
-
-    images = [image for _, image in to_ground]
-    phrases = [[chunk[i]["caption"][s:e] for s, e in spans_of[i].noun_chunks] for i, _ in to_ground]
-    results = ground_batch(images, phrases, detector, box_threshold=box_threshold, nms_iou=nms_iou)
-    for (i, _), result in zip(to_ground, results):
-        sample, spans = chunk[i], spans_of[i]
-        dropped = [[*spans.noun_chunks[d.phrase_index], *d.box, d.score] for d in result.dropped]
-        if result.status == status.GROUNDED:
-            record = assemble_record(sample["key"], sample["caption"], result.width, result.height, spans,
-                                     result.kept, id=sample.get("id"), url=sample.get("url"))
-            row = {**record.to_dict(), "status": result.status}
-        else:
-            row = _reject(sample, result.status, result.reason, result.width, result.height)
-        if with_dropped:
-            row["dropped_boxes"] = [[float(v) for v in item] for item in dropped]
-        rows[i] = row
-    if with_dropped:
-        for row in rows:
-            row.setdefault("dropped_boxes", [])
-    return rows
+    sample = new_sample(key=entry["key"], caption=entry.get("caption"), url=entry.get("url"), id=entry.get("id"))
+    if "status" in entry:
+        return finish(sample, entry["status"], entry["reason"], INGEST)
+    reason = letterbox_reason(entry.get("meta"))
+    if reason:
+        return finish(sample, status.LETTERBOXED, reason, INGEST)
+    path = entry.get("image")
+    if path is None:
+        return finish(sample, status.DECODE_ERROR, "no image path in the input line", INGEST)
+    try:
+        sample["image_bytes"] = Path(path).read_bytes()
+    except OSError as error:
+        return finish(sample, status.DECODE_ERROR, f"cannot read image file {path}: {error.strerror or error}",
+                      INGEST)
+    sample["image_ext"] = Path(path).suffix.lstrip(".").lower()
+    return sample
 
 
-def _reject(sample, status_value, reason, width=None, height=None) -> dict:
-    return {"key": sample["key"], "caption": sample.get("caption"), "url": sample.get("url"), "id": sample.get("id"),
-            "width": width, "height": height, "noun_chunks": [], "ref_exps": [], "status": status_value,
-            "reason": reason}
+class _ImageSource:
+    """Input entries in chunks of samples for the local engine; the next chunk's image files are read in
+    worker threads while the current one is grounded."""
+
+    def __init__(self, entries, chunk_size: int, workers: int):
+        self._entries = iter(entries)
+        self._chunk_size = chunk_size
+        self._pool = ThreadPoolExecutor(max_workers=max(1, workers))
+        self._next = self._read_ahead()
+
+    def _read_ahead(self):
+        entries = list(itertools.islice(self._entries, self._chunk_size))
+        return [self._pool.submit(_entry_sample, entry) for entry in entries] if entries else None
+
+    def chunks(self):
+        """Chunk names, as long as input remains."""
+        number = 0
+        while self._next is not None:
+            yield f"chunk-{number}"
+            number += 1
+
+    def read(self, chunk: str) -> list[dict]:
+        futures, self._next = self._next, None
+        samples = [future.result() for future in futures]
+        self._next = self._read_ahead()
+        return samples
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+# --- output ---------------------------------------------------------------------------------------------
+
+class _JsonLinesSink:
+    """Finished samples -> one JSON line each, in input order: the GRIT record plus ``status`` for grounded
+    samples, the key, caption, url, id, size, ``status`` and ``reason`` for the others."""
+
+    def __init__(self, out, with_dropped: bool):
+        self.out = out
+        self.with_dropped = with_dropped
+        self.counts: Counter = Counter()
+        self.started = time.perf_counter()
+
+    def write(self, chunk: str, samples: list[dict]) -> None:
+        for sample in samples:
+            row = _row(sample)
+            if self.with_dropped:
+                row["dropped_boxes"] = [[float(v) for v in item] for item in sample.get("dropped_boxes") or []]
+            self.counts[row["status"]] += 1
+            self.out.write(json.dumps(row, ensure_ascii=False) + "\n")
+        self.out.flush()
+        done = sum(self.counts.values())
+        rate = done / max(time.perf_counter() - self.started, 1e-9)
+        summary = ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items()))
+        print(f"[ground] {done} samples ({rate:.1f}/s): {summary}", file=sys.stderr, flush=True)
+
+
+def _row(sample: dict) -> dict:
+    from grit_pipeline import status
+    from grit_pipeline.record import GritRecord
+
+    if sample["status"] == status.GROUNDED:
+        record = GritRecord(key=sample["key"], caption=sample["caption"], width=sample["width"],
+                            height=sample["height"], noun_chunks=sample["noun_chunks"], ref_exps=sample["ref_exps"],
+                            id=sample["id"], url=sample["url"])
+        return {**record.to_dict(), "status": sample["status"]}
+    return {"key": sample["key"], "caption": sample["caption"], "url": sample["url"], "id": sample["id"],
+            "width": sample["width"], "height": sample["height"], "noun_chunks": [], "ref_exps": [],
+            "status": sample["status"], "reason": sample["reason"]}

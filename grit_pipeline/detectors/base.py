@@ -59,6 +59,22 @@ def get_detector(name: str, **options) -> Detector:
     return factory(**options)
 
 
+def detector_parameters(name: str) -> set[str] | None:
+    """The options a registered backend's constructor takes (None when it takes any keyword)."""
+    import inspect
+
+    _load_builtin_backends()
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown detector {name!r}; available: {', '.join(sorted(_REGISTRY))}")
+    try:
+        parameters = inspect.signature(_REGISTRY[name]).parameters
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return None
+    return set(parameters)
+
+
 def _load_builtin_backends() -> None:
     # Imported lazily so that importing the interface never pulls in torch/transformers.
     import importlib

@@ -11,9 +11,9 @@ process and the next sample the stage handles carries it in ``startup_s``; per-s
 the time spent processing batches.
 
 - ``NounChunkStage`` (CPU, spaCy): noun chunks and their expansions (text core, one parse per caption).
-- ``GroundStage`` (GPU): decodes the image, runs the detector and class-agnostic NMS (``ground_batch``);
+- ``GroundStage`` (GPU): decodes the image, runs the detector (``detect_batch``) and class-agnostic NMS;
   stores every NMS survivor whatever its score, so the threshold can be changed afterwards.
-- ``ExpandStage`` (CPU): applies the score threshold (``filter_detections``), gives each kept chunk's box to
+- ``ExpandStage`` (CPU): applies the score threshold (``threshold_detections``), gives each kept chunk's box to
   its expansion (``assemble_record``) and serialises the grounded text.
 """
 from __future__ import annotations
@@ -159,7 +159,7 @@ class GroundStage(Stage):
                                      batch_size=self.config.ground_batch_size, **options)
 
     def process(self, samples):
-        from grit_pipeline.grounding import ground_batch
+        from grit_pipeline.grounding import detect_batch, nms_survivors
         from grit_pipeline.images import DEFAULT_MAX_PIXELS
 
         max_pixels = self.config.max_pixels or DEFAULT_MAX_PIXELS
@@ -167,14 +167,12 @@ class GroundStage(Stage):
         for start in range(0, len(samples), size):
             batch = samples[start:start + size]
             phrases = [[s["caption"][a:b] for a, b in s["noun_chunk_spans"]] for s in batch]
-            results = ground_batch([s["image_bytes"] for s in batch], phrases, self.detector,
-                                   box_threshold=self.config.box_threshold, nms_iou=self.config.nms_iou,
-                                   max_pixels=max_pixels)
+            results = detect_batch([s["image_bytes"] for s in batch], phrases, self.detector, max_pixels=max_pixels)
             for sample, result in zip(batch, results):
                 sample["width"], sample["height"] = result.width, result.height
-                if result.status in (S.GROUNDED, S.NO_BOX):
+                if result.status is None:
                     # Every NMS survivor, whatever its score: the threshold is applied by the expand stage.
-                    sample["detections"] = pack_detections((*result.kept, *result.dropped))
+                    sample["detections"] = pack_detections(nms_survivors(result.detections, self.config.nms_iou))
                 else:
                     finish(sample, result.status, result.reason, self.name)
 
@@ -191,25 +189,24 @@ class ExpandStage(Stage):
 
     def process(self, samples):
         from grit_pipeline.assemble import assemble_record
-        from grit_pipeline.grounding import filter_detections
+        from grit_pipeline.grounding import threshold_detections
         from grit_pipeline.record import RecordError
         from grit_pipeline.serialize import grounded_text
         from grit_pipeline.text import CaptionSpans
 
         config = self.config
         for sample in samples:
-            kept, dropped = filter_detections(unpack_detections(sample["detections"]), config.box_threshold, config.nms_iou)
+            decided = threshold_detections(unpack_detections(sample["detections"]), config.box_threshold,
+                                           config.nms_iou)
+            kept, dropped = decided.kept, decided.dropped
             spans = CaptionSpans([tuple(s) for s in sample["noun_chunk_spans"]], [tuple(s) for s in sample["ref_exp_spans"]])
             sample["dropped_boxes"] = [
                 [float(spans.noun_chunks[d.phrase_index][0]), float(spans.noun_chunks[d.phrase_index][1]),
                  *map(float, d.box), float(d.score)]
                 for d in dropped
             ]
-            if not kept:
-                best = max((d.score for d in dropped), default=None)
-                reason = f"no box scored above {config.box_threshold}" + (
-                    f" (best {best:.3f})" if best is not None else " (the detector returned no box)")
-                finish(sample, S.NO_BOX, reason, self.name)
+            if decided.status != S.GROUNDED:
+                finish(sample, decided.status, decided.reason, self.name)
                 continue
             try:
                 record = assemble_record(
