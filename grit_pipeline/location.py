@@ -1,4 +1,4 @@
-"""Kosmos-2 location tokens: boxes <-> cells of a P x P grid (GRIT_SPEC section 4).
+"""Kosmos-2 location tokens: boxes <-> cells of a P x P grid (Kosmos-2 paper, section 3.1).
 
 Two encodings of the lower-right corner exist and both are here (``cell_rule``):
 

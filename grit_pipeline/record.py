@@ -1,4 +1,4 @@
-"""The GrIT-20M record (GRIT_SPEC section 3): type, pyarrow schema and validation."""
+"""The GrIT-20M record (the columns of the released GrIT-20M data): type, pyarrow schema and validation."""
 from __future__ import annotations
 
 import math

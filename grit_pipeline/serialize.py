@@ -1,4 +1,4 @@
-"""GRIT record <-> Kosmos-2 grounded text (GRIT_SPEC sections 2.6 and 4).
+"""GRIT record <-> Kosmos-2 grounded text (Kosmos-2 paper, section 2, step 2, and section 3.1).
 
 The one serializer of the project: the pipeline writes ``grounded_text`` with it and the ``kosmos`` data
 loader builds its training text with it (after moving boxes with its crop).
@@ -43,7 +43,7 @@ def select_entities(record: Any, min_score: float | None = DEFAULT_MIN_SCORE,
     """The spans to link in the training text, in caption order.
 
     Keeps boxes with score > ``min_score`` (None keeps all), groups identical spans into one entity with
-    several boxes, and drops every span that another kept span contains (spec 2.6). ``record`` is a
+    several boxes, and drops every span that another kept span contains (paper, section 2, step 2). ``record`` is a
     ``GritRecord`` or a dict with ``noun_chunks``/``ref_exps`` (e.g. a GrIT-20M sample's json).
     """
     if phrase_mode not in PHRASE_MODES:

@@ -1,4 +1,4 @@
-"""The text core of GRIT (GRIT_SPEC sections 1.1-1.2 and 2): noun chunks and their referring expressions.
+"""The text core of GRIT (Kosmos-2 paper, section 2, steps 1 and 2): noun chunks and their referring expressions.
 
 Plain functions over captions; no Ray, no images. One spaCy parse per caption gives both the noun chunks
 (which the detector grounds) and their expansions (which inherit the chunks' boxes afterwards), so the
@@ -128,7 +128,7 @@ def doc_spans(doc, abstract_nouns: frozenset[str] = DEFAULT_ABSTRACT_NOUNS) -> C
 
 
 def expand_chunk(doc, chunk) -> tuple[int, int]:
-    """A noun chunk's referring expression: its root's whole dependency subtree, trimmed (spec 2.1-2.4).
+    """A noun chunk's referring expression: its root's whole dependency subtree, trimmed (paper, section 2, step 2).
 
     Not expanded: a chunk whose root has a conjunct (``conj`` or ``cc`` child), a chunk whose root IS a
     conjunct (``dep_ == "conj"``: "a dog" in "a cat and a dog sitting on a sofa" stays "a dog", as in

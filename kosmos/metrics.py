@@ -1,4 +1,5 @@
-"""Evaluation metrics (GRIT_SPEC section 6), computed from saved predictions, by the official scripts' rules.
+"""Evaluation metrics (the Kosmos-2 paper's evaluation protocols, section 4), computed from saved predictions,
+by the official scripts' rules.
 
 Each default reproduces one official script (docs/evaluation.md lists them); stricter or more tolerant
 variants are options:

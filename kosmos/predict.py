@@ -1,4 +1,4 @@
-"""``kosmos predict``: generation with the official prompt and decoding settings per task (GRIT_SPEC 6).
+"""``kosmos predict``: generation with the official prompt and decoding settings per task (Kosmos-2 paper, section 4).
 
 Every task reads the benchmark's own annotation files and writes what ``kosmos score`` reads:
 JSON lines ``{"id", "text", "frame"}`` for rec / flickr / reg (``text`` is the generated text after

@@ -1,4 +1,4 @@
-"""Model presets built with transformers' ``Kosmos2Config`` (GRIT_SPEC section 5).
+"""Model presets built with transformers' ``Kosmos2Config`` (the paper's model, section 3, and the release's training configuration).
 
 ``paper`` is the 1.6B Kosmos-2 shape (ViT-L/14 at 224, 24-layer 2048-wide decoder, 64 latent queries);
 ``small`` is a ~42M-parameter model meant for one GPU; ``tiny`` (~0.6M) is for CPU tests and ``make e2e``.

@@ -91,7 +91,7 @@ def test_filter_properties(raw, threshold, iou):
         boxes = torch.tensor([d.box for d in survivors], dtype=torch.float64)
         overlaps = box_iou(boxes, boxes).fill_diagonal_(0)
         assert float(overlaps.max()) <= iou + 1e-9  # no two survivors overlap more than the NMS IoU
-    # spec 1.5: with greedy NMS, NMS-then-threshold keeps the same set as threshold-then-NMS
+    # with greedy NMS, NMS-then-threshold keeps the same set as threshold-then-NMS
     above = [d for d in dets if d.score > threshold]
     kept_other_order, _ = filter_detections(above, box_threshold=threshold, nms_iou=iou)
     assert set(kept_other_order) == set(kept)

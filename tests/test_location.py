@@ -1,4 +1,4 @@
-"""Location tokens: the released loader's cells (official) and transformers' (spec section 4)."""
+"""Location tokens: the released loader's cells (official) and transformers' (Kosmos-2 paper, section 3.1)."""
 import itertools
 import math
 

@@ -373,7 +373,6 @@ def test_gpus_per_detector_actor_follow_the_cluster():
 
 def test_synthetic_world_with_the_demo_detector_fused_equals_stages(tmp_path):
     """`grit synth` output (the img2dataset layout) through the default detector, both modes."""
-    pytest.importorskip("grit_pipeline.detectors.demo", reason="the demo detector (issue 4) has not landed")
     from grit_pipeline.synth.writer import write_synthetic_world
 
     write_synthetic_world(tmp_path / "shards", images=8, seed=5, shard_size=4)

@@ -93,7 +93,6 @@ def test_kill_9_of_the_ray_driver_then_rerun(worlds, tmp_path):
 @pytest.mark.slow
 def test_default_config_runs_with_the_demo_detector(ray_session, worlds, tmp_path):
     """`grit run --input DIR --output DIR` with nothing else: Ray engine, demo detector."""
-    pytest.importorskip("grit_pipeline.detectors.demo", reason="the demo detector (issue 4) has not landed")
     from grit_pipeline import status as S
     from grit_pipeline.pipeline import PipelineConfig
 

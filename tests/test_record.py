@@ -1,4 +1,4 @@
-"""The GrIT-20M record: validation and parquet schema (spec section 3)."""
+"""The GrIT-20M record: validation and parquet schema (the released GrIT-20M columns)."""
 import pyarrow.parquet as pq
 import pytest
 

@@ -99,8 +99,7 @@ def test_markdown_cells_cannot_break_the_table(tmp_path, example):
 
 
 def test_report_with_truth(example, tmp_path, capsys):
-    # grit_pipeline.evaluate is issue 4's; until it is in the tree this test cannot run
-    evaluate_grounding = pytest.importorskip("grit_pipeline.evaluate").evaluate_grounding
+    from grit_pipeline.evaluate import evaluate_grounding
 
     out = write_report(example["build"], tmp_path / "rep", truth=example["truth"])
     direct = evaluate_grounding(example["build"], example["truth"])

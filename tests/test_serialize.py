@@ -1,4 +1,4 @@
-"""Grounded-text serialization (spec sections 2.6 and 4), checked against transformers' own reader."""
+"""Grounded-text serialization (Kosmos-2 paper, section 2, step 2, and section 3.1), checked against transformers' own reader."""
 import pytest
 from hypothesis import given, settings, strategies as st
 from transformers.models.kosmos2.processing_kosmos2 import clean_text_and_extract_entities_with_bboxes

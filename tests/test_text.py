@@ -1,4 +1,4 @@
-"""The text core: noun chunks, abstract filter, expansion (spec sections 1.1-1.2 and 2)."""
+"""The text core: noun chunks, abstract filter, expansion (Kosmos-2 paper, section 2, steps 1 and 2)."""
 import pytest
 from spacy.tokens import Doc
 

@@ -11,7 +11,7 @@ from grit_pipeline import status as S
 from .shards import DONE_SUFFIX
 from .storage import Folder
 
-# GRIT_SPEC section 3 / Kosmos-2 Table 1.
+# Kosmos-2 paper, Table 1.
 PAPER_TABLE1 = {"images": 90_614_680, "boxes": 137_349_210, "spans": 114_978_233, "avg_expression_words": 4.7}
 
 

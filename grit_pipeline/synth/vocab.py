@@ -35,7 +35,7 @@ BACKGROUNDS = {
 }
 
 # Abstract framings: spaCy gives a chunk for the first noun ("a moment"), the second is on the
-# abstract-noun list (spec 1.2) and is dropped by the text rules.
+# abstract-noun list (unilm issue #1421) and is dropped by the text rules.
 ABSTRACT_PHRASES = (
     "a moment of peace", "a feeling of hope", "the pursuit of happiness", "a sense of freedom",
     "a lesson in wisdom", "a story of love", "a symbol of faith", "a picture of courage",

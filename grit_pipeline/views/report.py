@@ -20,7 +20,7 @@ from grit_pipeline.serialize import select_entities
 from grit_pipeline.views.dataset import DEFAULT_THRESHOLD, Dataset
 from grit_pipeline.views.html import data_uri, esc, fill_template, write_atomic
 
-# Paper Table 1, the full GRIT (GRIT_SPEC section 3).
+# Kosmos-2 paper, Table 1: the full GRIT.
 PAPER_TOTALS = {"images": 90_614_680, "boxes": 137_349_210, "spans": 114_978_233, "expression_words": 4.7}
 HISTOGRAM_BINS = 20
 DEFAULT_REPORT_DIR = "report"
