@@ -74,21 +74,26 @@ SOURCES: dict[str, SourcePreset] = {
 
 @dataclass
 class DownloadConfig:
-    """img2dataset settings. Defaults are documented in docs/download.md."""
+    """img2dataset settings; each field is one setting of ``grit download`` (its flag is generated from the
+    field, ``grit_pipeline.config_flags``). Defaults are documented in docs/download.md."""
 
-    image_size: int = 512            # shorter side after keep_ratio resizing (only downscaled)
-    resize_only_if_bigger: bool = True
-    encode_format: str = "jpg"
-    encode_quality: int = 95
-    processes: int = 0               # 0: one per CPU core
-    threads: int = 64                # download threads per process
-    timeout: float = 10.0            # seconds per request
-    retries: int = 1                 # extra attempts per url after a failure
-    shard_size: int = 10_000         # urls per output shard
-    min_image_size: int = 0          # drop images whose shorter side is smaller (0: keep all)
-    max_aspect_ratio: float = float("inf")
-    user_agent_token: str | None = None
-    overwrite: bool = False          # False: resume (skip shards that have NNNNN_stats.json)
+    image_size: int = field(default=512, metadata={"help": "shorter side after keep_ratio resizing, downscale only"})
+    resize_only_if_bigger: bool = field(default=True, metadata={
+        "flag": "--upscale", "help": "also upscale images smaller than --image-size"})
+    encode_format: str = field(default="jpg", metadata={"cli": False})
+    encode_quality: int = field(default=95, metadata={"help": "JPEG quality of the stored images"})
+    processes: int = field(default=0, metadata={"help": "download processes (0: one per CPU core)"})
+    threads: int = field(default=64, metadata={"help": "download threads per process"})
+    timeout: float = field(default=10.0, metadata={"help": "seconds per request"})
+    retries: int = field(default=1, metadata={"help": "extra attempts per failed url"})
+    shard_size: int = field(default=10_000, metadata={"help": "urls per output shard"})
+    min_image_size: int = field(default=0, metadata={
+        "help": "reject images whose shorter side is smaller (0: keep all)"})
+    max_aspect_ratio: float = field(default=float("inf"), metadata={"cli": False})
+    user_agent_token: str | None = field(default=None, metadata={
+        "help": "token added to the User-Agent (site owners can then opt out by name)"})
+    overwrite: bool = field(default=False, metadata={
+        "help": "delete what is in --output and start again (default: resume, skipping finished shards)"})
 
 
 @dataclass(frozen=True)

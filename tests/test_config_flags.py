@@ -8,6 +8,7 @@ import pytest
 
 from grit_pipeline import config_flags
 from grit_pipeline.cli import build_parser as grit_parser
+from grit_pipeline.download import DownloadConfig
 from grit_pipeline.pipeline.cli_args import config_from_args
 from grit_pipeline.pipeline.config import PipelineConfig
 from kosmos.cli import build_parser as kosmos_parser
@@ -34,6 +35,7 @@ COMMANDS = [
     (lambda: _subparser(grit_parser(), "stage"), PipelineConfig, False),
     (lambda: _subparser(kosmos_parser(), "train"), TrainConfig, False),
     (lambda: _subparser(kosmos_parser(), "train"), DataConfig, True),
+    (lambda: _subparser(grit_parser(), "download"), DownloadConfig, False),
 ]
 
 
@@ -67,6 +69,13 @@ def test_no_flag_without_a_field(make_parser, config_class):
         names |= {f.name for f in dataclasses.fields(DataConfig)}
     extra = set(_options_by_dest(make_parser())) - names
     assert not extra, f"flags that restate no config field: {sorted(extra)}"
+
+
+def test_download_flags_reach_its_config():
+    args = grit_parser().parse_args(["download", "--input", "urls.parquet", "--output", "shards", "--upscale",
+                                     "--threads", "8"])
+    config = config_flags.config_from_args(DownloadConfig, args)
+    assert (config.resize_only_if_bigger, config.threads, config.image_size) == (False, 8, 512)
 
 
 def test_unset_flags_give_the_dataclass_defaults():

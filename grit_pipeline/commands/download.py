@@ -9,9 +9,9 @@ HELP = "download a LAION/COYO url list (parquet/csv/tsv/jsonl) into webdataset s
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from grit_pipeline.config_flags import add_config_arguments
     from grit_pipeline.download import INPUT_FORMATS, SOURCES, DownloadConfig
 
-    d = DownloadConfig()
     parser.add_argument("--input", required=True,
                         help="url list: a parquet/csv/tsv/jsonl file or a folder of them (local or s3://, gs://)")
     parser.add_argument("--output", required=True, help="folder for NNNNN.tar/.parquet/_stats.json shards")
@@ -24,45 +24,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep-cols", default="", help="comma-separated extra source columns to keep")
     parser.add_argument("--input-format", choices=("auto",) + INPUT_FORMATS, default="auto",
                         help="url list format; auto: from the file extension")
-    parser.add_argument("--image-size", type=int, default=d.image_size,
-                        help=f"shorter side after keep_ratio resizing, downscale only (default {d.image_size})")
-    parser.add_argument("--upscale", action="store_true", help="also upscale images smaller than --image-size")
-    parser.add_argument("--processes", type=int, default=d.processes,
-                        help="download processes (default 0: one per CPU core)")
-    parser.add_argument("--threads", type=int, default=d.threads,
-                        help=f"download threads per process (default {d.threads})")
-    parser.add_argument("--timeout", type=float, default=d.timeout,
-                        help=f"seconds per request (default {d.timeout:g})")
-    parser.add_argument("--retries", type=int, default=d.retries,
-                        help=f"extra attempts per failed url (default {d.retries})")
-    parser.add_argument("--shard-size", type=int, default=d.shard_size,
-                        help=f"urls per output shard (default {d.shard_size})")
-    parser.add_argument("--min-image-size", type=int, default=d.min_image_size,
-                        help="reject images whose shorter side is smaller (default 0: keep all)")
-    parser.add_argument("--encode-quality", type=int, default=d.encode_quality,
-                        help=f"JPEG quality of the stored images (default {d.encode_quality})")
-    parser.add_argument("--user-agent-token", default=d.user_agent_token,
-                        help="token added to the User-Agent (site owners can then opt out by name)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="delete what is in --output and start again (default: resume, skipping finished shards)")
+    add_config_arguments(parser, DownloadConfig)
 
 
 def run(args: argparse.Namespace) -> int:
+    from grit_pipeline.config_flags import config_from_args
     from grit_pipeline.download import DownloadConfig, DownloadInputError, download
 
-    config = DownloadConfig(
-        image_size=args.image_size,
-        resize_only_if_bigger=not args.upscale,
-        encode_quality=args.encode_quality,
-        processes=args.processes,
-        threads=args.threads,
-        timeout=args.timeout,
-        retries=args.retries,
-        shard_size=args.shard_size,
-        min_image_size=args.min_image_size,
-        user_agent_token=args.user_agent_token,
-        overwrite=args.overwrite,
-    )
+    config = config_from_args(DownloadConfig, args)
     keep_cols = [c.strip() for c in args.keep_cols.split(",") if c.strip()]
     try:
         summary = download(args.input, args.output, source=args.source, url_col=args.url_col,
