@@ -159,3 +159,36 @@ def test_default_demo_detector_grounds_synthetic_scenes(tmp_path, capsys):
     for row in grounded:
         record = GritRecord.from_dict(row)
         assert all(item[6] > 0.65 for item in record.noun_chunks)
+
+
+def test_ground_gives_grit_runs_rows_for_the_same_samples(tmp_path, capsys):
+    """One orchestration: `grit ground` on the images and captions of a synthetic shard gives, key by key,
+    the status, reason and GrIT-20M columns that `grit run` writes for that shard."""
+    import tarfile
+
+    import pyarrow.parquet as pq
+
+    from grit_pipeline.synth.writer import write_synthetic_world
+
+    write_synthetic_world(tmp_path / "shards", images=12, seed=3, shard_size=12, defect_rate=0.3)
+    assert main(["run", "--input", str(tmp_path / "shards"), "--output", str(tmp_path / "grit"), "--engine",
+                 "local", "--no-progress"]) == 0
+    capsys.readouterr()
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    with tarfile.open(tmp_path / "shards" / "00000.tar") as tar:
+        tar.extractall(folder, filter="data")  # KEY.jpg + KEY.txt (+ KEY.json): the --images layout
+    code, rows, _ = run_cli(["ground", "--images", str(folder), "--device", "cpu"], capsys)
+    assert code == 0
+    built = {r["key"]: r for r in pq.read_table(tmp_path / "grit" / "00000.parquet").to_pylist()}
+    rejected = {r["key"]: r for r in pq.read_table(tmp_path / "grit" / "00000_rejects.parquet").to_pylist()}
+    assert {row["key"] for row in rows} <= set(built) | set(rejected)  # failed downloads have no image file
+    assert any(row["status"] == status.GROUNDED for row in rows) and any(row["status"] != status.GROUNDED
+                                                                         for row in rows)
+    for row in rows:
+        if row["status"] == status.GROUNDED:
+            stored = built[row["key"]]
+            assert (row["noun_chunks"], row["ref_exps"], row["width"], row["height"]) == (
+                stored["noun_chunks"], stored["ref_exps"], stored["width"], stored["height"])
+        else:
+            assert (row["status"], row["reason"]) == (rejected[row["key"]]["status"], rejected[row["key"]]["reason"])
