@@ -100,12 +100,13 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_class, *, only:
         target.add_argument(field_flag(field), **kwargs)
 
 
-def config_from_args(config_class, args: argparse.Namespace, **overrides):
-    """Build ``config_class`` from parsed flags (the dataclass default for anything not given)."""
+def config_from_args(config_class, args: argparse.Namespace, *, only: tuple[str, ...] | None = None, **overrides):
+    """Build ``config_class`` from parsed flags (the dataclass default for anything not given); ``only``: the
+    fields ``add_config_arguments`` was given, when the command has other flags of the same names."""
     values: dict[str, Any] = {}
     hints = typing.get_type_hints(config_class)
     for field in flag_fields(config_class):
-        if not hasattr(args, field.name):
+        if not hasattr(args, field.name) or (only is not None and field.name not in only):
             continue
         value = getattr(args, field.name)
         kind, _ = _kinds(hints[field.name])

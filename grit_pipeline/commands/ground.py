@@ -23,6 +23,8 @@ HELP = "ground captions' noun chunks in your images with a detector; JSON lines 
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 _META_KEYS = ("width", "height", "original_width", "original_height", "resize_mode")
+# PipelineConfig fields that are grit ground flags too (its --input/--output are JSON lines, not shards)
+SHARED_SETTINGS = ("detector", "model", "dtype", "device", "box_threshold", "nms_iou", "spacy_model", "max_pixels")
 INGEST = "ingest"  # the stage name of rejects found while reading the input, as the pipeline's ingest
 
 
@@ -38,8 +40,7 @@ def add_arguments(parser) -> None:
     from grit_pipeline.pipeline.config import PipelineConfig
 
     # the settings grit ground shares with grit run: the same flags, help texts and defaults
-    add_config_arguments(parser, PipelineConfig, only=("detector", "model", "dtype", "device", "box_threshold",
-                                                       "nms_iou", "spacy_model", "max_pixels"))
+    add_config_arguments(parser, PipelineConfig, only=SHARED_SETTINGS)
     parser.add_argument("--batch-size", type=int, default=PipelineConfig.ground_batch_size,
                         help="images (x prompts) per detector forward pass (grit run: --ground-batch-size)")
     parser.add_argument("--min-score", type=float, default=None,
@@ -62,8 +63,8 @@ def run(args) -> int:
 
     options = {name: value for name, value in (("min_score", args.min_score), ("image_batching", args.image_batching))
                if value is not None}
-    config = config_from_args(PipelineConfig, args, ground_batch_size=args.batch_size, engine="local",
-                              progress=False)
+    config = config_from_args(PipelineConfig, args, only=SHARED_SETTINGS, ground_batch_size=args.batch_size,
+                              engine="local", progress=False)
     try:
         check_thresholds(config.box_threshold, config.nms_iou)
         problems = config.number_problems()
