@@ -18,6 +18,7 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 
 HELP = "ground captions' noun chunks in your images with a detector; JSON lines in, GRIT records out"
 
@@ -107,7 +108,8 @@ def _ground(config, source, sink) -> None:
     from grit_pipeline.pipeline.progress import Progress
     from grit_pipeline.pipeline.stages import FUSED
 
-    run_local(config, source, FUSED, source.chunks(), sink.write, Progress("ground", 0, enabled=False))
+    job = SimpleNamespace(source=source, progress=Progress("ground", 0, enabled=False), write=sink.write)
+    run_local(config, job, FUSED, source.chunks())
 
 
 def _supported_options(detector: str, options: dict) -> dict:
