@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 
-
 def load_json(path, what: str = "file") -> Any:
     """``json.load`` with one-line errors (missing file, bad JSON, nesting too deep, oversize integers)."""
     try:
@@ -58,9 +57,13 @@ class Predictions:
 def _id_variants(key) -> list:
     # json round trips turn ids into strings or back: "12" and 12 name the same entry
     variants = [key, str(key)]
-    if isinstance(key, str) and key.isdigit():
+    if isinstance(key, str) and _is_small_number(key):
         variants.append(int(key))
     return variants
+
+
+def _is_small_number(text: str) -> bool:
+    return text.isascii() and text.isdigit() and len(text) <= 18
 
 
 def read_predictions(path) -> Predictions:
@@ -104,7 +107,7 @@ def read_predictions(path) -> Predictions:
         if row.get("frame") is not None:
             row = {**row, "frame": _frame(row["frame"], where)}
         if any(variant in out.by_id for variant in _id_variants(key)):
-            raise ValueError(f"{where}: a second prediction for id {key!r} (first on line "
+            raise ValueError(f"{where}: a second prediction for id {key!r:.60} (first on line "
                              f"{out.lines[next(v for v in _id_variants(key) if v in out.by_id)]})")
         out.by_id[key] = row
         out.lines[key] = number
@@ -112,11 +115,11 @@ def read_predictions(path) -> Predictions:
 
 
 def _is_hypothesis(line: str) -> int | None:
-    """The sample id of a fairseq-generate hypothesis line ("H-<sample id>\t<score>\t<text>"): as the official
-    scripts read them, a line whose first tab field contains "H-" and ends in "-<digits>"."""
+    """The sample id of a fairseq-generate hypothesis line ("H-<sample id>\\t<score>\\t<text>"): as the
+    official scripts read them, a line whose first tab field contains "H-" and ends in "-<digits>"."""
     first = line.split("\t")[0]
     last = first.split("-")[-1]
-    return int(last) if "H-" in first and last.isdigit() else None
+    return int(last) if "H-" in first and _is_small_number(last) else None
 
 
 def _read_fairseq(path, lines: list[str]) -> Predictions:

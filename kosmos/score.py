@@ -19,7 +19,7 @@ def _check_known(predictions: Predictions, keys, count: int, path) -> None:
     if unknown:
         key, line = unknown[0]
         what = "sample" if predictions.positional else "id"
-        raise ValueError(f"predictions {path}:{line}: {what} {key!r} is not in the annotations"
+        raise ValueError(f"predictions {path}:{line}: {what} {key!r:.60} is not in the annotations"
                          + (f" ({len(unknown)} such lines)" if len(unknown) > 1 else ""))
 
 
