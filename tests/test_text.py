@@ -75,31 +75,29 @@ def test_a_chunk_whose_root_is_a_conjunct_is_not_expanded(nlp):
     assert got["a dog"] == "a dog sitting on a sofa"
 
 
-def test_an_expression_never_ends_on_a_dangling_word(nlp):
+DANGLING_CASES = [
+    # (words, heads, deps, pos, tags, chunk, expansion)
     # "a bowl filled with" (the preposition's object is missing): the expansion stops before "with"
-    words = ["a", "bowl", "filled", "with"]
-    got = expansions(_doc(nlp, words, [1, 1, 1, 2], ["det", "ROOT", "acl", "prep"], ["DET", "NOUN", "VERB", "ADP"]))
-    assert got["a bowl"] == "a bowl filled"
-    # "a vase on a table next to": multiword preposition, both words go
-    words = ["a", "vase", "on", "a", "table", "next", "to"]
-    heads = [1, 1, 1, 4, 2, 1, 5]
-    deps = ["det", "ROOT", "prep", "det", "pobj", "prep", "prep"]
-    pos = ["DET", "NOUN", "ADP", "DET", "NOUN", "ADV", "ADP"]
-    assert expansions(_doc(nlp, words, heads, deps, pos))["a vase"] == "a vase on a table"
-    # a stranded preposition whose object is the relative pronoun is complete: "a house that we live in"
-    words = ["a", "house", "that", "we", "live", "in"]
-    heads = [1, 1, 4, 4, 1, 4]
-    deps = ["det", "ROOT", "dobj", "nsubj", "relcl", "prep"]
-    pos = ["DET", "NOUN", "PRON", "PRON", "VERB", "ADP"]
-    tags = ["DT", "NN", "WDT", "PRP", "VBP", "IN"]
-    assert expansions(_doc(nlp, words, heads, deps, pos, tags=tags))["a house"] == "a house that we live in"
-    # ... but not when the relative pronoun is the subject: "a dog that is waiting for"
-    words = ["a", "dog", "that", "is", "waiting", "for"]
-    heads = [1, 1, 4, 4, 1, 4]
-    deps = ["det", "ROOT", "nsubj", "aux", "relcl", "prep"]
-    pos = ["DET", "NOUN", "PRON", "AUX", "VERB", "ADP"]
-    tags = ["DT", "NN", "WDT", "VBZ", "VBG", "IN"]
-    assert expansions(_doc(nlp, words, heads, deps, pos, tags=tags))["a dog"] == "a dog that is waiting"
+    (["a", "bowl", "filled", "with"], [1, 1, 1, 2], ["det", "ROOT", "acl", "prep"],
+     ["DET", "NOUN", "VERB", "ADP"], None, "a bowl", "a bowl filled"),
+    # "a vase on a table next to": a multiword preposition, both words go
+    (["a", "vase", "on", "a", "table", "next", "to"], [1, 1, 1, 4, 2, 1, 5],
+     ["det", "ROOT", "prep", "det", "pobj", "prep", "prep"], ["DET", "NOUN", "ADP", "DET", "NOUN", "ADV", "ADP"],
+     None, "a vase", "a vase on a table"),
+    # a stranded preposition whose object is the relative pronoun is complete
+    (["a", "house", "that", "we", "live", "in"], [1, 1, 4, 4, 1, 4], ["det", "ROOT", "dobj", "nsubj", "relcl", "prep"],
+     ["DET", "NOUN", "PRON", "PRON", "VERB", "ADP"], ["DT", "NN", "WDT", "PRP", "VBP", "IN"],
+     "a house", "a house that we live in"),
+    # ... but not when the relative pronoun is the clause's subject
+    (["a", "dog", "that", "is", "waiting", "for"], [1, 1, 4, 4, 1, 4], ["det", "ROOT", "nsubj", "aux", "relcl", "prep"],
+     ["DET", "NOUN", "PRON", "AUX", "VERB", "ADP"], ["DT", "NN", "WDT", "VBZ", "VBG", "IN"],
+     "a dog", "a dog that is waiting"),
+]
+
+
+@pytest.mark.parametrize("words, heads, deps, pos, tags, chunk, expected", DANGLING_CASES)
+def test_an_expression_never_ends_on_a_dangling_word(nlp, words, heads, deps, pos, tags, chunk, expected):
+    assert expansions(_doc(nlp, words, heads, deps, pos, tags=tags))[chunk] == expected
 
 
 @pytest.mark.parametrize("caption, chunk, expected", [
