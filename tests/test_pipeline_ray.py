@@ -70,6 +70,19 @@ def test_ray_stage_by_stage_equals_fused(ray_session, worlds, tmp_path):
 
 
 @pytest.mark.slow
+def test_fsspec_output_url_on_ray_and_memory_refused(ray_session, worlds, tmp_path):
+    """Workers write through fsspec (file:// here, s3:// on a cluster); memory:// exists in one process
+    only, so the Ray engine refuses it in one clear sentence instead of losing the workers' writes."""
+    root, local = worlds
+    output = tmp_path / "grit"
+    run_pipeline(ray_config(root / "clean", f"file://{output}"))
+    assert snapshot(output) == snapshot(local["clean"])
+    assert not (output / "_parts").exists()
+    with pytest.raises(ValueError, match="memory:// lives inside one process"):
+        run_pipeline(ray_config(root / "clean", "memory://grit-ray-out"))
+
+
+@pytest.mark.slow
 def test_kill_9_of_the_ray_driver_then_rerun(worlds, tmp_path):
     """`grit run` on Ray: the driver SIGKILLs itself once the first shard is committed (the workers may
     have staged parts of the others); the rerun discards those parts, redoes the unfinished shards and the
