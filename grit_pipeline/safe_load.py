@@ -31,3 +31,21 @@ def load_torch_file(path: str | Path) -> Any:
     except (RuntimeError, EOFError, OSError, ValueError) as error:
         raise UnsafeFileError(f"{path}: not a readable torch file ({type(error).__name__}: "
                               f"{' '.join(str(error).split())[:200]})") from None
+
+
+def check_torch_file(path: str | Path) -> None:
+    """Refuse (``UnsafeFileError``) a torch file that names anything ``weights_only`` would not build,
+    without loading its tensors: a cheap check for a process that hands the file to others (the driver of
+    a distributed training run), so the refusal is one line there rather than a failure inside a worker."""
+    from torch.serialization import get_unsafe_globals_in_checkpoint
+
+    try:
+        unsafe = get_unsafe_globals_in_checkpoint(Path(path))
+    except FileNotFoundError:
+        raise
+    except Exception as error:  # noqa: BLE001 - not a torch zip file: the real load will say what it is
+        raise UnsafeFileError(f"{path}: not a readable torch file ({type(error).__name__}: "
+                              f"{' '.join(str(error).split())[:200]})") from None
+    if unsafe:
+        raise UnsafeFileError(f"{path}: refused to load: it holds more than tensors and plain values, so loading "
+                              f"it could run code (it names {', '.join(sorted(unsafe)[:5])})")

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from grit_pipeline.safe_load import UnsafeFileError, load_torch_file
+from grit_pipeline.safe_load import UnsafeFileError, check_torch_file, load_torch_file
 
 LATEST = "latest"
 
@@ -91,3 +91,8 @@ def load_state(path: Path) -> dict[str, Any]:
     """The training state of a checkpoint, loaded with ``weights_only=True`` (``grit_pipeline.safe_load``):
     a crafted ``state.pt`` is refused before anything in it runs."""
     return load_torch_file(Path(path) / "state.pt")
+
+
+def check_state(path: Path) -> None:
+    """Refuse a crafted ``state.pt`` without loading it (the driver of a distributed run checks it once)."""
+    check_torch_file(Path(path) / "state.pt")

@@ -164,8 +164,8 @@ def prepare_processor(cfg: TrainConfig, log=print):
 def build_or_load_model(cfg: TrainConfig, processor, resume_dir: Path | None):
     from transformers import Kosmos2ForConditionalGeneration
 
-    if resume_dir is not None:
-        return Kosmos2ForConditionalGeneration.from_pretrained(resume_dir / "model")
+    if resume_dir is not None:  # our checkpoints are safetensors; never a pickle
+        return Kosmos2ForConditionalGeneration.from_pretrained(resume_dir / "model", use_safetensors=True)
     if cfg.init:
         return Kosmos2ForConditionalGeneration.from_pretrained(cfg.init)
     tok = processor.tokenizer
@@ -367,6 +367,9 @@ def read_log(output: str | Path) -> list[dict]:
 
 def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
     """Prepare the processor on the driver, then train here or on Ray workers."""
+    resume_dir = find_resume_dir(cfg)
+    if resume_dir is not None:  # a crafted state.pt is refused here in one line, before any worker starts
+        ckpt.check_state(resume_dir)
     processor = prepare_processor(cfg, log)
     if cfg.num_workers > 1 or cfg.ray_address:
         return train_with_ray(cfg, log)

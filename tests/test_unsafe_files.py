@@ -28,15 +28,18 @@ def _crafted(path: Path, marker: Path, **extra) -> Path:
 
 
 def test_a_crafted_training_checkpoint_is_refused_and_its_payload_never_runs(tmp_path):
-    from kosmos.checkpoint import CheckpointError, load_state, rng_state, set_rng_state
+    from kosmos.checkpoint import CheckpointError, check_state, load_state, rng_state, set_rng_state
 
     marker = tmp_path / "pwned"
     _crafted(tmp_path / "ckpt" / "state.pt", marker)
     with pytest.raises(CheckpointError, match="refused to load.*could run code"):
         load_state(tmp_path / "ckpt")
+    with pytest.raises(CheckpointError, match="it names posix.system"):  # the driver's check, nothing loaded
+        check_state(tmp_path / "ckpt")
     assert not marker.exists()
     # what training itself saves still loads (RNG states included) under weights_only
     torch.save({"rng": [rng_state()], "config": {"lr": 1e-4, "resume": None}}, tmp_path / "ckpt" / "state.pt")
+    check_state(tmp_path / "ckpt")
     state = load_state(tmp_path / "ckpt")
     set_rng_state(state["rng"][0])
 
@@ -64,4 +67,15 @@ def test_kosmos_predict_loads_safetensors_only(tmp_path):
     (model_dir / "config.json").write_text('{"model_type": "kosmos-2"}')
     with pytest.raises(UnsafeFileError, match="safetensors weights only"):
         load_model(str(model_dir), torch.device("cpu"))
+    assert not marker.exists()
+
+
+def test_kosmos_train_resume_from_a_crafted_checkpoint_is_one_line(tmp_path, capsys):
+    from kosmos.cli import main
+
+    marker = tmp_path / "pwned"
+    _crafted(tmp_path / "ckpt" / "state.pt", marker)
+    code = main(["train", "--data", str(tmp_path), "--output", str(tmp_path / "run"), "--resume", str(tmp_path / "ckpt")])
+    err = capsys.readouterr().err.strip()
+    assert code != 0 and "Traceback" not in err and len(err.splitlines()) == 1 and "refused to load" in err
     assert not marker.exists()
