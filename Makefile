@@ -157,8 +157,10 @@ score: setup
 	$(PY) -m kosmos score $(TASK) --predictions "$(PREDICTIONS)" --annotations "$(ANNOTATIONS)" \
 		$(if $(QUESTIONS),--questions "$(QUESTIONS)")
 
+# make e2e LEVEL=1|2|3 [E2E_INIT=e2e_out/level1/run/best]: the whole loop on a curriculum world (kosmos/e2e.py)
+LEVEL ?= 3
 e2e: setup
-	$(PY) -m kosmos.e2e
+	E2E_LEVEL=$(LEVEL) $(PY) -m kosmos.e2e
 
 clean:
 	rm -rf demo_out bench_out .pytest_cache

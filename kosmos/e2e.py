@@ -1,13 +1,18 @@
-"""``make e2e``: the whole loop at small scale, as a benchmark (not a CI test).
+"""``make e2e LEVEL=N``: the whole loop at small scale on a curriculum world, as a benchmark (not a CI test).
 
-synthetic shards (``grit synth``) -> GRIT build with the demo detector (``grit run``) -> ``kosmos train``
-(tiny preset, CPU) -> ``kosmos predict rec`` + ``kosmos score rec`` on held-out synthetic images converted
-to MDETR RefCOCO format. Prints the learning curve (loss on location tokens by step), the share of
-predictions that decode to a box, REC accuracy and the accuracy of always answering the training set's mean
-box, as one JSON object (also written to OUT/e2e.json). Rerunning resumes every stage.
+synthetic shards (``grit synth --level N``) -> GRIT build with the demo detector (``grit run``) ->
+``kosmos train`` (tiny preset, CPU, a time budget, held-out REC on a validation world every few hundred steps,
+best model kept) -> ``kosmos predict rec`` (best model) + ``kosmos score rec`` on held-out synthetic images of
+another seed, converted to MDETR RefCOCO format. Prints the learning curve (location-token loss and accuracy,
+validation REC by step), the share of predictions that decode to a box, REC accuracy and the accuracy of
+always answering the training set's mean box, as one JSON object (also written to OUT/e2e.json). Rerunning
+resumes every stage.
 
-Settings (environment): E2E_DIR (e2e_out), E2E_TRAIN_IMAGES (4000), E2E_HELDOUT_IMAGES (100),
-E2E_STEPS (2500), E2E_BATCH (16), E2E_THREADS (1), E2E_GROUNDING_PROB (1.0).
+Settings (environment): E2E_LEVEL (3), E2E_DIR (e2e_out/levelN), E2E_TRAIN_IMAGES (4000),
+E2E_HELDOUT_IMAGES (200), E2E_VAL_IMAGES (100), E2E_MINUTES (training budget: 10 / 20 / 25 for levels 1 / 2 / 3),
+E2E_STEPS (100000: the budget ends training), E2E_BATCH (16), E2E_THREADS (1), E2E_GROUNDING_PROB (1.0),
+E2E_EVAL_EVERY (250), E2E_INIT (a checkpoint's model dir to start from, e.g. the level N-1 run's best/),
+E2E_LR (preset default), E2E_TRAIN_ARGS (more `kosmos train` flags).
 """
 from __future__ import annotations
 
@@ -46,41 +51,63 @@ def training_boxes(grit_dir: Path, min_score: float = 0.65):
             yield from entity.boxes
 
 
+TRAIN_MINUTES = {1: 10.0, 2: 20.0, 3: 25.0}
+
+
 def main() -> int:
-    out = Path(_env("E2E_DIR", "e2e_out")).resolve()
-    train_images, heldout_images = _env("E2E_TRAIN_IMAGES", 4000), _env("E2E_HELDOUT_IMAGES", 100)
-    steps, batch, threads = _env("E2E_STEPS", 2500), _env("E2E_BATCH", 16), _env("E2E_THREADS", 1)
-    grounding_prob = _env("E2E_GROUNDING_PROB", 1.0)
+    level = _env("E2E_LEVEL", 3)
+    if level not in TRAIN_MINUTES:
+        raise SystemExit(f"[e2e] LEVEL must be 1, 2 or 3, got {level}")
+    out = Path(_env("E2E_DIR", f"e2e_out/level{level}")).resolve()
+    train_images, heldout_images = _env("E2E_TRAIN_IMAGES", 4000), _env("E2E_HELDOUT_IMAGES", 200)
+    val_images, minutes = _env("E2E_VAL_IMAGES", 100), _env("E2E_MINUTES", TRAIN_MINUTES[level])
+    steps, batch, threads = _env("E2E_STEPS", 100_000), _env("E2E_BATCH", 16), _env("E2E_THREADS", 1)
+    grounding_prob, eval_every = _env("E2E_GROUNDING_PROB", 1.0), _env("E2E_EVAL_EVERY", 250)
+    init, lr, extra = _env("E2E_INIT", ""), _env("E2E_LR", ""), _env("E2E_TRAIN_ARGS", "").split()
     out.mkdir(parents=True, exist_ok=True)
     log = out / "e2e.log"
     grit = [sys.executable, "-m", "grit_pipeline"]
     kosmos = [sys.executable, "-m", "kosmos.cli"]
     timings = {}
+    level_flag = ["--level", str(level)]
 
     if not (out / "synth" / "truth").is_dir():
         timings["synth_s"] = _run(grit + ["synth", "--output", str(out / "synth"), "--images", str(train_images),
-                                          "--seed", "0", "--shard-size", "250"], log)
+                                          "--seed", "0", "--shard-size", "250"] + level_flag, log)
     timings["grit_run_s"] = _run(grit + ["run", "--input", str(out / "synth"), "--output", str(out / "grit"),
                                          "--engine", "local", "--detector", "demo", "--no-progress"], log)
-    if not (out / "heldout" / "truth").is_dir():
-        timings["heldout_synth_s"] = _run(grit + ["synth", "--output", str(out / "heldout"), "--images",
-                                                  str(heldout_images), "--seed", "1", "--shard-size", "250"], log)
-    refcoco = out / "refcoco" / "finetune_refcoco_val.json"
-    if not refcoco.exists():
-        _run(kosmos + ["synth-refcoco", "--synth", str(out / "heldout"), "--output", str(out / "refcoco")], log)
+    # held-out test world (seed 1, scored once at the end) and validation world (seed 2, picks the best model)
+    for name, seed, images in (("heldout", 1, heldout_images), ("val", 2, val_images)):
+        if not (out / name / "truth").is_dir():
+            timings[f"{name}_synth_s"] = _run(grit + ["synth", "--output", str(out / name), "--images", str(images),
+                                                      "--seed", str(seed), "--shard-size", "250"] + level_flag, log)
+        if not (out / f"refcoco_{name}" / "finetune_refcoco_val.json").exists():
+            _run(kosmos + ["synth-refcoco", "--synth", str(out / name), "--output", str(out / f"refcoco_{name}")],
+                 log)
+    refcoco = out / "refcoco_heldout" / "finetune_refcoco_val.json"
 
     train_argv = kosmos + [
         "train", "--data", str(out / "grit"), "--output", str(out / "run"), "--preset", "tiny",
         "--steps", str(steps), "--batch-size", str(batch), "--threads", str(threads), "--loader-workers", "1",
         "--image-mode", "square", "--grounding-prob", str(grounding_prob), "--log-every", "50",
-        "--checkpoint-every", "500"]
-    if (out / "run" / "checkpoints" / "latest").exists():
+        "--checkpoint-every", "500", "--max-minutes", str(minutes), "--eval-every", str(eval_every),
+        "--eval-data", str(out / "refcoco_val")] + extra
+    if init:
+        # a curriculum start, not a fine-tune of a release model: from-scratch lr and location weight
+        train_argv += ["--init", init, "--lr", lr or "2e-3", "--warmup-steps", "20", "--location-loss-weight", "10"]
+    elif lr:
+        train_argv += ["--lr", lr]
+    run_dir = out / "run"
+    if (run_dir / "checkpoints" / "latest").exists():
         train_argv.append("--resume")
-    timings["train_s"] = _run(train_argv, log)
+    if not (run_dir / "done").exists():
+        timings["train_s"] = _run(train_argv, log)
+        (run_dir / "done").write_text("")
 
     predictions = out / "rec_predictions.jsonl"
-    timings["predict_s"] = _run(kosmos + ["predict", "rec", "--model", str(out / "run"), "--images",
-                                          str(out / "refcoco" / "images"), "--annotations", str(refcoco),
+    model = run_dir / "best" if (run_dir / "best").is_dir() else run_dir
+    timings["predict_s"] = _run(kosmos + ["predict", "rec", "--model", str(model), "--images",
+                                          str(refcoco.parent / "images"), "--annotations", str(refcoco),
                                           "--output", str(predictions), "--threads", str(threads)], log)
     score = subprocess.run(kosmos + ["score", "rec", "--predictions", str(predictions), "--annotations",
                                      str(refcoco)], capture_output=True, text=True, check=True)
@@ -91,11 +118,17 @@ def main() -> int:
 
     annotations = json.loads(refcoco.read_text())
     baseline = mean_box_accuracy(training_boxes(out / "grit"), annotations)
-    entries = read_log(out / "run")
+    entries = read_log(run_dir)
+    evals = read_log(run_dir, "eval_log.jsonl")
     decoded = rec["total"] - rec["no_box"] - rec["missing_predictions"]
     report = {
-        "learning_curve": [{"step": e["step"], "loc_loss": e["loc_loss"], "loss": e["loss"]} for e in entries],
-        "train_images": train_images, "heldout_expressions": rec["total"], "steps": steps, "batch_size": batch,
+        "level": level,
+        "learning_curve": [{"step": e["step"], "loc_loss": e["loc_loss"], "loc_acc": e.get("loc_acc"),
+                            "loss": e["loss"]} for e in entries],
+        "validation_rec_curve": [{"step": e["step"], "rec": e["eval_rec"]} for e in evals],
+        "best_model": str(model), "init": init or None, "train_minutes_budget": minutes,
+        "steps_done": entries[-1]["step"] if entries else 0,
+        "train_images": train_images, "heldout_expressions": rec["total"], "batch_size": batch,
         "share_decoding_to_a_box": round(100.0 * decoded / rec["total"], 2) if rec["total"] else 0.0,
         "rec_accuracy": round(rec["accuracy"], 2),
         "mean_box_baseline_accuracy": round(baseline["accuracy"], 2),
@@ -105,9 +138,9 @@ def main() -> int:
         "skipped_samples": entries[-1]["skipped"] if entries else {},
     }
     (out / "e2e.json").write_text(json.dumps(report, indent=2))
-    print("step  loc_loss", file=sys.stderr)
+    print("step  loc_loss  loc_acc", file=sys.stderr)
     for e in report["learning_curve"]:
-        print(f"{e['step']:5d}  {e['loc_loss']}", file=sys.stderr)
+        print(f"{e['step']:5d}  {e['loc_loss']}  {e['loc_acc']}", file=sys.stderr)
     print(json.dumps(report, indent=2))
     return 0
 

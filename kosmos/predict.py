@@ -125,12 +125,13 @@ def build_queries(task: str, images_dir: str, annotations: dict | str | None = N
 def load_model(path: str, device: torch.device):
     """Model + processor from a checkpoint's ``model`` dir, a training output dir (its latest checkpoint),
     a checkpoint dir, or any ``save_pretrained`` directory."""
-    from transformers import Kosmos2ForConditionalGeneration, Kosmos2Processor
-
     import pickle
+
+    from transformers import Kosmos2Processor
 
     from grit_pipeline.safe_load import UnsafeFileError
     from kosmos.checkpoint import latest_checkpoint
+    from kosmos.modeling import load_pretrained
 
     root = Path(path)
     if (root / "checkpoints").is_dir():
@@ -139,7 +140,7 @@ def load_model(path: str, device: torch.device):
         root = root / "model"
     try:
         # safetensors only: a pytorch_model.bin is a pickle, and loading one could run code.
-        model = Kosmos2ForConditionalGeneration.from_pretrained(str(root), use_safetensors=True).to(device).eval()
+        model = load_pretrained(root, use_safetensors=True).to(device).eval()
         processor = Kosmos2Processor.from_pretrained(str(root))
     except (OSError, ValueError, pickle.UnpicklingError) as error:
         raise UnsafeFileError(f"cannot load a model from {root} (safetensors weights only): "

@@ -2,6 +2,8 @@
 
 ``paper`` is the 1.6B Kosmos-2 shape (ViT-L/14 at 224, 24-layer 2048-wide decoder, 64 latent queries);
 ``small`` is a ~42M-parameter model meant for one GPU; ``tiny`` (~0.6M) is for CPU tests and ``make e2e``.
+``paper`` keeps Kosmos-2's resampler connector; ``small`` and ``tiny`` use the linear connector (one image slot
+per ViT token, see ``kosmos.modeling``), which learns to localise from scratch where the resampler does not.
 The text vocabulary size is not part of a preset: it is the size of the tokenizer the model is built with.
 """
 from __future__ import annotations
@@ -28,6 +30,7 @@ class Preset:
     max_positions: int
     dropout: float
     tokenizer_vocab: int  # BPE vocabulary learnt from captions (before tag and patch-index tokens)
+    connector: str = "linear"  # "linear" (one slot per ViT token) or "resampler" (latent_query_num slots)
     # training defaults (paper: lr 2e-4, 375 warm-up, 60k steps; scaled down for the small presets)
     lr: float = 2e-4
     warmup_steps: int = 375
@@ -53,7 +56,7 @@ PRESETS: dict[str, Preset] = {
     "paper": Preset(
         name="paper", image_size=224, patch_size=14, vision_hidden=1024, vision_layers=24, vision_heads=16,
         vision_ffn=4096, text_hidden=2048, text_layers=24, text_heads=32, text_ffn=8192, latent_query_num=64,
-        max_positions=2048, dropout=0.1, tokenizer_vocab=64000, lr=2e-4, warmup_steps=375, max_steps=60_000,
+        max_positions=2048, dropout=0.1, tokenizer_vocab=64000, connector="resampler", lr=2e-4, warmup_steps=375, max_steps=60_000,
         batch_size=64, max_length=128,
     ),
 }
@@ -67,9 +70,18 @@ def get_preset(name: str) -> Preset:
 
 
 def build_config(preset: Preset, vocab_size: int, pad_token_id: int = 1, bos_token_id: int = 0,
-                 eos_token_id: int = 2):
-    """A ``Kosmos2Config`` of the preset's sizes for a tokenizer of ``vocab_size`` tokens."""
+                 eos_token_id: int = 2, connector: str | None = None):
+    """A ``Kosmos2Config`` of the preset's sizes for a tokenizer of ``vocab_size`` tokens.
+
+    ``connector`` (default: the preset's): with ``linear`` the image slots are the ViT tokens, so
+    ``latent_query_num`` is their number and ``"connector": "linear"`` is recorded in the config."""
     from transformers import Kosmos2Config
+
+    from kosmos.modeling import CONNECTORS
+
+    connector = connector or preset.connector
+    if connector not in CONNECTORS:
+        raise ValueError(f"unknown connector {connector!r}; choose one of {CONNECTORS}")
 
     text = dict(
         vocab_size=vocab_size, embed_dim=preset.text_hidden, layers=preset.text_layers,
@@ -82,16 +94,21 @@ def build_config(preset: Preset, vocab_size: int, pad_token_id: int = 1, bos_tok
         num_hidden_layers=preset.vision_layers, num_attention_heads=preset.vision_heads,
         image_size=preset.image_size, patch_size=preset.patch_size,
     )
+    if connector == "linear":
+        slots = (preset.image_size // preset.patch_size) ** 2 + 1
+        return Kosmos2Config(text_config=text, vision_config=vision, latent_query_num=slots, connector="linear")
     return Kosmos2Config(text_config=text, vision_config=vision, latent_query_num=preset.latent_query_num)
 
 
-def build_model(preset: Preset, vocab_size: int, seed: int = 0, **token_ids):
-    """A randomly initialised ``Kosmos2ForConditionalGeneration`` (deterministic for a seed)."""
+def build_model(preset: Preset, vocab_size: int, seed: int = 0, connector: str | None = None, **token_ids):
+    """A randomly initialised Kosmos-2 of the preset's connector (deterministic for a seed)."""
     import torch
-    from transformers import Kosmos2ForConditionalGeneration
+
+    from kosmos.modeling import model_class
 
     torch.manual_seed(seed)
-    return Kosmos2ForConditionalGeneration(build_config(preset, vocab_size, **token_ids))
+    config = build_config(preset, vocab_size, connector=connector, **token_ids)
+    return model_class(config)(config)
 
 
 def count_parameters(model) -> int:

@@ -6,12 +6,11 @@ running the same loop on every worker under DistributedDataParallel.
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +19,18 @@ import torch.nn.functional as F
 
 from kosmos import checkpoint as ckpt
 from kosmos.data import DataConfig, GritShardStream, expand_urls, iter_records, make_loader
+from kosmos.modeling import CONNECTORS, connector_of, load_pretrained
 from kosmos.presets import PRESETS, build_model, count_parameters, get_preset
 
 
 DATA, RUN = "data", "run"
+
+# Fine-tuning a pretrained model (--init): the paper's instruction-tuning scale, not a from-scratch lr.
+FINETUNE_LR = 1e-5
+FINETUNE_WARMUP_STEPS = 100
+# Location tokens are 2 of ~10 targets in a one-object caption; at weight 1 the text loss dominates and the
+# model learns to ignore the image (issue 15's diagnosis). 10 was measured to learn localisation on CPU.
+DEFAULT_LOCATION_LOSS_WEIGHT = 10.0
 
 
 @dataclass
@@ -38,7 +45,29 @@ class TrainConfig:
     output: str = field(metadata={"help": "run directory (processor/, checkpoints/, train_log.jsonl)"})
     preset: str = field(default="tiny", metadata={"choices": tuple(sorted(PRESETS)), "help": "model size"})
     init: str | None = field(default=None, metadata={
-        "help": "pretrained model + processor directory (from_pretrained) to fine-tune"})
+        "help": "pretrained model + processor directory (from_pretrained) to fine-tune; fine-tuning defaults: "
+                f"lr {FINETUNE_LR:g}, {FINETUNE_WARMUP_STEPS} warm-up steps, location loss weight 1"})
+    connector: str | None = field(default=None, metadata={
+        "choices": CONNECTORS,
+        "help": "image connector of a from-scratch model: linear (one slot per ViT token) or resampler "
+                "(Kosmos-2's); default: the preset's (linear for tiny/small, resampler for paper)"})
+    location_loss_weight: float | None = field(default=None, metadata={
+        "help": f"weight of location-token targets in the loss (default {DEFAULT_LOCATION_LOSS_WEIGHT:g} from "
+                "scratch, 1 with --init)"})
+    location_sigma: float = field(default=0.0, metadata={
+        "help": "train location tokens against a 2D Gaussian of this many cells around the target cell "
+                "(0: the exact cell only, the paper's loss)"})
+    max_minutes: float | None = field(default=None, metadata={
+        "group": RUN, "help": "stop (with a checkpoint) after this many minutes of training; the lr decay ends "
+                              "with the budget; --resume continues with a new budget"})
+    eval_data: str | None = field(default=None, metadata={
+        "group": RUN, "help": "MDETR RefCOCO json (or a `kosmos synth-refcoco` folder) for held-out REC "
+                              "during training; images in images/ beside it or --eval-images"})
+    eval_images: str | None = field(default=None, metadata={"group": RUN, "help": "images folder of --eval-data"})
+    eval_every: int = field(default=0, metadata={
+        "group": RUN, "help": "held-out REC every N steps and at the end (0: off); the best model is kept in "
+                              "OUTPUT/best"})
+    eval_limit: int = field(default=200, metadata={"group": RUN, "help": "expressions of --eval-data per evaluation"})
     tokenizer: str | None = field(default=None, metadata={
         "help": "processor directory to reuse instead of learning a tokenizer"})
     tokenizer_samples: int = field(default=100_000, metadata={"help": "captions read to learn a tokenizer"})
@@ -76,10 +105,17 @@ class TrainConfig:
     data_options: dict = field(default_factory=dict, metadata={"cli": False})  # DataConfig fields, own flags
 
     def resolved(self) -> "TrainConfig":
+        """Unset values filled: the preset's from scratch, fine-tuning defaults with ``init``."""
         preset = get_preset(self.preset)
         values = asdict(self)
-        for name, default in (("steps", preset.max_steps), ("batch_size", preset.batch_size),
-                              ("lr", preset.lr), ("warmup_steps", preset.warmup_steps)):
+        if self.init:
+            defaults = (("steps", preset.max_steps), ("batch_size", preset.batch_size), ("lr", FINETUNE_LR),
+                        ("warmup_steps", FINETUNE_WARMUP_STEPS), ("location_loss_weight", 1.0))
+        else:
+            defaults = (("steps", preset.max_steps), ("batch_size", preset.batch_size), ("lr", preset.lr),
+                        ("warmup_steps", preset.warmup_steps),
+                        ("location_loss_weight", DEFAULT_LOCATION_LOSS_WEIGHT))
+        for name, default in defaults:
             if values[name] is None:
                 values[name] = default
         values["warmup_steps"] = min(values["warmup_steps"], values["steps"])
@@ -106,17 +142,35 @@ def location_token_mask(tokenizer) -> torch.Tensor:
     return lookup
 
 
-def sequence_losses(logits: torch.Tensor, labels: torch.Tensor, location_lookup: torch.Tensor):
-    """Next-token cross entropy: (mean loss, sum of location-token losses, number of location targets,
-    number of targets)."""
+@dataclass
+class SequenceLosses:
+    """One batch's next-token losses. ``objective`` is what is optimised (location targets weighted);
+    the rest are detached sums and counts for the log."""
+
+    objective: torch.Tensor
+    loss_sum: torch.Tensor      # unweighted cross entropy over every target
+    loc_sum: torch.Tensor       # over location-token targets
+    loc_correct: torch.Tensor   # location targets whose argmax is right
+    loc_n: torch.Tensor
+    n: torch.Tensor
+
+
+def sequence_losses(logits: torch.Tensor, labels: torch.Tensor, location_lookup: torch.Tensor,
+                    location_weight: float = 1.0) -> SequenceLosses:
+    """Next-token cross entropy over the targets (labels != -100), location-token targets weighted
+    ``location_weight``: objective = sum(w_i * loss_i) / sum(w_i)."""
     logits = logits[:, :-1].float()
-    targets = labels[:, 1:]
-    per_token = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100,
-                                reduction="none")
-    valid = targets.reshape(-1) != -100
-    n = valid.sum().clamp(min=1)
-    loc = valid & location_lookup.to(targets.device)[targets.reshape(-1).clamp(min=0)]
-    return per_token.sum() / n, per_token[loc].detach().sum(), loc.sum(), valid.sum()
+    targets = labels[:, 1:].reshape(-1)
+    flat = logits.reshape(-1, logits.size(-1))
+    per_token = F.cross_entropy(flat, targets, ignore_index=-100, reduction="none")
+    valid = targets != -100
+    loc = valid & location_lookup.to(targets.device)[targets.clamp(min=0)]
+    weights = valid.float() + (location_weight - 1.0) * loc.float()
+    objective = (per_token * weights).sum() / weights.sum().clamp(min=1e-6)
+    with torch.no_grad():
+        loc_correct = (flat[loc].argmax(-1) == targets[loc]).sum()
+    return SequenceLosses(objective, per_token.detach().sum(), per_token[loc].detach().sum(), loc_correct,
+                          loc.sum(), valid.sum())
 
 
 def resolve_device(name: str) -> torch.device:
@@ -162,15 +216,17 @@ def prepare_processor(cfg: TrainConfig, log=print):
 
 
 def build_or_load_model(cfg: TrainConfig, processor, resume_dir: Path | None):
-    from transformers import Kosmos2ForConditionalGeneration
-
     if resume_dir is not None:  # our checkpoints are safetensors; never a pickle
-        return Kosmos2ForConditionalGeneration.from_pretrained(resume_dir / "model", use_safetensors=True)
+        return load_pretrained(resume_dir / "model", use_safetensors=True)
     if cfg.init:
-        return Kosmos2ForConditionalGeneration.from_pretrained(cfg.init)
+        model = load_pretrained(cfg.init)
+        if len(processor.tokenizer) > model.config.text_config.vocab_size:
+            raise ValueError(f"--init {cfg.init}: the processor has {len(processor.tokenizer)} tokens, the model "
+                             f"{model.config.text_config.vocab_size}")
+        return model
     tok = processor.tokenizer
-    return build_model(get_preset(cfg.preset), len(tok), seed=cfg.seed, pad_token_id=tok.pad_token_id,
-                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    return build_model(get_preset(cfg.preset), len(tok), seed=cfg.seed, connector=cfg.connector,
+                       pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
 
 
 def find_resume_dir(cfg: TrainConfig) -> Path | None:
@@ -216,11 +272,20 @@ def run_training(cfg: TrainConfig, processor, rank: int = 0, world_size: int = 1
         setattr(data_config, key, value)
     if is_main:
         log(f"model: {count_parameters(model) / 1e6:.2f}M parameters, image {data_config.image_size}px, "
-            f"{data_config.num_image_tokens} image slots, vocab {config.text_config.vocab_size}, device {device}")
+            f"{data_config.num_image_tokens} image slots ({connector_of(config)} connector), "
+            f"vocab {config.text_config.vocab_size}, device {device}")
 
     optimizer = configure_optimizer(model, cfg)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio))
+    # With --max-minutes the linear decay ends when the time budget does (or at --steps if that comes first).
+    clock = {"fraction": 0.0}
+
+    def schedule(s: int) -> float:
+        factor = lr_factor(s, cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio)
+        if s >= cfg.warmup_steps and clock["fraction"] > 0:
+            factor = min(factor, cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * max(0.0, 1.0 - clock["fraction"]))
+        return factor
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     step, consumed_batches, readers = 0, 0, {}
     if state is not None:
         saved = state.get("config", {})
@@ -247,17 +312,22 @@ def run_training(cfg: TrainConfig, processor, rank: int = 0, world_size: int = 1
                              worker_offset=consumed_batches % num_readers)
     batches = iter(make_loader(stream, cfg.loader_workers))
     location_lookup = location_token_mask(processor.tokenizer).to(device)
-    log_path = out / "train_log.jsonl"
+    log_path, eval_log_path = out / "train_log.jsonl", out / "eval_log.jsonl"
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
         _truncate_log(log_path, step)
+        _truncate_log(eval_log_path, step)
+
+    evaluator = RecEvaluator.from_config(cfg, processor) if cfg.eval_every > 0 and is_main else None
+    best = _read_best(out) if evaluator else None
 
     model.train()
     last_stop = cfg.steps if cfg.stop_at_step is None else min(cfg.steps, cfg.stop_at_step)
-    window = {"loss": 0.0, "loc_sum": 0.0, "loc_n": 0, "tokens": 0, "samples": 0, "steps": 0,
-              "time": time.perf_counter()}
+    window = _new_window()
     skipped: dict[str, int] = {}
-    while step < last_stop:
+    started = time.perf_counter()
+    out_of_time = False
+    while step < last_stop and not out_of_time:
         # one optimiser step = grad_accum micro-batches
         for micro in range(cfg.grad_accum):
             batch = next(batches)
@@ -270,28 +340,36 @@ def run_training(cfg: TrainConfig, processor, rank: int = 0, world_size: int = 1
             with sync:
                 with autocast_for(device, cfg.precision):
                     logits = train_model(**inputs).logits
-                loss, loc_sum, loc_n, _ = sequence_losses(logits, labels, location_lookup)
-                (loss / cfg.grad_accum).backward()
-            window["loss"] += loss.item() / cfg.grad_accum
-            window["loc_sum"] += loc_sum.item()
-            window["loc_n"] += int(loc_n)
+                losses = sequence_losses(logits, labels, location_lookup, cfg.location_loss_weight)
+                (losses.objective / cfg.grad_accum).backward()
+            for key in ("loss_sum", "loc_sum", "loc_correct", "loc_n", "n"):
+                window[key] += float(getattr(losses, key))
             window["tokens"] += int(batch["attention_mask"].sum())
             window["samples"] += batch["input_ids"].size(0)
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else None
         optimizer.step()
+        if cfg.max_minutes:
+            # the same value on every rank, so every replica steps with the same lr and stops at the same step
+            clock["fraction"] = _max_across((time.perf_counter() - started) / (60.0 * cfg.max_minutes),
+                                            distributed, device)
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
         window["steps"] += 1
+        out_of_time = clock["fraction"] >= 1.0
+        at_end = step == last_stop or out_of_time
 
-        if step % cfg.log_every == 0 or step == last_stop:
+        if step % cfg.log_every == 0 or at_end:
             stats = _reduce_window(window, distributed, device)
             elapsed = time.perf_counter() - window["time"]
             skipped = _sum_skipped(readers, distributed)
+            text_n = stats["n"] - stats["loc_n"]
             entry = {
                 "step": step,
-                "loss": round(stats["loss"] / max(window["steps"], 1), 6),
+                "loss": round(stats["loss_sum"] / stats["n"], 6) if stats["n"] else None,
+                "text_loss": round((stats["loss_sum"] - stats["loc_sum"]) / text_n, 6) if text_n else None,
                 "loc_loss": round(stats["loc_sum"] / stats["loc_n"], 6) if stats["loc_n"] else None,
+                "loc_acc": round(stats["loc_correct"] / stats["loc_n"], 4) if stats["loc_n"] else None,
                 "lr": scheduler.get_last_lr()[0],
                 "grad_norm": round(float(grad_norm), 4) if grad_norm is not None else None,
                 "tokens_per_s": round(stats["tokens"] / elapsed, 1),
@@ -299,14 +377,28 @@ def run_training(cfg: TrainConfig, processor, rank: int = 0, world_size: int = 1
                 "skipped": skipped,
             }
             if is_main:
-                log(f"step {step}/{cfg.steps} loss {entry['loss']:.4f} loc {entry['loc_loss']} "
-                    f"lr {entry['lr']:.2e} {entry['tokens_per_s']:.0f} tok/s {entry['samples_per_s']:.1f} img/s")
+                log(f"step {step}/{cfg.steps} loss {entry['loss']} text {entry['text_loss']} loc {entry['loc_loss']} "
+                    f"loc acc {entry['loc_acc']} lr {entry['lr']:.2e} {entry['tokens_per_s']:.0f} tok/s "
+                    f"{entry['samples_per_s']:.1f} img/s")
                 with open(log_path, "a") as handle:
                     handle.write(json.dumps(entry) + "\n")
-            window = {"loss": 0.0, "loc_sum": 0.0, "loc_n": 0, "tokens": 0, "samples": 0, "steps": 0,
-                      "time": time.perf_counter()}
+            window = _new_window()
 
-        if step % cfg.checkpoint_every == 0 or step == last_stop:
+        if evaluator is not None and (step % cfg.eval_every == 0 or at_end):
+            result = evaluator.evaluate(model)
+            model.train()
+            entry = {"step": step, "eval_rec": round(result["accuracy"], 2), "eval_total": result["total"],
+                     "eval_no_box": result["no_box"]}
+            improved = best is None or entry["eval_rec"] > best["eval_rec"]
+            if improved:
+                best = entry
+                _save_best(out, model, processor, entry)
+            log(f"step {step} held-out REC {entry['eval_rec']}% of {entry['eval_total']}"
+                f"{' (best so far, saved to best/)' if improved else ''}")
+            with open(eval_log_path, "a") as handle:
+                handle.write(json.dumps(entry) + "\n")
+
+        if step % cfg.checkpoint_every == 0 or at_end:
             all_readers = _gather(readers, distributed)
             all_rng = _gather(ckpt.rng_state(), distributed)
             if is_main:
@@ -318,16 +410,92 @@ def run_training(cfg: TrainConfig, processor, rank: int = 0, world_size: int = 1
                 log(f"checkpoint {path}")
             if distributed:
                 torch.distributed.barrier()
-    return {"step": step, "finished": step >= cfg.steps, "skipped": skipped,
-            "parameters": count_parameters(model)}
+    summary = {"step": step, "finished": step >= cfg.steps, "skipped": skipped,
+               "parameters": count_parameters(model), "minutes": round((time.perf_counter() - started) / 60, 2)}
+    if best is not None:
+        summary["best"] = best
+    return summary
+
+
+def _new_window() -> dict:
+    return {"loss_sum": 0.0, "loc_sum": 0.0, "loc_correct": 0.0, "loc_n": 0.0, "n": 0.0, "tokens": 0,
+            "samples": 0, "steps": 0, "time": time.perf_counter()}
+
+
+def _max_across(value: float, distributed: bool, device) -> float:
+    """The largest of the ranks' values (``value`` itself in one process)."""
+    if not distributed:
+        return value
+    tensor = torch.tensor([value], dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.MAX)
+    return float(tensor.item())
+
+
+class RecEvaluator:
+    """Held-out REC during training: the ``kosmos predict rec`` prompts and decoding, scored in memory."""
+
+    def __init__(self, annotations: dict, images_dir: str, processor, limit: int):
+        from kosmos.predict import build_queries
+
+        self.queries = build_queries("rec", images_dir, annotations)[:limit]
+        ids = {q.id for q in self.queries}
+        self.annotations = {**annotations, "images": [im for im in annotations["images"] if im["id"] in ids]}
+        self.processor = processor
+
+    @classmethod
+    def from_config(cls, cfg: TrainConfig, processor) -> "RecEvaluator":
+        if not cfg.eval_data:
+            raise ValueError("--eval-every needs --eval-data (an MDETR RefCOCO json)")
+        path = Path(cfg.eval_data)
+        if path.is_dir():  # a `kosmos synth-refcoco` output folder
+            found = sorted(path.glob("finetune_refcoco*.json"))
+            if not found:
+                raise FileNotFoundError(f"--eval-data {path}: no finetune_refcoco*.json there")
+            path = found[0]
+        images = cfg.eval_images or str(path.parent / "images")
+        return cls(json.loads(path.read_text()), images, processor, limit=cfg.eval_limit)
+
+    def evaluate(self, model) -> dict:
+        """REC accuracy (percent) of ``model`` on the held-out expressions (the whole image shown)."""
+        from kosmos.metrics import rec_accuracy
+        from kosmos.predict import generate
+        from kosmos.score import predictions_by_id
+
+        model.eval()
+        rows = list(generate(model, self.processor, self.queries, image_mode="square"))
+        return rec_accuracy(predictions_by_id(rows), self.annotations)
+
+
+BEST = "best"
+
+
+def _read_best(out: Path) -> dict | None:
+    path = out / BEST / "best.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _save_best(out: Path, model, processor, entry: dict) -> None:
+    """Replace OUTPUT/best (model + processor + best.json) atomically."""
+    import shutil
+
+    tmp = out / f"{BEST}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model.save_pretrained(tmp)
+    processor.save_pretrained(tmp)
+    (tmp / "best.json").write_text(json.dumps(entry))
+    old = out / f"{BEST}.old-{os.getpid()}"
+    if (out / BEST).exists():
+        os.replace(out / BEST, old)
+    os.replace(tmp, out / BEST)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _reduce_window(window: dict, distributed: bool, device) -> dict:
-    keys = ("loss", "loc_sum", "loc_n", "tokens", "samples")
+    keys = ("loss_sum", "loc_sum", "loc_correct", "loc_n", "n", "tokens", "samples")
     values = torch.tensor([float(window[k]) for k in keys], dtype=torch.float64, device=device)
     if distributed:
         torch.distributed.all_reduce(values)
-        values[0] /= torch.distributed.get_world_size()
     return dict(zip(keys, values.tolist()))
 
 
@@ -358,8 +526,9 @@ def _truncate_log(path: Path, step: int) -> None:
     os.replace(tmp, path)
 
 
-def read_log(output: str | Path) -> list[dict]:
-    path = Path(output) / "train_log.jsonl"
+def read_log(output: str | Path, name: str = "train_log.jsonl") -> list[dict]:
+    """The training log's entries (``name="eval_log.jsonl"``: the held-out REC evaluations)."""
+    path = Path(output) / name
     return [json.loads(l) for l in path.read_text().splitlines() if l.strip()] if path.exists() else []
 
 

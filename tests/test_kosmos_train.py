@@ -39,12 +39,43 @@ def test_sequence_losses_separate_location_tokens():
     logits = torch.zeros(1, 4, 4)
     logits[0, 0, 2] = 10.0  # predicts token 2 (a location token) confidently at position 0
     labels = torch.tensor([[-100, 2, 1, 3]])
-    loss, loc_sum, loc_n, n = sequence_losses(logits, labels, lookup)
+    out = sequence_losses(logits, labels, lookup)
     expected_loc = torch.nn.functional.cross_entropy(logits[0, [0, 2]], torch.tensor([2, 3]), reduction="sum")
     expected_all = torch.nn.functional.cross_entropy(logits[0, :3], torch.tensor([2, 1, 3]))
-    assert int(loc_n) == 2 and int(n) == 3
-    assert loc_sum.item() == pytest.approx(expected_loc.item())
-    assert loss.item() == pytest.approx(expected_all.item())
+    assert int(out.loc_n) == 2 and int(out.n) == 3
+    assert out.loc_sum.item() == pytest.approx(expected_loc.item())
+    assert out.objective.item() == pytest.approx(expected_all.item())
+    assert int(out.loc_correct) == 1  # position 0 argmax is 2 (right); position 2 is a tie -> id 0 (wrong)
+
+
+def test_location_weight_and_label_masking_on_a_hand_built_batch():
+    """Two rows: masked (-100) targets count nowhere; location targets are weighted in the objective only."""
+    torch.manual_seed(0)
+    vocab = 6
+    lookup = torch.tensor([False, False, False, False, True, True])  # ids 4, 5 are location tokens
+    logits = torch.randn(2, 5, vocab)
+    labels = torch.tensor([[-100, -100, 1, 4, 5],     # prompt masked, then text, two location tokens
+                           [-100, 2, 3, -100, -100]])  # text then padding
+    per = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, vocab), labels[:, 1:].reshape(-1),
+                                            ignore_index=-100, reduction="none").view(2, 4)
+    text = [per[0, 1], per[1, 0], per[1, 1]]
+    loc = [per[0, 2], per[0, 3]]
+    weight = 10.0
+    out = sequence_losses(logits, labels, lookup, location_weight=weight)
+    expected = (sum(text) + weight * sum(loc)) / (len(text) + weight * len(loc))
+    assert out.objective.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert out.loss_sum.item() == pytest.approx(float(sum(text) + sum(loc)), rel=1e-5)  # the log stays unweighted
+    assert out.loc_sum.item() == pytest.approx(float(sum(loc)), rel=1e-5)
+    assert (int(out.n), int(out.loc_n)) == (5, 2)
+    # the weight moves only location-token gradients: text logits get the same gradient direction, scaled down
+    plain = logits.clone().requires_grad_(True)
+    sequence_losses(plain, labels, lookup, 1.0).objective.backward()
+    heavy = logits.clone().requires_grad_(True)
+    sequence_losses(heavy, labels, lookup, weight).objective.backward()
+    ratio_text = heavy.grad[1, 0].norm() / plain.grad[1, 0].norm()
+    ratio_loc = heavy.grad[0, 2].norm() / plain.grad[0, 2].norm()
+    assert ratio_loc / ratio_text == pytest.approx(weight, rel=1e-4)
+    assert torch.all(heavy.grad[1, 3:] == 0) and torch.all(heavy.grad[0, :1] == 0)  # masked positions
 
 
 def test_checkpoint_is_atomic_and_latest_points_at_the_newest(tmp_path):
@@ -80,10 +111,10 @@ def test_resume_reproduces_the_uninterrupted_loss_curve(shards, tmp_path):
     a = torch.load(tmp_path / "full/checkpoints/step_0000006/state.pt", weights_only=False)
     b = torch.load(tmp_path / "cut/checkpoints/step_0000006/state.pt", weights_only=False)
     assert a["readers"] == b["readers"] and a["consumed_batches"] == b["consumed_batches"] == 6
-    from transformers import Kosmos2ForConditionalGeneration
+    from kosmos.modeling import load_pretrained
 
-    ma = Kosmos2ForConditionalGeneration.from_pretrained(tmp_path / "full/checkpoints/step_0000006/model")
-    mb = Kosmos2ForConditionalGeneration.from_pretrained(tmp_path / "cut/checkpoints/step_0000006/model")
+    ma = load_pretrained(tmp_path / "full/checkpoints/step_0000006/model")
+    mb = load_pretrained(tmp_path / "cut/checkpoints/step_0000006/model")
     assert all(torch.equal(p, q) for p, q in zip(ma.parameters(), mb.parameters()))
 
 

@@ -15,6 +15,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--defect-rate", type=float, default=0.0,
                         help="share of samples given a real-download defect: failed download, truncated JPEG, "
                              "empty or abstract-only caption (no truth line; default 0)")
+    parser.add_argument("--level", type=int, default=3, choices=(1, 2, 3),
+                        help="curriculum world: 1 one object and a short caption naming it; 2 two objects, the "
+                             "caption names one (by colour and shape); 3 the full world (default)")
 
 
 def run(args) -> int:
@@ -24,6 +27,7 @@ def run(args) -> int:
         print("grit synth: --images must be >= 0, --shard-size >= 1 and --defect-rate in [0, 1]", file=sys.stderr)
         return 2
     summary = write_synthetic_world(args.output, args.images, seed=args.seed, shard_size=args.shard_size,
-                                    progress=_print_progress, defect_rate=args.defect_rate)
+                                    progress=_print_progress, defect_rate=args.defect_rate,
+                                    level=args.level)
     print(json.dumps(summary, indent=2))
     return 0

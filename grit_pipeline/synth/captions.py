@@ -112,8 +112,21 @@ def _absent_combo(rng: random.Random, scene: Scene) -> tuple[str, str]:
             return colour, shape
 
 
-def make_caption(rng: random.Random, scene: Scene) -> Caption:
-    """A caption for ``scene`` with exact spans for every phrase, drawn from varied templates."""
+def make_short_caption(rng: random.Random, scene: Scene) -> Caption:
+    """Curriculum captions (levels 1 and 2): one phrase naming one object ("a small red square"); with two
+    objects the other is a distractor the caption does not mention."""
+    b = CaptionBuilder()
+    target = rng.randrange(len(scene.objects))
+    text, head = _group_phrase(rng, scene, [target], True)
+    b.phrase(text, head, OBJECT, objects=[target])
+    return b.build()
+
+
+def make_caption(rng: random.Random, scene: Scene, level: int = 3) -> Caption:
+    """A caption for ``scene`` with exact spans for every phrase, drawn from varied templates (level 3) or
+    one short phrase (levels 1 and 2, see ``make_short_caption``)."""
+    if level < 3:
+        return make_short_caption(rng, scene)
     b = CaptionBuilder()
     groups = _groups(scene)
     rng.shuffle(groups)

@@ -98,21 +98,32 @@ def _overlap_ok(a: tuple, boxes: list[tuple]) -> bool:
     return True
 
 
-def random_scene(rng: random.Random) -> Scene:
-    """Draw a scene: size, background, then 1-5 objects in 1-4 groups of distinct (shape, colour)."""
+LEVELS = (1, 2, 3)
+
+
+def random_scene(rng: random.Random, level: int = 3) -> Scene:
+    """Draw a scene: size, background, then objects of distinct (shape, colour) per group.
+
+    ``level`` 3: 1-5 objects in 1-4 groups; 2: two single objects; 1: one object (curriculum worlds)."""
+    if level not in LEVELS:
+        raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
     width, height = rng.randint(MIN_SIDE, MAX_SIDE), rng.randint(MIN_SIDE, MAX_SIDE)
     background = rng.choice(sorted(BACKGROUNDS))
     scene = Scene(width, height, background, (_muted(rng), _muted(rng)), rng.randrange(2**31),
                   jpeg_quality=rng.randint(70, 95))
-    n_objects = rng.choices([1, 2, 3, 4, 5], weights=[2, 3, 3, 2, 1])[0]
-    kinds = rng.sample([(s, c) for s in SHAPES for c in COLOURS], 4)
-    counts: list[int] = []
-    left = n_objects
-    while left > 0:
-        c = 1 if left == 1 or rng.random() < 0.7 else rng.randint(2, min(3, left))
-        counts.append(c)
-        left -= c
-    counts = counts[:4]
+    if level < 3:
+        counts = [1] * level
+        kinds = rng.sample([(s, c) for s in SHAPES for c in COLOURS], level)
+    else:
+        n_objects = rng.choices([1, 2, 3, 4, 5], weights=[2, 3, 3, 2, 1])[0]
+        kinds = rng.sample([(s, c) for s in SHAPES for c in COLOURS], 4)
+        counts = []
+        left = n_objects
+        while left > 0:
+            c = 1 if left == 1 or rng.random() < 0.7 else rng.randint(2, min(3, left))
+            counts.append(c)
+            left -= c
+        counts = counts[:4]
     short = min(width, height)
     placed: list[tuple] = []
     for group, (count, (shape, colour)) in enumerate(zip(counts, kinds)):

@@ -69,11 +69,11 @@ def scene_rng(seed: int, index: int) -> random.Random:
     return random.Random(f"grit-synth:{seed}:{index}")
 
 
-def make_sample(seed: int, index: int) -> SynthSample:
-    """Scene, caption and JPEG bytes of image ``index`` of the world ``seed``."""
+def make_sample(seed: int, index: int, level: int = 3) -> SynthSample:
+    """Scene, caption and JPEG bytes of image ``index`` of the world ``seed`` at curriculum ``level``."""
     rng = scene_rng(seed, index)
-    scene = random_scene(rng)
-    caption = make_caption(rng, scene)
+    scene = random_scene(rng, level)
+    caption = make_caption(rng, scene, level)
     buffer = io.BytesIO()
     render_scene(scene).save(buffer, format="JPEG", quality=scene.jpeg_quality)
     return SynthSample(index, scene, caption, buffer.getvalue())
@@ -114,7 +114,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 
 def write_shard(output: Path, shard: int, seed: int, first_index: int, count: int, sample_digits: int,
-                defect_rate: float = 0.0) -> int:
+                defect_rate: float = 0.0, level: int = 3) -> int:
     """Write one shard (tar, parquet, stats, truth); returns the number of samples.
 
     A defective sample (``defect_rate``) has no truth line: it is there to be rejected, not measured.
@@ -128,7 +128,7 @@ def write_shard(output: Path, shard: int, seed: int, first_index: int, count: in
     statuses: dict[str, int] = {}
     with wds.TarWriter(tar_buffer, mtime=0.0) as tar:
         for k in range(count):
-            sample = make_sample(seed, first_index + k)
+            sample = make_sample(seed, first_index + k, level)
             defect = sample_defect(seed, first_index + k, defect_rate)
             key = f"{name}{k:0{sample_digits}d}"
             w, h = sample.scene.width, sample.scene.height
@@ -161,15 +161,18 @@ def write_shard(output: Path, shard: int, seed: int, first_index: int, count: in
         "failed_to_download": statuses.get("failed_to_download", 0), "failed_to_resize": 0,
         # synthetic: nothing was downloaded; times are fixed so reruns give the same bytes
         "duration": 0.0, "start_time": 0.0, "end_time": 0.0, "status_dict": statuses,
-        "synthetic": {"seed": seed, "first_index": first_index},
+        "synthetic": {"seed": seed, "first_index": first_index, "level": level},
     }
     _atomic_write(output / f"{name}_stats.json", json.dumps(stats, indent=4).encode("utf-8"))
     return count
 
 
 def write_synthetic_world(output: str | os.PathLike, images: int, seed: int = 0, shard_size: int = 1000,
-                          progress: Callable[[str], None] | None = None, defect_rate: float = 0.0) -> dict:
+                          progress: Callable[[str], None] | None = None, defect_rate: float = 0.0,
+                          level: int = 3) -> dict:
     """Write ``images`` synthetic samples in shards of ``shard_size``; returns a summary dict.
+
+    ``level``: 3 (default) the full world; 2 two objects, the caption names one; 1 one object, short caption.
 
     ``defect_rate``: the share of samples given one of ``DEFECTS`` (failed download, truncated JPEG, empty or
     abstract-only caption), as real downloads have; 0 (default) gives a clean world.
@@ -185,13 +188,13 @@ def write_synthetic_world(output: str | os.PathLike, images: int, seed: int = 0,
     shards, done = 0, 0
     while done < images:
         count = min(shard_size, images - done)
-        write_shard(out, shards, seed, done, count, digits, defect_rate)
+        write_shard(out, shards, seed, done, count, digits, defect_rate, level)
         done += count
         shards += 1
         if progress:
             progress(f"shard {shards - 1:05d}: {done}/{images} images")
     wall = time.perf_counter() - started
-    return {"output": str(out), "images": images, "shards": shards, "seed": seed,
+    return {"output": str(out), "images": images, "shards": shards, "seed": seed, "level": level,
             "truth": str(out / "truth"), "wall_s": round(wall, 3),
             "images_per_minute": round(60 * images / wall) if wall > 0 else None}
 

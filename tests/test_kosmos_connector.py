@@ -1,0 +1,164 @@
+"""Image connectors (linear / Kosmos-2's resampler), held-out REC during training, time budget, and
+fine-tuning from a checkpoint in the release's format (XLM-R sentencepiece processor, 65,037 tokens)."""
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from kosmos.cli import main
+from kosmos.modeling import Kosmos2LinearConnectorForConditionalGeneration, LinearConnector, load_pretrained
+from kosmos.presets import build_model, get_preset
+from kosmos.tokenizer import build_processor, train_tokenizer
+from kosmos.toydata import toy_record, write_toy_shards
+from kosmos.train import TrainConfig, read_log, train
+
+torch.set_num_threads(1)
+# ../shared/data/kosmos2-release beside the checkout (looked up through the parents, for nested worktrees)
+RELEASE_TOKENIZER = next((p / "shared" / "data" / "kosmos2-release" for p in Path(__file__).resolve().parents[1:]
+                          if (p / "shared" / "data" / "kosmos2-release").is_dir()),
+                         Path(__file__).resolve().parents[2] / "shared" / "data" / "kosmos2-release")
+CAPTIONS = ["a red square on a white background", "a blue circle next to a green square"] * 10
+
+
+@pytest.fixture(scope="module")
+def processor():
+    return build_processor(train_tokenizer(CAPTIONS, vocab_size=80), image_size=64)
+
+
+@pytest.mark.parametrize("connector", ["linear", "resampler"])
+def test_both_connectors_save_and_load(processor, tmp_path, connector):
+    from PIL import Image
+
+    model = build_model(get_preset("tiny"), len(processor.tokenizer), seed=0, connector=connector).eval()
+    slots = model.config.latent_query_num
+    # linear: one image slot per ViT token (8x8 patches of a 64 px image + the class token)
+    assert slots == (65 if connector == "linear" else get_preset("tiny").latent_query_num)
+    assert isinstance(model.image_to_text_projection, LinearConnector) == (connector == "linear")
+    model.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text()).get("connector", "resampler") == connector
+    loaded = load_pretrained(tmp_path).eval()
+    assert type(loaded) is type(model)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
+    enc = processor(images=Image.new("RGB", (64, 64), (200, 20, 20)), text="<grounding><phrase> a square</phrase>",
+                    num_image_tokens=slots, return_tensors="pt")
+    with torch.no_grad():
+        assert torch.equal(model(**enc).logits, loaded(**enc).logits)
+
+
+def test_linear_connector_keeps_position(processor):
+    """Each image slot is one patch: changing one corner of the image changes only that patch's slot (and the
+    class token's), where the resampler's slots all mix the whole image."""
+    model = build_model(get_preset("tiny"), len(processor.tokenizer), seed=0, connector="linear").eval()
+    assert isinstance(model, Kosmos2LinearConnectorForConditionalGeneration)
+    a = torch.zeros(1, 3, 64, 64)
+    b = a.clone()
+    b[..., :8, :8] = 3.0  # top-left patch only
+    with torch.no_grad():
+        ea = model.get_image_features(a).pooler_output
+        eb = model.get_image_features(b).pooler_output
+    moved = (ea - eb).norm(dim=-1)[0, 1:]  # the patch slots (slot 0 is the class token)
+    # the changed patch's slot moves most (the ViT's attention mixes a little into the others)
+    assert int(moved.argmax()) == 0 and moved[0] > 2 * moved[1:].mean()
+
+
+def heldout_refcoco(root: Path, n: int = 3) -> Path:
+    """MDETR RefCOCO json for ``n`` toy images (one expression each) with images/ beside it."""
+    rng = random.Random(3)
+    images, anns = [], []
+    (root / "images").mkdir(parents=True)
+    for i in range(n):
+        image, record = toy_record(rng, f"img{i}", 96, 64)
+        image.save(root / "images" / f"img{i}.jpg")
+        s, e, x1, y1, x2, y2, _ = record["ref_exps"][0]
+        images.append({"id": 10 + i, "file_name": f"img{i}.jpg", "width": 96, "height": 64,
+                       "caption": record["caption"][int(s):int(e)], "original_img_id": f"img{i}"})
+        anns.append({"id": 10 + i, "image_id": 10 + i, "bbox": [x1 * 96, y1 * 64, (x2 - x1) * 96, (y2 - y1) * 64],
+                     "original_id": i})
+    path = root / "finetune_refcoco_val.json"
+    path.write_text(json.dumps({"images": images, "annotations": anns}))
+    return path
+
+
+def test_eval_every_keeps_the_best_model_and_logs_location_accuracy(tmp_path):
+    write_toy_shards(tmp_path / "shards", num_shards=1, per_shard=8)
+    heldout_refcoco(tmp_path / "val")
+    summary = train(TrainConfig(data=[str(tmp_path / "shards")], output=str(tmp_path / "run"), steps=4, batch_size=4,
+                                log_every=1, checkpoint_every=4, loader_workers=0, eval_every=2,
+                                eval_data=str(tmp_path / "val"), data_options={"shuffle_buffer": 0}),
+                    log=lambda m: None)
+    evals = read_log(tmp_path / "run", "eval_log.jsonl")
+    assert [e["step"] for e in evals] == [2, 4] and all(e["eval_total"] == 3 for e in evals)
+    best = json.loads((tmp_path / "run" / "best" / "best.json").read_text())
+    assert best["eval_rec"] == max(e["eval_rec"] for e in evals) and summary["best"] == best
+    assert isinstance(load_pretrained(tmp_path / "run" / "best"), Kosmos2LinearConnectorForConditionalGeneration)
+    for entry in read_log(tmp_path / "run"):
+        assert 0.0 <= entry["loc_acc"] <= 1.0 and entry["text_loss"] > 0 and entry["loc_loss"] > 0
+
+
+def test_max_minutes_stops_early_with_a_checkpoint(tmp_path):
+    write_toy_shards(tmp_path / "shards", num_shards=1, per_shard=8)
+    summary = train(TrainConfig(data=[str(tmp_path / "shards")], output=str(tmp_path / "run"), steps=1000,
+                                batch_size=2, log_every=100, checkpoint_every=1000, loader_workers=0,
+                                max_minutes=1e-9, data_options={"shuffle_buffer": 0}), log=lambda m: None)
+    assert summary["step"] == 1 and not summary["finished"]
+    assert (tmp_path / "run" / "checkpoints" / "latest").read_text().strip() == "step_0000001"
+    assert [e["step"] for e in read_log(tmp_path / "run")] == [1]
+
+
+def test_init_gets_fine_tuning_defaults():
+    scratch = TrainConfig(data=["x"], output="o").resolved()
+    tuned = TrainConfig(data=["x"], output="o", init="some/dir").resolved()
+    assert scratch.lr == get_preset("tiny").lr and scratch.location_loss_weight == 10.0
+    assert (tuned.lr, tuned.warmup_steps, tuned.location_loss_weight) == (1e-5, 100, 1.0)
+    assert TrainConfig(data=["x"], output="o", init="d", lr=3e-4).resolved().lr == 3e-4
+
+
+@pytest.fixture(scope="module")
+def release_format_model(tmp_path_factory):
+    """A tiny random Kosmos-2 saved as the release is: Kosmos2ForConditionalGeneration (resampler, 64 latent
+    queries, 224 px, patch 14) with the released XLM-R processor of 65,037 tokens."""
+    if not (RELEASE_TOKENIZER / "sentencepiece.bpe.model").exists():
+        pytest.skip(f"the released tokenizer model is not at {RELEASE_TOKENIZER}")
+    pytest.importorskip("sentencepiece")
+    from transformers import (CLIPImageProcessor, Kosmos2Config, Kosmos2ForConditionalGeneration, Kosmos2Processor,
+                              XLMRobertaTokenizer)
+
+    tokenizer = XLMRobertaTokenizer.from_pretrained(str(RELEASE_TOKENIZER))
+    processor = Kosmos2Processor(CLIPImageProcessor(size={"shortest_edge": 224},
+                                                    crop_size={"height": 224, "width": 224}), tokenizer)
+    assert len(processor.tokenizer) == 65037
+    config = Kosmos2Config(
+        text_config=dict(vocab_size=65037, embed_dim=32, layers=1, attention_heads=2, ffn_dim=64,
+                         max_position_embeddings=512),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                           image_size=224, patch_size=14),
+        latent_query_num=64)
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp("release")
+    Kosmos2ForConditionalGeneration(config).save_pretrained(root / "model")
+    processor.save_pretrained(root / "model")
+    return root / "model"
+
+
+@pytest.mark.slow
+def test_init_from_release_format_trains_predicts_and_scores(release_format_model, tmp_path, capsys):
+    write_toy_shards(tmp_path / "shards", num_shards=1, per_shard=8)
+    refcoco = heldout_refcoco(tmp_path / "heldout")
+    assert main(["train", "--data", str(tmp_path / "shards"), "--output", str(tmp_path / "run"), "--init",
+                 str(release_format_model), "--steps", "2", "--batch-size", "2", "--log-every", "1",
+                 "--loader-workers", "0", "--threads", "1", "--shuffle-buffer", "0"]) == 0
+    capsys.readouterr()
+    log = read_log(tmp_path / "run")
+    assert [e["step"] for e in log] == [1, 2] and max(e["lr"] for e in log) == pytest.approx(1e-5)  # fine-tuning lr
+    saved = load_pretrained(tmp_path / "run" / "checkpoints" / "step_0000002" / "model")
+    assert saved.config.text_config.vocab_size == 65037 and saved.config.latent_query_num == 64
+    assert main(["predict", "rec", "--model", str(tmp_path / "run"), "--images", str(refcoco.parent / "images"),
+                 "--annotations", str(refcoco), "--output", str(tmp_path / "rec.jsonl"), "--threads", "1"]) == 0
+    rows = [json.loads(l) for l in (tmp_path / "rec.jsonl").read_text().splitlines()]
+    assert sorted(r["id"] for r in rows) == [10, 11, 12]
+    capsys.readouterr()
+    assert main(["score", "rec", "--predictions", str(tmp_path / "rec.jsonl"), "--annotations", str(refcoco)]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["total"] == 3 and 0.0 <= result["accuracy"] <= 100.0
