@@ -132,6 +132,18 @@ def lr_factor(step: int, warmup: int, total: int, min_ratio: float = 0.0) -> flo
     return min_ratio + (1.0 - min_ratio) * (1.0 - progress)
 
 
+def location_soft_targets(tokenizer, sigma: float, grid: int = 32):
+    """(ids of ``<patch_index_0000..>`` in cell order, (cells x cells) target distributions): for a target
+    cell, a 2D Gaussian of ``sigma`` cells around it over the location tokens, so neighbouring cells share
+    the gradient (a box one cell off is nearly as good as the exact one)."""
+    vocab = tokenizer.get_vocab()
+    ids = torch.tensor([vocab[f"<patch_index_{i:04d}>"] for i in range(grid * grid)])
+    rows, cols = torch.arange(grid * grid) // grid, torch.arange(grid * grid) % grid
+    d2 = (rows[:, None] - rows[None, :]).float() ** 2 + (cols[:, None] - cols[None, :]).float() ** 2
+    kernel = torch.exp(-d2 / (2 * sigma * sigma))
+    return ids, kernel / kernel.sum(-1, keepdim=True)
+
+
 def location_token_mask(tokenizer) -> torch.Tensor:
     """Boolean lookup over the vocabulary: True for ``<patch_index_NNNN>`` ids."""
     vocab = tokenizer.get_vocab()
@@ -156,9 +168,11 @@ class SequenceLosses:
 
 
 def sequence_losses(logits: torch.Tensor, labels: torch.Tensor, location_lookup: torch.Tensor,
-                    location_weight: float = 1.0) -> SequenceLosses:
+                    location_weight: float = 1.0, soft_targets=None) -> SequenceLosses:
     """Next-token cross entropy over the targets (labels != -100), location-token targets weighted
-    ``location_weight``: objective = sum(w_i * loss_i) / sum(w_i)."""
+    ``location_weight``: objective = sum(w_i * loss_i) / sum(w_i). With ``soft_targets`` (from
+    ``location_soft_targets``) a location target's loss in the objective is the cross entropy against its
+    Gaussian neighbourhood; the logged location loss stays the exact-cell cross entropy."""
     logits = logits[:, :-1].float()
     targets = labels[:, 1:].reshape(-1)
     flat = logits.reshape(-1, logits.size(-1))
@@ -166,7 +180,16 @@ def sequence_losses(logits: torch.Tensor, labels: torch.Tensor, location_lookup:
     valid = targets != -100
     loc = valid & location_lookup.to(targets.device)[targets.clamp(min=0)]
     weights = valid.float() + (location_weight - 1.0) * loc.float()
-    objective = (per_token * weights).sum() / weights.sum().clamp(min=1e-6)
+    trained = per_token
+    if soft_targets is not None and bool(loc.any()):
+        ids, kernel = (t.to(flat.device) for t in soft_targets)
+        cell_of_id = torch.full((flat.size(-1),), -1, dtype=torch.long, device=flat.device)
+        cell_of_id[ids] = torch.arange(ids.numel(), device=flat.device)
+        log_probs = F.log_softmax(flat[loc], dim=-1)[:, ids]
+        soft = -(kernel[cell_of_id[targets[loc]]] * log_probs).sum(-1)
+        trained = per_token.clone()
+        trained[loc] = soft
+    objective = (trained * weights).sum() / weights.sum().clamp(min=1e-6)
     with torch.no_grad():
         loc_correct = (flat[loc].argmax(-1) == targets[loc]).sum()
     return SequenceLosses(objective, per_token.detach().sum(), per_token[loc].detach().sum(), loc_correct,
@@ -312,6 +335,9 @@ def run_training(cfg: TrainConfig, processor, rank: int = 0, world_size: int = 1
                              worker_offset=consumed_batches % num_readers)
     batches = iter(make_loader(stream, cfg.loader_workers))
     location_lookup = location_token_mask(processor.tokenizer).to(device)
+    soft_targets = None
+    if cfg.location_sigma > 0:
+        soft_targets = tuple(t.to(device) for t in location_soft_targets(processor.tokenizer, cfg.location_sigma))
     log_path, eval_log_path = out / "train_log.jsonl", out / "eval_log.jsonl"
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -340,7 +366,7 @@ def run_training(cfg: TrainConfig, processor, rank: int = 0, world_size: int = 1
             with sync:
                 with autocast_for(device, cfg.precision):
                     logits = train_model(**inputs).logits
-                losses = sequence_losses(logits, labels, location_lookup, cfg.location_loss_weight)
+                losses = sequence_losses(logits, labels, location_lookup, cfg.location_loss_weight, soft_targets)
                 (losses.objective / cfg.grad_accum).backward()
             for key in ("loss_sum", "loc_sum", "loc_correct", "loc_n", "n"):
                 window[key] += float(getattr(losses, key))

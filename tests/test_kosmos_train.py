@@ -167,3 +167,27 @@ def test_resume_with_other_batch_settings_is_refused(shards, tmp_path):
     train(small_config(shards, tmp_path / "run", steps=2, checkpoint_every=2), log=lambda m: None)
     with pytest.raises(ValueError, match="batch-size"):
         train(small_config(shards, tmp_path / "run", steps=4, batch_size=2, resume="latest"), log=lambda m: None)
+
+
+def test_soft_location_targets_share_the_loss_with_neighbouring_cells():
+    from kosmos.tokenizer import build_processor, train_tokenizer
+    from kosmos.train import location_soft_targets
+
+    tok = build_processor(train_tokenizer(["a red square"] * 5, vocab_size=40), 64).tokenizer
+    lookup = location_token_mask(tok)
+    ids, kernel = location_soft_targets(tok, sigma=1.0)
+    assert kernel.shape == (1024, 1024) and torch.allclose(kernel.sum(-1), torch.ones(1024))
+    assert kernel[33, 33] > kernel[33, 34] == kernel[33, 1] > kernel[33, 35] > 0  # cell 33 = row 1, col 1
+    target = int(ids[33])
+    labels = torch.tensor([[-100, target]])
+    sharp = torch.zeros(1, 2, len(tok))
+    sharp[0, 0, target] = 8.0
+    spread = sharp.clone()
+    spread[0, 0, ids[[1, 32, 34, 65]]] = 7.0  # also likes the four neighbours
+    hard = [sequence_losses(x, labels, lookup).objective.item() for x in (sharp, spread)]
+    soft = [sequence_losses(x, labels, lookup, soft_targets=(ids, kernel)).objective.item() for x in (sharp, spread)]
+    assert hard[0] < hard[1] and soft[1] < soft[0]  # the exact cell wins the hard loss, the neighbourhood the soft
+    tiny_sigma = location_soft_targets(tok, sigma=0.05)
+    assert sequence_losses(sharp, labels, lookup, soft_targets=tiny_sigma).objective.item() == pytest.approx(hard[0], rel=1e-4)
+    # the logged location loss stays the exact-cell cross entropy
+    assert sequence_losses(spread, labels, lookup, soft_targets=(ids, kernel)).loc_sum.item() == pytest.approx(hard[1], rel=1e-5)
