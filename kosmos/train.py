@@ -460,36 +460,38 @@ def _max_across(value: float, distributed: bool, device) -> float:
 class RecEvaluator:
     """Held-out REC during training: the ``kosmos predict rec`` prompts and decoding, scored in memory."""
 
-    def __init__(self, annotations: dict, images_dir: str, processor, limit: int):
+    def __init__(self, annotations: dict, images_dir: str, processor, limit: int, path: str = "--eval-data"):
+        from kosmos.evalfiles import coco_entries
         from kosmos.predict import build_queries
 
-        self.queries = build_queries("rec", images_dir, annotations)[:limit]
-        ids = {q.id for q in self.queries}
-        self.annotations = {**annotations, "images": [im for im in annotations["images"] if im["id"] in ids]}
+        images, self.truth = coco_entries(annotations, path)
+        self.images = images[:limit]
+        self.queries = build_queries("rec", images_dir, {"images": self.images})
         self.processor = processor
 
     @classmethod
     def from_config(cls, cfg: TrainConfig, processor) -> "RecEvaluator":
+        from kosmos.evalfiles import load_json
+
         if not cfg.eval_data:
             raise ValueError("--eval-every needs --eval-data (an MDETR RefCOCO json)")
         path = Path(cfg.eval_data)
         if path.is_dir():  # a `kosmos synth-refcoco` output folder
             found = sorted(path.glob("finetune_refcoco*.json"))
             if not found:
-                raise FileNotFoundError(f"--eval-data {path}: no finetune_refcoco*.json there")
+                raise ValueError(f"--eval-data {path}: no finetune_refcoco*.json there")
             path = found[0]
         images = cfg.eval_images or str(path.parent / "images")
-        return cls(json.loads(path.read_text()), images, processor, limit=cfg.eval_limit)
+        return cls(load_json(path, "--eval-data"), images, processor, limit=cfg.eval_limit, path=str(path))
 
     def evaluate(self, model) -> dict:
         """REC accuracy (percent) of ``model`` on the held-out expressions (the whole image shown)."""
         from kosmos.metrics import rec_accuracy
         from kosmos.predict import generate
-        from kosmos.score import predictions_by_id
 
         model.eval()
-        rows = list(generate(model, self.processor, self.queries, image_mode="square"))
-        return rec_accuracy(predictions_by_id(rows), self.annotations)
+        predictions = {row["id"]: row for row in generate(model, self.processor, self.queries, image_mode="square")}
+        return rec_accuracy(predictions, self.images, self.truth)
 
 
 BEST = "best"
