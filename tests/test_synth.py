@@ -180,3 +180,22 @@ def test_defects_become_the_right_rejects_and_leave_the_clean_world_unchanged(tm
     for key, defect in defects.items():
         if defect is not None:
             assert rejects.get(key) == expected_status[defect], (key, defect)
+
+
+def test_curriculum_levels():
+    """Level 1: one object, the caption is one phrase naming it; level 2: two objects, the caption names one;
+    level 3 is the full world, unchanged by the level option."""
+    for level, n_objects in ((1, 1), (2, 2)):
+        for index in range(40):
+            sample = make_sample(5, index, level)
+            objects = sample.scene.objects
+            truth = truth_record(sample, f"k{index}")
+            assert len(objects) == n_objects and len({(o.shape, o.colour) for o in objects}) == n_objects
+            assert len(truth["objects"]) == 1 and truth["absent"] == [] and truth["ignore"] == []
+            named = objects[truth["objects"][0]["object_id"]]
+            assert truth["objects"][0]["noun_chunk"] == [0, len(truth["caption"])]
+            assert named.colour in truth["caption"] and named.shape in truth["caption"]
+            assert len(truth["unmentioned_boxes"]) == n_objects - 1
+    assert make_sample(5, 3, 3).jpeg == make_sample(5, 3).jpeg
+    with pytest.raises(ValueError, match="level"):
+        random_scene(random.Random(0), level=4)
