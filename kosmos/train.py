@@ -239,10 +239,11 @@ def prepare_processor(cfg: TrainConfig, log=print):
 
 
 def build_or_load_model(cfg: TrainConfig, processor, resume_dir: Path | None):
-    if resume_dir is not None:  # our checkpoints are safetensors; never a pickle
+    # safetensors only, as kosmos predict: a pytorch_model.bin is a pickle, and loading one could run code
+    if resume_dir is not None:
         return load_pretrained(resume_dir / "model", use_safetensors=True)
     if cfg.init:
-        model = load_pretrained(cfg.init)
+        model = load_pretrained(cfg.init, use_safetensors=True)
         if len(processor.tokenizer) > model.config.text_config.vocab_size:
             raise ValueError(f"--init {cfg.init}: the processor has {len(processor.tokenizer)} tokens, the model "
                              f"{model.config.text_config.vocab_size}")
