@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+from kosmos.train import DEFAULT_LOCATION_LOSS_WEIGHT, DEFAULT_LOCATION_SIGMA, read_log
+
 
 def _env(name: str, default):
     return type(default)(os.environ.get(name, default))
@@ -93,8 +95,9 @@ def main() -> int:
         "--checkpoint-every", "500", "--max-minutes", str(minutes), "--eval-every", str(eval_every),
         "--eval-data", str(out / "refcoco_val")] + extra
     if init:
-        # a curriculum start, not a fine-tune of a release model: from-scratch lr and location weight
-        train_argv += ["--init", init, "--lr", lr or "2e-3", "--warmup-steps", "20", "--location-loss-weight", "10"]
+        # a curriculum start, not a fine-tune of a release model: the from-scratch recipe
+        train_argv += ["--init", init, "--lr", lr or "2e-3", "--warmup-steps", "20", "--location-loss-weight",
+                       str(DEFAULT_LOCATION_LOSS_WEIGHT), "--location-sigma", str(DEFAULT_LOCATION_SIGMA)]
     elif lr:
         train_argv += ["--lr", lr]
     run_dir = out / "run"
@@ -114,7 +117,6 @@ def main() -> int:
     rec = json.loads(score.stdout.strip().splitlines()[-1])
 
     from kosmos.metrics import mean_box_accuracy
-    from kosmos.train import read_log
 
     annotations = json.loads(refcoco.read_text())
     baseline = mean_box_accuracy(training_boxes(out / "grit"), annotations)

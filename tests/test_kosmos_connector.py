@@ -110,8 +110,8 @@ def test_max_minutes_stops_early_with_a_checkpoint(tmp_path):
 def test_init_gets_fine_tuning_defaults():
     scratch = TrainConfig(data=["x"], output="o").resolved()
     tuned = TrainConfig(data=["x"], output="o", init="some/dir").resolved()
-    assert scratch.lr == get_preset("tiny").lr and scratch.location_loss_weight == 10.0
-    assert (tuned.lr, tuned.warmup_steps, tuned.location_loss_weight) == (1e-5, 100, 1.0)
+    assert (scratch.lr, scratch.location_loss_weight, scratch.location_sigma) == (get_preset("tiny").lr, 10.0, 1.5)
+    assert (tuned.lr, tuned.warmup_steps, tuned.location_loss_weight, tuned.location_sigma) == (1e-5, 100, 1.0, 0.0)
     assert TrainConfig(data=["x"], output="o", init="d", lr=3e-4).resolved().lr == 3e-4
 
 
