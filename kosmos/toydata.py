@@ -80,3 +80,23 @@ def write_toy_shards(directory, num_shards: int = 2, per_shard: int = 8, width: 
                 _add(tar, f"{key}.txt", txt.encode())
         paths.append(path)
     return paths
+
+
+def write_toy_refcoco(root, name: str = "refcoco.json", count: int = 3, seed: int = 3) -> Path:
+    """MDETR RefCOCO json ``root/name`` for ``count`` toy images (one expression each, ids 10, 11, ...), the
+    images in ``root/images``."""
+    root = Path(root)
+    rng = random.Random(seed)
+    images, anns = [], []
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        image, record = toy_record(rng, f"img{i}", 96, 64)
+        image.save(root / "images" / f"img{i}.jpg")
+        s, e, x1, y1, x2, y2, _ = record["ref_exps"][0]
+        images.append({"id": 10 + i, "file_name": f"img{i}.jpg", "width": 96, "height": 64,
+                       "caption": record["caption"][int(s):int(e)], "original_img_id": f"img{i}"})
+        anns.append({"id": 10 + i, "image_id": 10 + i, "bbox": [x1 * 96, y1 * 64, (x2 - x1) * 96, (y2 - y1) * 64],
+                     "original_id": i})
+    path = root / name
+    path.write_text(json.dumps({"images": images, "annotations": anns}))
+    return path

@@ -1,11 +1,10 @@
 """kosmos command line: train -> predict -> score on toy data, every task's formats, synthetic RefCOCO."""
 import json
-import random
 
 import pytest
 
 from kosmos.cli import main
-from kosmos.toydata import toy_record, write_toy_shards
+from kosmos.toydata import write_toy_refcoco, write_toy_shards
 
 
 @pytest.fixture(scope="module")
@@ -23,20 +22,7 @@ def trained(tmp_path_factory):
 @pytest.fixture(scope="module")
 def refcoco(trained):
     """MDETR RefCOCO json for 3 toy images (one expression each) and the image files."""
-    rng = random.Random(3)
-    images, anns = [], []
-    (trained / "images").mkdir()
-    for i in range(3):
-        image, record = toy_record(rng, f"img{i}", 96, 64)
-        image.save(trained / "images" / f"img{i}.jpg")
-        s, e, x1, y1, x2, y2, _ = record["ref_exps"][0]
-        images.append({"id": 10 + i, "file_name": f"img{i}.jpg", "width": 96, "height": 64,
-                       "caption": record["caption"][int(s):int(e)], "original_img_id": f"img{i}"})
-        anns.append({"id": 10 + i, "image_id": 10 + i, "bbox": [x1 * 96, y1 * 64, (x2 - x1) * 96, (y2 - y1) * 64],
-                     "original_id": i})
-    path = trained / "refcoco.json"
-    path.write_text(json.dumps({"images": images, "annotations": anns}))
-    return path
+    return write_toy_refcoco(trained)
 
 
 def run_json(capsys, argv):

@@ -1,7 +1,6 @@
 """Image connectors (linear / Kosmos-2's resampler), held-out REC during training, time budget, and
 fine-tuning from a checkpoint in the release's format (XLM-R sentencepiece processor, 65,037 tokens)."""
 import json
-import random
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,7 @@ from kosmos.cli import main
 from kosmos.modeling import Kosmos2LinearConnectorForConditionalGeneration, LinearConnector, load_pretrained
 from kosmos.presets import build_model, get_preset
 from kosmos.tokenizer import build_processor, train_tokenizer
-from kosmos.toydata import toy_record, write_toy_shards
+from kosmos.toydata import write_toy_refcoco, write_toy_shards
 from kosmos.train import TrainConfig, read_log, train
 
 torch.set_num_threads(1)
@@ -65,20 +64,7 @@ def test_linear_connector_keeps_position(processor):
 
 def heldout_refcoco(root: Path, n: int = 3) -> Path:
     """MDETR RefCOCO json for ``n`` toy images (one expression each) with images/ beside it."""
-    rng = random.Random(3)
-    images, anns = [], []
-    (root / "images").mkdir(parents=True)
-    for i in range(n):
-        image, record = toy_record(rng, f"img{i}", 96, 64)
-        image.save(root / "images" / f"img{i}.jpg")
-        s, e, x1, y1, x2, y2, _ = record["ref_exps"][0]
-        images.append({"id": 10 + i, "file_name": f"img{i}.jpg", "width": 96, "height": 64,
-                       "caption": record["caption"][int(s):int(e)], "original_img_id": f"img{i}"})
-        anns.append({"id": 10 + i, "image_id": 10 + i, "bbox": [x1 * 96, y1 * 64, (x2 - x1) * 96, (y2 - y1) * 64],
-                     "original_id": i})
-    path = root / "finetune_refcoco_val.json"
-    path.write_text(json.dumps({"images": images, "annotations": anns}))
-    return path
+    return write_toy_refcoco(root, "finetune_refcoco_val.json", n)
 
 
 def test_eval_every_keeps_the_best_model_and_logs_location_accuracy(tmp_path):
