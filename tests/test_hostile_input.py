@@ -144,12 +144,28 @@ def test_parquet_values_are_validated_too(tmp_path):
     assert by_key["c"]["status"] == S.DUPLICATE_KEY
 
 
+def test_a_parquet_row_without_a_key_becomes_a_bad_key_reject(tmp_path):
+    rows = [{"key": "a", "caption": "a dog", "status": "success"},
+            {"key": None, "caption": "a cat", "status": "success"}]
+    write_raw_shard(tmp_path, "00000", [("a.jpg", jpeg_bytes(2)), ("a.txt", b"a dog")], parquet_rows=rows)
+    (shard,) = list_input_shards(str(tmp_path))
+    samples = read_input_shard(shard)
+    assert [s["key"] for s in samples] == ["a", ".parquet-row-000001"]
+    assert {s["shard_total"] for s in samples} == {2}
+    keyless = samples[1]
+    assert keyless["status"] == S.BAD_KEY and keyless["reason"] == "row 1 of 00000.parquet has no key"
+    assert key_problem(keyless["key"])  # can never be a valid sample's key
+
+
 @pytest.fixture(scope="module")
 def hostile_build(tmp_path_factory):
     folder = tmp_path_factory.mktemp("hostile") / "shards"
     members, expected = _hostile_members()
     write_raw_shard(folder, "00000", members)
     write_shard(folder, "00001", healthy_samples(1, 3))
+    write_raw_shard(folder, "00002", [("k.jpg", jpeg_bytes(2)), ("k.txt", b"a red square")],
+                    parquet_rows=[{"key": "k", "caption": "a red square", "status": "success"},
+                                  {"key": None, "caption": "a blue circle", "status": "success"}])
     output = folder.parent / "grit"
     config = PipelineConfig(input=str(folder), output=str(output), engine="local", detector="noop",
                             detector_options={"score": "hash"}, progress=False, max_member_bytes=MIB)
@@ -159,7 +175,7 @@ def hostile_build(tmp_path_factory):
 
 def test_a_hostile_shard_is_built_and_every_key_is_in_exactly_one_place(hostile_build):
     output, expected = hostile_build
-    assert sorted(p.name for p in output.glob("*.done")) == ["00000.done", "00001.done"]
+    assert sorted(p.name for p in output.glob("*.done")) == ["00000.done", "00001.done", "00002.done"]
     keys = []
     for path in sorted(output.glob("*.parquet")):
         keys += pq.read_table(path, columns=["key"]).column("key").to_pylist()
@@ -168,6 +184,8 @@ def test_a_hostile_shard_is_built_and_every_key_is_in_exactly_one_place(hostile_
     for key, want in expected.items():
         if want is not None:
             assert rejects[key]["status"] == want[0] and want[1] in rejects[key]["reason"]
+    (keyless,) = [r for r in pq.read_table(output / "00002_rejects.parquet").to_pylist() if r["key"] != "k"]
+    assert keyless["key"] == ".parquet-row-000001" and keyless["status"] == S.BAD_KEY
     counts = json.loads((output / "00000_stats.json").read_text())["counts"]
     for status in (S.BAD_METADATA, S.BAD_KEY, S.DUPLICATE_KEY, S.BAD_CAPTION, S.DECODE_ERROR):
         assert counts[status] == sum(1 for want in expected.values() if want and want[0] == status)

@@ -63,14 +63,17 @@ def read_input_shard(shard: InputShard, check_letterbox: bool = True,
     meta_rows: dict[str, dict[str, Any]] = {}
     copies: Counter = Counter()  # how often each key is listed by the parquet / present in the tar
     parquet_error = None
+    keyless_rows: list[int] = []  # parquet rows with no key: rejected under a name no valid key can have
     if shard.has_parquet:
         try:
             parquet_copies: Counter = Counter()
-            for row in pq.read_table(folder.open(f"{shard.name}.parquet")).to_pylist():
+            for index, row in enumerate(pq.read_table(folder.open(f"{shard.name}.parquet")).to_pylist()):
                 if row.get("key") is not None:
                     key = str(row["key"])
                     parquet_copies[key] += 1
                     meta_rows.setdefault(key, row)
+                else:
+                    keyless_rows.append(index)
             copies.update(parquet_copies)
         except Exception as error:  # noqa: BLE001 - an unreadable parquet: rely on the tar alone
             parquet_error = f"{type(error).__name__}: {error}"
@@ -93,6 +96,8 @@ def read_input_shard(shard: InputShard, check_letterbox: bool = True,
     keys = list(meta_rows) + [k for k in members if k not in meta_rows] + sorted(incomplete - set(members) - set(meta_rows))
     samples = [_sample(shard, key, meta_rows.get(key), members.get(key), key in incomplete, tar_error,
                        check_letterbox, copies[key], max_member_bytes, max_caption_chars) for key in keys]
+    samples += [finish(new_sample(key=keyless_row_key(index), source_shard=shard.name), S.BAD_KEY,
+                       f"row {index} of {shard.name}.parquet has no key", STAGE) for index in keyless_rows]
     for sample in samples:
         sample["shard_total"] = len(samples)
     if parquet_error:
@@ -102,6 +107,11 @@ def read_input_shard(shard: InputShard, check_letterbox: bool = True,
 
         print(f"[grit] warning: {shard.name}.parquet unreadable ({parquet_error}); using the tar only", file=sys.stderr)
     return samples
+
+
+def keyless_row_key(index: int) -> str:
+    """The key a parquet row without one is rejected under: a leading dot, which no valid key has."""
+    return f".parquet-row-{index:06d}"
 
 
 class MetadataError(ValueError):
