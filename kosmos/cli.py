@@ -22,15 +22,11 @@ def _add_train(sub) -> None:
 
 
 def _run_train(args) -> int:
-    import torch
-
     from grit_pipeline.config_flags import config_from_args, config_options
     from kosmos.data import DataConfig
     from kosmos.train import TrainConfig, train
 
     cfg = config_from_args(TrainConfig, args, data_options=config_options(DataConfig, args))
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     summary = train(cfg, log=lambda m: print(m, file=sys.stderr, flush=True))
     print(json.dumps(summary, default=str))
     return 0

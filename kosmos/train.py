@@ -6,6 +6,7 @@ running the same loop on every worker under DistributedDataParallel.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -107,6 +108,28 @@ class TrainConfig:
     threads: int | None = field(default=None, metadata={
         "group": RUN, "help": "torch CPU threads (default: torch's choice)"})
     data_options: dict = field(default_factory=dict, metadata={"cli": False})  # DataConfig fields, own flags
+
+    def number_problems(self) -> list[str]:
+        """Numeric settings out of range (e.g. ``--location-loss-weight nan``), as one line each."""
+        finite = lambda v: isinstance(v, (int, float)) and math.isfinite(v)  # noqa: E731
+        rules = {  # setting -> (lowest allowed value, whether the lowest itself is allowed)
+            "steps": (1, True), "batch_size": (1, True), "grad_accum": (1, True), "warmup_steps": (0, True),
+            "lr": (0, False), "min_lr_ratio": (0, True), "weight_decay": (0, True), "grad_clip": (0, True),
+            "log_every": (1, True), "checkpoint_every": (1, True), "keep_checkpoints": (1, True),
+            "stop_at_step": (1, True), "loader_workers": (0, True), "num_workers": (1, True), "threads": (1, True),
+            "eval_every": (0, True), "eval_limit": (1, True), "tokenizer_samples": (1, True),
+            "location_loss_weight": (0, False), "location_sigma": (0, True), "max_minutes": (0, False)}
+        problems = []
+        for name, (low, inclusive) in rules.items():
+            value = getattr(self, name)
+            if value is not None and not (finite(value) and (value >= low if inclusive else value > low)):
+                problems.append(f"--{name.replace('_', '-')} must be a finite number "
+                                f"{'>=' if inclusive else '>'} {low}, got {value!r}")
+        if not (all(finite(b) and 0 <= b < 1 for b in self.betas)):
+            problems.append(f"--betas must be two numbers in [0, 1), got {self.betas!r}")
+        if self.min_lr_ratio is not None and finite(self.min_lr_ratio) and self.min_lr_ratio > 1:
+            problems.append(f"--min-lr-ratio must be at most 1, got {self.min_lr_ratio!r}")
+        return problems
 
     def resolved(self) -> "TrainConfig":
         """Unset values filled: the preset's from scratch, fine-tuning defaults with ``init``."""
@@ -571,6 +594,11 @@ def read_log(output: str | Path, name: str = "train_log.jsonl") -> list[dict]:
 
 def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
     """Prepare the processor on the driver, then train here or on Ray workers."""
+    problems = cfg.number_problems()
+    if problems:
+        raise ValueError("; ".join(problems))
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     resume_dir = find_resume_dir(cfg)
     if resume_dir is not None:  # a crafted state.pt is refused here in one line, before any worker starts
         ckpt.check_state(resume_dir)

@@ -153,3 +153,29 @@ def torch_device():
     import torch
 
     return torch.device("cpu")
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--location-loss-weight", "nan"], "--location-loss-weight must be a finite number > 0, got nan"),
+    (["--max-minutes", "-1"], "--max-minutes must be a finite number > 0, got -1.0"),
+    (["--eval-every", "-3"], "--eval-every must be a finite number >= 0, got -3"),
+    (["--location-sigma", "inf"], "--location-sigma must be a finite number >= 0, got inf"),
+    (["--threads", "0"], "--threads must be a finite number >= 1, got 0"),
+    (["--betas", "0.9", "1.5"], "--betas must be two numbers in [0, 1)"),
+])
+def test_train_settings_out_of_range_are_one_line_errors(tmp_path, capsys, flags, message):
+    # Checked before the data is even looked at: the data path here does not exist.
+    code = main(["train", "--data", str(tmp_path / "none"), "--output", str(tmp_path / "run"), *flags])
+    assert code != 0
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_default_train_settings_pass_the_range_check():
+    from kosmos.train import TrainConfig
+
+    for preset in ("tiny", "small", "paper"):
+        for init in (None, "some/model"):
+            config = TrainConfig(data=["x"], output="y", preset=preset, init=init)
+            assert config.number_problems() == [] and config.resolved().number_problems() == []
