@@ -11,7 +11,7 @@ resumes every stage.
 Settings (environment): E2E_LEVEL (3), E2E_DIR (e2e_out/levelN), E2E_TRAIN_IMAGES (4000),
 E2E_HELDOUT_IMAGES (200), E2E_VAL_IMAGES (100), E2E_MINUTES (training budget: 10 / 15 / 25 for levels 1 / 2 / 3),
 E2E_STEPS (100000: the budget ends training), E2E_BATCH (16), E2E_THREADS (1), E2E_GROUNDING_PROB (1.0),
-E2E_EVAL_EVERY (250), E2E_INIT (a checkpoint's model dir to start from, e.g. the level N-1 run's best/),
+E2E_EVAL_EVERY (500), E2E_INIT (a checkpoint's model dir to start from, e.g. the level N-1 run's best/),
 E2E_LR (preset default), E2E_TRAIN_ARGS (more `kosmos train` flags).
 """
 from __future__ import annotations
@@ -23,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+from kosmos.presets import get_preset
 from kosmos.train import DEFAULT_LOCATION_LOSS_WEIGHT, DEFAULT_LOCATION_SIGMA, read_log
 
 
@@ -64,7 +65,7 @@ def main() -> int:
     train_images, heldout_images = _env("E2E_TRAIN_IMAGES", 4000), _env("E2E_HELDOUT_IMAGES", 200)
     val_images, minutes = _env("E2E_VAL_IMAGES", 100), _env("E2E_MINUTES", TRAIN_MINUTES[level])
     steps, batch, threads = _env("E2E_STEPS", 100_000), _env("E2E_BATCH", 16), _env("E2E_THREADS", 1)
-    grounding_prob, eval_every = _env("E2E_GROUNDING_PROB", 1.0), _env("E2E_EVAL_EVERY", 250)
+    grounding_prob, eval_every = _env("E2E_GROUNDING_PROB", 1.0), _env("E2E_EVAL_EVERY", 500)
     init, lr, extra = _env("E2E_INIT", ""), _env("E2E_LR", ""), _env("E2E_TRAIN_ARGS", "").split()
     out.mkdir(parents=True, exist_ok=True)
     log = out / "e2e.log"
@@ -96,7 +97,7 @@ def main() -> int:
         "--eval-data", str(out / "refcoco_val")] + extra
     if init:
         # a curriculum start, not a fine-tune of a release model: the from-scratch recipe
-        train_argv += ["--init", init, "--lr", lr or "2e-3", "--warmup-steps", "20", "--location-loss-weight",
+        train_argv += ["--init", init, "--lr", lr or str(get_preset("tiny").lr), "--warmup-steps", "20", "--location-loss-weight",
                        str(DEFAULT_LOCATION_LOSS_WEIGHT), "--location-sigma", str(DEFAULT_LOCATION_SIGMA)]
     elif lr:
         train_argv += ["--lr", lr]

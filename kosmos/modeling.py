@@ -20,6 +20,12 @@ from torch import nn
 from transformers import Kosmos2Config, Kosmos2ForConditionalGeneration
 
 CONNECTORS = ("linear", "resampler")
+# How a from-scratch ViT's position embeddings start: transformers' random normal (std 0.02, so weak beside the
+# patch content, ~0.3), or a fixed-frequency 2D sine-cosine code of each patch's centre (as MAE's fixed embedding)
+# at the patch content's scale, which the model goes on learning. Measured on the level-1 world (tiny preset,
+# 3,000 steps): held-out REC 77% with sincos2d vs 63% random; 21% vs 1% after 1,000 steps.
+VISION_POSITION_INITS = ("sincos2d", "random")
+SINCOS_RMS = 0.3
 
 
 class LinearConnector(nn.Module):
@@ -47,6 +53,36 @@ class Kosmos2LinearConnectorForConditionalGeneration(Kosmos2ForConditionalGenera
         if isinstance(module, LinearConnector):
             nn.init.normal_(module.dense.weight, std=self.config.text_config.init_std)
             nn.init.zeros_(module.dense.bias)
+
+
+def sincos2d(xs: torch.Tensor, ys: torch.Tensor, dim: int, max_cycles: float) -> torch.Tensor:
+    """(n, dim) codes of points (xs, ys) in [0, 1]: sin and cos of x and of y at ``dim // 4`` frequencies spaced
+    geometrically from half a cycle to ``max_cycles`` cycles across the image; each row has unit RMS."""
+    import math
+
+    quarter = dim // 4
+    cycles = torch.exp(torch.linspace(math.log(0.5), math.log(max_cycles), quarter))
+    angle_x, angle_y = 2 * math.pi * xs[:, None] * cycles, 2 * math.pi * ys[:, None] * cycles
+    code = torch.cat([angle_x.sin(), angle_x.cos(), angle_y.sin(), angle_y.cos()], dim=1)
+    return nn.functional.pad(code, (0, dim - code.size(1))) * math.sqrt(dim / (2 * quarter))
+
+
+def init_vision_positions(model: Kosmos2ForConditionalGeneration, how: str = "sincos2d",
+                          rms: float = SINCOS_RMS) -> None:
+    """Set the ViT's patch position embeddings to a 2D sine-cosine code of the patch centres (per-component
+    RMS ``rms``; class token position 0); ``random`` leaves transformers' initialisation."""
+    if how not in VISION_POSITION_INITS:
+        raise ValueError(f"unknown vision position init {how!r}; choose one of {VISION_POSITION_INITS}")
+    if how == "random":
+        return
+    embeddings = model.vision_model.model.embeddings
+    side = embeddings.image_size // embeddings.patch_size
+    index = torch.arange(side * side)  # patches in row-major order, as the patch convolution flattens them
+    xs, ys = ((index % side).float() + 0.5) / side, ((index // side).float() + 0.5) / side
+    with torch.no_grad():
+        weight = embeddings.position_embedding.weight
+        weight[1:] = sincos2d(xs, ys, weight.size(1), max_cycles=side / 2).to(weight) * rms
+        weight[0] = 0.0
 
 
 def vision_tokens(config: Kosmos2Config) -> int:

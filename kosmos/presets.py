@@ -44,7 +44,7 @@ PRESETS: dict[str, Preset] = {
     "tiny": Preset(
         name="tiny", image_size=64, patch_size=8, vision_hidden=64, vision_layers=2, vision_heads=4,
         vision_ffn=128, text_hidden=128, text_layers=2, text_heads=4, text_ffn=256, latent_query_num=16,
-        max_positions=256, dropout=0.0, tokenizer_vocab=400, lr=2e-3, warmup_steps=20, max_steps=400,
+        max_positions=256, dropout=0.0, tokenizer_vocab=400, lr=1e-3, warmup_steps=20, max_steps=400,
         batch_size=16, max_length=64,
     ),
     "small": Preset(
@@ -100,15 +100,19 @@ def build_config(preset: Preset, vocab_size: int, pad_token_id: int = 1, bos_tok
     return Kosmos2Config(text_config=text, vision_config=vision, latent_query_num=preset.latent_query_num)
 
 
-def build_model(preset: Preset, vocab_size: int, seed: int = 0, connector: str | None = None, **token_ids):
-    """A randomly initialised Kosmos-2 of the preset's connector (deterministic for a seed)."""
+def build_model(preset: Preset, vocab_size: int, seed: int = 0, connector: str | None = None,
+                vision_position_init: str = "sincos2d", **token_ids):
+    """A from-scratch Kosmos-2 of the preset's connector (deterministic for a seed); the ViT's position
+    embeddings start as ``vision_position_init`` (see ``kosmos.modeling.init_vision_positions``)."""
     import torch
 
-    from kosmos.modeling import model_class
+    from kosmos.modeling import init_vision_positions, model_class
 
     torch.manual_seed(seed)
     config = build_config(preset, vocab_size, connector=connector, **token_ids)
-    return model_class(config)(config)
+    model = model_class(config)(config)
+    init_vision_positions(model, vision_position_init)
+    return model
 
 
 def count_parameters(model) -> int:

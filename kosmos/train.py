@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from kosmos import checkpoint as ckpt
 from kosmos.data import DataConfig, GritShardStream, expand_urls, iter_records, make_loader
-from kosmos.modeling import CONNECTORS, connector_of, load_pretrained
+from kosmos.modeling import CONNECTORS, VISION_POSITION_INITS, connector_of, load_pretrained
 from kosmos.presets import PRESETS, build_model, count_parameters, get_preset
 
 
@@ -55,6 +55,10 @@ class TrainConfig:
         "choices": CONNECTORS,
         "help": "image connector of a from-scratch model: linear (one slot per ViT token) or resampler "
                 "(Kosmos-2's); default: the preset's (linear for tiny/small, resampler for paper)"})
+    vision_position_init: str = field(default="sincos2d", metadata={
+        "choices": VISION_POSITION_INITS,
+        "help": "how a from-scratch ViT's position embeddings start: sincos2d (a 2D sine-cosine code of the patch "
+                "centres, which learns to localise faster) or random (transformers' initialisation)"})
     location_loss_weight: float | None = field(default=None, metadata={
         "help": f"weight of location-token targets in the loss (default {DEFAULT_LOCATION_LOSS_WEIGHT:g} from "
                 "scratch, 1 with --init)"})
@@ -279,6 +283,7 @@ def build_or_load_model(cfg: TrainConfig, processor, resume_dir: Path | None):
         return model
     tok = processor.tokenizer
     return build_model(get_preset(cfg.preset), len(tok), seed=cfg.seed, connector=cfg.connector,
+                       vision_position_init=cfg.vision_position_init,
                        pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
 
 

@@ -148,3 +148,41 @@ def test_init_from_release_format_trains_predicts_and_scores(release_format_mode
     assert main(["score", "rec", "--predictions", str(tmp_path / "rec.jsonl"), "--annotations", str(refcoco)]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["total"] == 3 and 0.0 <= result["accuracy"] <= 100.0
+
+
+def test_sincos2d_codes_have_unit_rms_and_encode_distance():
+    from kosmos.modeling import sincos2d
+
+    xs = torch.tensor([0.1, 0.15, 0.9, 0.1])
+    ys = torch.tensor([0.1, 0.1, 0.9, 0.8])
+    codes = sincos2d(xs, ys, dim=64, max_cycles=4.0)
+    assert codes.shape == (4, 64)
+    assert torch.allclose(codes.pow(2).mean(1), torch.ones(4), atol=1e-5)
+    near = torch.dot(codes[0], codes[1])
+    assert near > torch.dot(codes[0], codes[2]) and near > torch.dot(codes[0], codes[3])
+    odd = sincos2d(xs, ys, dim=66, max_cycles=4.0)  # a width not divisible by 4 is padded, RMS kept
+    assert odd.shape == (4, 66) and torch.allclose(odd.pow(2).mean(1), torch.ones(4), atol=1e-5)
+
+
+def test_vision_position_init_sets_a_2d_code_that_saves_and_loads(processor, tmp_path):
+    """sincos2d: each patch's position embedding is the code of its centre (row-major, class token 0) at the
+    patch content's scale; random keeps transformers' init (std 0.02); the choice survives save/load."""
+    from kosmos.modeling import SINCOS_RMS, init_vision_positions, sincos2d
+
+    coded = build_model(get_preset("tiny"), len(processor.tokenizer), seed=0)
+    plain = build_model(get_preset("tiny"), len(processor.tokenizer), seed=0, vision_position_init="random")
+    weight = coded.vision_model.model.embeddings.position_embedding.weight.detach()
+    assert torch.count_nonzero(weight[0]) == 0
+    # patch 9 is row 1, column 1 of the 8x8 grid: centre (1.5/8, 1.5/8)
+    expected = sincos2d(torch.tensor([1.5 / 8]), torch.tensor([1.5 / 8]), weight.size(1), 4.0)[0] * SINCOS_RMS
+    assert torch.allclose(weight[1 + 9], expected, atol=1e-6)
+    plain_weight = plain.vision_model.model.embeddings.position_embedding.weight.detach()
+    assert 0.01 < float(plain_weight.std()) < 0.03
+    # everything but the position embeddings is the same seeded init
+    differing = [k for k, v in coded.state_dict().items() if not torch.equal(v, plain.state_dict()[k])]
+    assert differing == ["vision_model.model.embeddings.position_embedding.weight"]
+    coded.save_pretrained(tmp_path)
+    loaded = load_pretrained(tmp_path)
+    assert torch.equal(loaded.vision_model.model.embeddings.position_embedding.weight, weight)
+    with pytest.raises(ValueError, match="unknown vision position init"):
+        init_vision_positions(coded, "learned")
