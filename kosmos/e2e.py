@@ -9,7 +9,7 @@ always answering the training set's mean box, as one JSON object (also written t
 resumes every stage.
 
 Settings (environment): E2E_LEVEL (3), E2E_DIR (e2e_out/levelN), E2E_TRAIN_IMAGES (4000),
-E2E_HELDOUT_IMAGES (200), E2E_VAL_IMAGES (100), E2E_MINUTES (training budget: 10 / 15 / 25 for levels 1 / 2 / 3),
+E2E_HELDOUT_IMAGES (200), E2E_VAL_IMAGES (100), E2E_MINUTES (training budget: 10 / 25 / 25 for levels 1 / 2 / 3),
 E2E_STEPS (100000: the budget ends training), E2E_BATCH (16), E2E_THREADS (1), E2E_GROUNDING_PROB (1.0),
 E2E_EVAL_EVERY (500), E2E_INIT (a checkpoint's model dir to start from, e.g. the level N-1 run's best/),
 E2E_LR (preset default), E2E_TRAIN_ARGS (more `kosmos train` flags).
@@ -54,7 +54,7 @@ def training_boxes(grit_dir: Path, min_score: float = 0.65):
             yield from entity.boxes
 
 
-TRAIN_MINUTES = {1: 10.0, 2: 15.0, 3: 25.0}
+TRAIN_MINUTES = {1: 10.0, 2: 25.0, 3: 25.0}
 
 
 def main() -> int:
