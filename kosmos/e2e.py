@@ -8,8 +8,8 @@ validation REC by step), the share of predictions that decode to a box, REC accu
 always answering the training set's mean box, as one JSON object (also written to OUT/e2e.json). Rerunning
 resumes every stage.
 
-Settings (environment): E2E_LEVEL (3), E2E_DIR (e2e_out/levelN), E2E_TRAIN_IMAGES (4000),
-E2E_HELDOUT_IMAGES (200), E2E_VAL_IMAGES (100), E2E_MINUTES (training budget: 10 / 25 / 25 for levels 1 / 2 / 3),
+Settings (environment): E2E_LEVEL (3), E2E_DIR (e2e_out/levelN), E2E_TRAIN_IMAGES (4000 / 16000 / 12000 for levels 1 / 2 / 3),
+E2E_HELDOUT_IMAGES (200), E2E_VAL_IMAGES (100), E2E_MINUTES (training budget: 10 / 15 / 20 for levels 1 / 2 / 3),
 E2E_STEPS (100000: the budget ends training), E2E_BATCH (16), E2E_THREADS (1), E2E_GROUNDING_PROB (1.0),
 E2E_EVAL_EVERY (500), E2E_INIT (a checkpoint's model dir to start from, e.g. the level N-1 run's best/),
 E2E_LR (preset default), E2E_TRAIN_ARGS (more `kosmos train` flags).
@@ -54,7 +54,10 @@ def training_boxes(grit_dir: Path, min_score: float = 0.65):
             yield from entity.boxes
 
 
-TRAIN_MINUTES = {1: 10.0, 2: 25.0, 3: 25.0}
+# Per-level defaults, measured (docs/companion.md): level 2 from level 1's model (E2E_INIT) learns to pick the named
+# object in 15 minutes when it sees 16,000 images (on 4,000 it memorises them); level 3 reads richer captions.
+TRAIN_MINUTES = {1: 10.0, 2: 15.0, 3: 20.0}
+TRAIN_IMAGES = {1: 4000, 2: 16000, 3: 12000}
 
 
 def main() -> int:
@@ -62,7 +65,7 @@ def main() -> int:
     if level not in TRAIN_MINUTES:
         raise SystemExit(f"[e2e] LEVEL must be 1, 2 or 3, got {level}")
     out = Path(_env("E2E_DIR", f"e2e_out/level{level}")).resolve()
-    train_images, heldout_images = _env("E2E_TRAIN_IMAGES", 4000), _env("E2E_HELDOUT_IMAGES", 200)
+    train_images, heldout_images = _env("E2E_TRAIN_IMAGES", TRAIN_IMAGES[level]), _env("E2E_HELDOUT_IMAGES", 200)
     val_images, minutes = _env("E2E_VAL_IMAGES", 100), _env("E2E_MINUTES", TRAIN_MINUTES[level])
     steps, batch, threads = _env("E2E_STEPS", 100_000), _env("E2E_BATCH", 16), _env("E2E_THREADS", 1)
     grounding_prob, eval_every = _env("E2E_GROUNDING_PROB", 1.0), _env("E2E_EVAL_EVERY", 500)
