@@ -28,7 +28,11 @@ from kosmos.train import DEFAULT_LOCATION_LOSS_WEIGHT, DEFAULT_LOCATION_SIGMA, r
 
 
 def _env(name: str, default):
-    return type(default)(os.environ.get(name, default))
+    value = os.environ.get(name, default)
+    try:
+        return type(default)(value)
+    except ValueError:
+        raise SystemExit(f"[e2e] {name} must be a {type(default).__name__}, got {value!r}") from None
 
 
 def _run(argv: list[str], log: Path) -> float:

@@ -13,6 +13,7 @@ minutes on CPU, so the small presets use it; the ``paper`` preset keeps the resa
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -58,8 +59,6 @@ class Kosmos2LinearConnectorForConditionalGeneration(Kosmos2ForConditionalGenera
 def sincos2d(xs: torch.Tensor, ys: torch.Tensor, dim: int, max_cycles: float) -> torch.Tensor:
     """(n, dim) codes of points (xs, ys) in [0, 1]: sin and cos of x and of y at ``dim // 4`` frequencies spaced
     geometrically from half a cycle to ``max_cycles`` cycles across the image; each row has unit RMS."""
-    import math
-
     quarter = dim // 4
     cycles = torch.exp(torch.linspace(math.log(0.5), math.log(max_cycles), quarter))
     angle_x, angle_y = 2 * math.pi * xs[:, None] * cycles, 2 * math.pi * ys[:, None] * cycles
