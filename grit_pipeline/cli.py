@@ -16,6 +16,7 @@ COMMANDS = [
     ("ground", "ground"),
     ("synth", "synth"),
     ("evaluate-grounding", "evaluate_grounding"),
+    ("flickr30k", "flickr30k"),
     ("download", "download"),
     ("run", "run"),
     ("stage", "stage"),

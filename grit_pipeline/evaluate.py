@@ -1,8 +1,8 @@
 """Measure a GRIT build against labelled truth: phrase-level precision and recall at IoU 0.5.
 
 Reads a build in the documented output layout (``NNNNN.parquet`` GRIT rows, ``NNNNN_rejects.parquet``) and
-truth lines (``truth/NNNNN.jsonl``, written by ``grit synth`` or by hand; format in docs/evaluation.md,
-"The truth format").
+truth lines (``truth/NNNNN.jsonl``, written by ``grit synth``, ``grit flickr30k`` or by hand; format in
+docs/evaluation.md, "The truth format"), or the official Flickr30k Entities folders (``grit_pipeline.flickr30k``).
 
 Span matching rule (decided here; the paper defines no phrase-level evaluation of its own pipeline):
 - noun chunks: a predicted span matches a truth object when it covers the truth phrase's head noun
@@ -30,14 +30,26 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable
 
+from grit_pipeline import flickr30k
+
 DEFAULT_IOU = 0.5
 DEFAULT_REF_CHAR_IOU = 0.5
 _WORD = re.compile(r"\w+")
 
 
-def load_truth(truth_dir: str | Path) -> dict[str, dict]:
-    """All truth lines under ``truth_dir`` (``*.jsonl``; a single ``.jsonl`` file works too), by key."""
+def load_truth(truth_dir: str | Path, split: str | None = None) -> dict[str, dict]:
+    """All truth lines under ``truth_dir`` (``*.jsonl``; a single ``.jsonl`` file works too), by key.
+
+    A Flickr30k Entities folder (``Sentences/`` + ``Annotations/``) is read as truth too
+    (``grit_pipeline.flickr30k``), all of it or the images of ``split`` (``<split>.txt``)."""
     path = Path(truth_dir)
+    if path.is_dir() and flickr30k.is_flickr30k_folder(path):
+        truth = flickr30k.load_truth(path, split)
+        for record in truth.values():
+            _check_truth(record)
+        return truth
+    if split is not None:
+        raise ValueError(f"--split names a Flickr30k Entities image list, but {path} is not a Flickr30k Entities folder")
     files = [path] if path.is_file() else sorted(path.glob("*.jsonl"))
     if not files:
         raise FileNotFoundError(f"no truth files (*.jsonl) in {path}")
@@ -151,10 +163,20 @@ def box_iou(a: Iterable[float], b: Iterable[float]) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def match_image(truth: dict, predictions: list[list[float]], level: str, iou: float = DEFAULT_IOU,
-                ref_char_iou: float = DEFAULT_REF_CHAR_IOU) -> dict[str, int]:
-    """Counts for one image. ``predictions``: GRIT span items ``[s, e, x1, y1, x2, y2, score]``;
-    ``level``: "noun_chunks" or "ref_exps"."""
+# What one prediction is, in the greedy matching order (highest score first).
+TRUE_POSITIVE, IGNORED = "true_positive", "ignored"
+FALSE_POSITIVE_KINDS = ("fp_wrong_box", "fp_duplicate", "fp_absent_phrase", "fp_unlabelled_phrase", "fp_wrong_span")
+
+
+def match_outcomes(truth: dict, predictions: list[list[float]], level: str, iou: float = DEFAULT_IOU,
+                   ref_char_iou: float = DEFAULT_REF_CHAR_IOU) -> list[tuple[float, str]]:
+    """``(score, outcome)`` of each prediction of one image, highest score first (ties in input order).
+
+    ``outcome`` is ``true_positive``, ``ignored`` or one of ``FALSE_POSITIVE_KINDS``. The matching is greedy
+    in this order, so the outcomes of the predictions scoring above any threshold are exactly what matching
+    only those would give: a threshold sweep needs one matching pass (``grit_pipeline.calibrate``).
+    ``predictions``: GRIT span items ``[s, e, x1, y1, x2, y2, score]``; ``level``: "noun_chunks" or "ref_exps".
+    """
     caption = truth["caption"]
     objects = truth["objects"]
     heads = [truth_head(o, caption) for o in objects]
@@ -167,31 +189,44 @@ def match_image(truth: dict, predictions: list[list[float]], level: str, iou: fl
 
     absent_heads = [last_word(caption, s) for s in truth["absent"]]
     ignore_heads = [last_word(caption, s) for s in truth["ignore"]]
-    counts = Counter(truth_objects=len(objects))
     matched = [False] * len(objects)
+    outcomes = []
     for item in sorted(predictions, key=lambda p: -p[6]):
         span, box = (int(item[0]), int(item[1])), item[2:6]
-        counts["predictions"] += 1
         named = [k for k in range(len(objects)) if span_matches(span, k)]
         fits = [(box_iou(box, objects[k]["box"]), k) for k in named]
         free = [(v, k) for v, k in fits if v >= iou and not matched[k]]
         if free:
             matched[max(free)[1]] = True
-            counts["true_positives"] += 1
+            outcome = TRUE_POSITIVE
         elif any(v >= iou for v, _ in fits):
-            counts["fp_duplicate"] += 1
+            outcome = "fp_duplicate"
         elif named:
-            counts["fp_wrong_box"] += 1
+            outcome = "fp_wrong_box"
         elif any(_covers(span, h) for h in heads):
-            counts["fp_wrong_span"] += 1       # ref_exps only: about an object, but not its expression
+            outcome = "fp_wrong_span"       # ref_exps only: about an object, but not its expression
         elif any(_covers(span, h) for h in absent_heads):
-            counts["fp_absent_phrase"] += 1
+            outcome = "fp_absent_phrase"
         elif any(_covers(span, h) for h in ignore_heads):
-            counts["predictions"] -= 1
-            counts["ignored_predictions"] += 1
+            outcome = IGNORED
         else:
-            counts["fp_unlabelled_phrase"] += 1
-    counts["found_objects"] = sum(matched)
+            outcome = "fp_unlabelled_phrase"
+        outcomes.append((float(item[6]), outcome))
+    return outcomes
+
+
+def match_image(truth: dict, predictions: list[list[float]], level: str, iou: float = DEFAULT_IOU,
+                ref_char_iou: float = DEFAULT_REF_CHAR_IOU) -> dict[str, int]:
+    """Counts for one image (``match_outcomes`` tallied). ``predictions``: GRIT span items
+    ``[s, e, x1, y1, x2, y2, score]``; ``level``: "noun_chunks" or "ref_exps"."""
+    counts = Counter(truth_objects=len(truth["objects"]))
+    for _, outcome in match_outcomes(truth, predictions, level, iou, ref_char_iou):
+        if outcome == IGNORED:
+            counts["ignored_predictions"] += 1
+            continue
+        counts["predictions"] += 1
+        counts["true_positives" if outcome == TRUE_POSITIVE else outcome] += 1
+    counts["found_objects"] = counts["true_positives"]  # one true positive per truth object
     return counts
 
 
@@ -211,11 +246,13 @@ def _summary(counts: Counter) -> dict[str, Any]:
 
 
 def evaluate_grounding(output_dir: str | Path, truth_dir: str | Path, iou: float = DEFAULT_IOU,
-                       ref_char_iou: float = DEFAULT_REF_CHAR_IOU, min_score: float | None = None) -> dict[str, Any]:
+                       ref_char_iou: float = DEFAULT_REF_CHAR_IOU, min_score: float | None = None,
+                       split: str | None = None) -> dict[str, Any]:
     """Precision/recall of a GRIT build against truth, for noun chunks and referring expressions, plus
     which truth images the build kept, dropped (by status and reason) or lost. ``min_score``: only count
-    predictions scoring above it (default: everything the build kept)."""
-    truth = load_truth(truth_dir)
+    predictions scoring above it (default: everything the build kept). ``truth_dir``: truth lines, or a
+    Flickr30k Entities folder (``split``: only the images of its ``<split>.txt``)."""
+    truth = load_truth(truth_dir, split)
     rows, rejects = load_build(output_dir)
     levels = {"noun_chunks": Counter(), "ref_exps": Counter()}
     images = Counter(truth=len(truth))

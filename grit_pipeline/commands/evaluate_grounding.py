@@ -9,7 +9,11 @@ HELP = "phrase-level precision/recall at IoU 0.5 of a GRIT build against truth (
 
 def add_arguments(parser) -> None:
     parser.add_argument("--output", required=True, help="the GRIT build directory (NNNNN.parquet, NNNNN_rejects.parquet)")
-    parser.add_argument("--truth", required=True, help="truth directory of NNNNN.jsonl files (or one .jsonl file)")
+    parser.add_argument("--truth", required=True,
+                        help="truth directory of NNNNN.jsonl files (or one .jsonl file), or a Flickr30k Entities "
+                             "folder (Sentences/ + Annotations/)")
+    parser.add_argument("--split", default=None,
+                        help="Flickr30k Entities truth: only the images listed in SPLIT.txt (train, val, test)")
     parser.add_argument("--iou", type=float, default=0.5, help="box IoU for a match (default 0.5)")
     parser.add_argument("--ref-char-iou", type=float, default=0.5,
                         help="referring expressions: minimum character IoU with the truth expression (default 0.5)")
@@ -22,7 +26,7 @@ def run(args) -> int:
 
     try:
         result = evaluate_grounding(args.output, args.truth, iou=args.iou, ref_char_iou=args.ref_char_iou,
-                                    min_score=args.min_score)
+                                    min_score=args.min_score, split=args.split)
     except (FileNotFoundError, ValueError) as error:
         print(f"grit evaluate-grounding: {error}", file=sys.stderr)
         return 2

@@ -113,57 +113,71 @@ def _atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def write_img2dataset_shard(output: Path, name: str, samples: list[dict], truth_lines: list[str],
+                            extra_stats: dict | None = None) -> None:
+    """Write one shard exactly as img2dataset lays it out, plus ``truth/NAME.jsonl``.
+
+    ``samples``: ``{"meta": {img2dataset columns}, "jpeg": bytes}``; a sample whose ``meta["status"]`` is not
+    ``success`` gets a parquet row and no tar entry, as img2dataset does for a failed download.
+    ``truth_lines``: JSON lines of the truth format. Files are written atomically; tar mtimes are fixed.
+    """
+    import webdataset as wds
+
+    tar_buffer = io.BytesIO()
+    rows = {f.name: [] for f in IMG2DATASET_SCHEMA}
+    statuses: dict[str, int] = {}
+    with wds.TarWriter(tar_buffer, mtime=0.0) as tar:
+        for sample in samples:
+            meta = sample["meta"]
+            if meta["status"] == "success":
+                tar.write({"__key__": meta["key"], "jpg": sample["jpeg"], "txt": meta["caption"].encode("utf-8"),
+                           "json": json.dumps(meta, indent=4).encode("utf-8")})
+            statuses[meta["status"]] = statuses.get(meta["status"], 0) + 1
+            for column in rows:
+                rows[column].append(meta.get(column))
+    _atomic_write(output / f"{name}.tar", tar_buffer.getvalue())
+    parquet_buffer = io.BytesIO()
+    pq.write_table(pa.Table.from_pydict(rows, IMG2DATASET_SCHEMA), parquet_buffer)
+    _atomic_write(output / f"{name}.parquet", parquet_buffer.getvalue())
+    (output / "truth").mkdir(exist_ok=True)
+    _atomic_write(output / "truth" / f"{name}.jsonl", "".join(line + "\n" for line in truth_lines).encode("utf-8"))
+    stats = {
+        "count": len(samples), "successes": statuses.get("success", 0),
+        "failed_to_download": statuses.get("failed_to_download", 0), "failed_to_resize": 0,
+        # nothing was downloaded: times are fixed so reruns give the same bytes
+        "duration": 0.0, "start_time": 0.0, "end_time": 0.0, "status_dict": statuses, **(extra_stats or {}),
+    }
+    _atomic_write(output / f"{name}_stats.json", json.dumps(stats, indent=4).encode("utf-8"))
+
+
 def write_shard(output: Path, shard: int, seed: int, first_index: int, count: int, sample_digits: int,
                 defect_rate: float = 0.0, level: int = 3) -> int:
     """Write one shard (tar, parquet, stats, truth); returns the number of samples.
 
     A defective sample (``defect_rate``) has no truth line: it is there to be rejected, not measured.
     """
-    import webdataset as wds
-
     name = f"{shard:05d}"
-    tar_buffer = io.BytesIO()
-    rows = {f.name: [] for f in IMG2DATASET_SCHEMA}
-    truth_lines = []
-    statuses: dict[str, int] = {}
-    with wds.TarWriter(tar_buffer, mtime=0.0) as tar:
-        for k in range(count):
-            sample = make_sample(seed, first_index + k, level)
-            defect = sample_defect(seed, first_index + k, defect_rate)
-            key = f"{name}{k:0{sample_digits}d}"
-            w, h = sample.scene.width, sample.scene.height
-            caption = {"empty_caption": "", "abstract_caption": ABSTRACT_CAPTION}.get(defect, sample.caption.text)
-            jpeg = sample.jpeg[: len(sample.jpeg) // 3] if defect == "truncated_jpeg" else sample.jpeg
-            meta = {
-                "url": sample.url, "caption": caption, "key": key, "status": "success",
-                "error_message": None, "width": w, "height": h, "original_width": w, "original_height": h,
-                "exif": "{}", "sha256": hashlib.sha256(jpeg).hexdigest(),
-            }
-            if defect == "failed_to_download":  # img2dataset keeps the row in the parquet, writes no tar entry
-                meta.update(status="failed_to_download", error_message="HTTP Error 404: Not Found", width=None,
-                            height=None, original_width=None, original_height=None, exif=None, sha256=None)
-            else:
-                tar.write({"__key__": key, "jpg": jpeg, "txt": caption.encode("utf-8"),
-                           "json": json.dumps(meta, indent=4).encode("utf-8")})
-            statuses[meta["status"]] = statuses.get(meta["status"], 0) + 1
-            for column in rows:
-                rows[column].append(meta[column])
-            if defect is None:
-                truth_lines.append(json.dumps(truth_record(sample, key), sort_keys=True))
-    _atomic_write(output / f"{name}.tar", tar_buffer.getvalue())
-    parquet_buffer = io.BytesIO()
-    pq.write_table(pa.Table.from_pydict(rows, IMG2DATASET_SCHEMA), parquet_buffer)
-    _atomic_write(output / f"{name}.parquet", parquet_buffer.getvalue())
-    (output / "truth").mkdir(exist_ok=True)
-    _atomic_write(output / "truth" / f"{name}.jsonl", ("\n".join(truth_lines) + "\n").encode("utf-8"))
-    stats = {
-        "count": count, "successes": statuses.get("success", 0),
-        "failed_to_download": statuses.get("failed_to_download", 0), "failed_to_resize": 0,
-        # synthetic: nothing was downloaded; times are fixed so reruns give the same bytes
-        "duration": 0.0, "start_time": 0.0, "end_time": 0.0, "status_dict": statuses,
-        "synthetic": {"seed": seed, "first_index": first_index, "level": level},
-    }
-    _atomic_write(output / f"{name}_stats.json", json.dumps(stats, indent=4).encode("utf-8"))
+    samples, truth_lines = [], []
+    for k in range(count):
+        sample = make_sample(seed, first_index + k, level)
+        defect = sample_defect(seed, first_index + k, defect_rate)
+        key = f"{name}{k:0{sample_digits}d}"
+        w, h = sample.scene.width, sample.scene.height
+        caption = {"empty_caption": "", "abstract_caption": ABSTRACT_CAPTION}.get(defect, sample.caption.text)
+        jpeg = sample.jpeg[: len(sample.jpeg) // 3] if defect == "truncated_jpeg" else sample.jpeg
+        meta = {
+            "url": sample.url, "caption": caption, "key": key, "status": "success",
+            "error_message": None, "width": w, "height": h, "original_width": w, "original_height": h,
+            "exif": "{}", "sha256": hashlib.sha256(jpeg).hexdigest(),
+        }
+        if defect == "failed_to_download":  # img2dataset keeps the row in the parquet, writes no tar entry
+            meta.update(status="failed_to_download", error_message="HTTP Error 404: Not Found", width=None,
+                        height=None, original_width=None, original_height=None, exif=None, sha256=None)
+        samples.append({"meta": meta, "jpeg": jpeg})
+        if defect is None:
+            truth_lines.append(json.dumps(truth_record(sample, key), sort_keys=True))
+    write_img2dataset_shard(output, name, samples, truth_lines,
+                            {"synthetic": {"seed": seed, "first_index": first_index, "level": level}})
     return count
 
 
