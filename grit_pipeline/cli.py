@@ -17,6 +17,7 @@ COMMANDS = [
     ("synth", "synth"),
     ("evaluate-grounding", "evaluate_grounding"),
     ("flickr30k", "flickr30k"),
+    ("calibrate", "calibrate"),
     ("download", "download"),
     ("run", "run"),
     ("stage", "stage"),

@@ -420,6 +420,67 @@ def write_report(dir: str | Path, out: str | Path | None = None, *, truth: str |
     return write_atomic(out / "report.html", render_html(data, plots))
 
 
+# ---- calibration report (grit calibrate) -------------------------------------------------------------
+CALIBRATION_HEADERS = ["NMS IoU", "threshold", "precision (noun chunks)", "recall (noun chunks)",
+                       "precision (expressions)", "recall (expressions)", "boxes", "grounded images",
+                       "boxes per grounded image"]
+
+
+def calibration_rows(result: dict[str, Any], every: float = 0.05) -> list[tuple[str, ...]]:
+    """Rows of a ``grit_pipeline.calibrate.sweep`` table: thresholds on multiples of ``every`` and the
+    recommended one."""
+    rec = result.get("recommendation") or {}
+    rows = []
+    for row in result.get("table", []):
+        steps = row["threshold"] / every
+        if abs(steps - round(steps)) > 1e-6 and row["threshold"] != rec.get("threshold"):
+            continue
+        nc, re_ = row["noun_chunks"], row["ref_exps"]
+        rows.append((_fmt(row["nms_iou"]), f"{row['threshold']:.2f}", _fmt(nc["precision"], 4), _fmt(nc["recall"], 4),
+                     _fmt(re_["precision"], 4), _fmt(re_["recall"], 4), _fmt(row["boxes"]), _fmt(row["grounded_images"]),
+                     _fmt(row["boxes_per_image"])))
+    return rows
+
+
+def _calibration_facts(result: dict[str, Any]) -> list[str]:
+    facts = [f"detector: {result.get('detector')}" + (f" (model {result['model']})" if result.get("model") else ""),
+             f"input: {result.get('input') or result.get('scores_from')}; truth: {result.get('truth')}",
+             f"samples scored: {result.get('samples', 0):,}; truth images: {result.get('truth_images', 0):,}; "
+             f"by status: {result.get('samples_by_status')}",
+             "one grounding pass with NMS off and no threshold; every threshold and NMS IoU replayed offline; "
+             f"a match is box IoU >= {result.get('iou_threshold')} (expressions also character IoU >= "
+             f"{result.get('ref_char_iou')} with the truth expression)"]
+    rec = result.get("recommendation")
+    if rec and rec.get("threshold") is not None:
+        facts.append(f"recommended ({rec['by']} {rec['target']:g}, {rec['level']}): --box-threshold {rec['threshold']:g} "
+                     f"--nms-iou {rec['nms_iou']:g}: precision {rec['precision']}, recall {rec['recall']}, "
+                     f"{rec['boxes_per_image']} boxes per grounded image")
+    elif rec:
+        facts.append(f"recommendation: {rec.get('note')}")
+    return facts
+
+
+def write_calibration_report(result: dict[str, Any], out: str | Path, plot: str | Path | None = None) -> Path:
+    """``OUT/report.html`` (plot embedded) and ``OUT/report.md`` of a calibration; the plot is
+    ``OUT/pr_curve.png`` unless given. Returns the path of report.html."""
+    out = Path(out)
+    plot = Path(plot) if plot is not None else out / "pr_curve.png"
+    title = "GRIT detector calibration"
+    md = [f"# {title}", ""] + [f"- {_md_cell(f)}" for f in _calibration_facts(result)] + [""]
+    if plot.is_file():
+        md += [f"![precision / recall]({plot.name})", ""]
+    md += ["## Precision, recall and boxes per threshold", "", _md_table(CALIBRATION_HEADERS, calibration_rows(result)), ""]
+    write_atomic(out / "report.md", "\n".join(md))
+    sections = [f"<ul class='facts'>{''.join(f'<li>{esc(f)}</li>' for f in _calibration_facts(result))}</ul>"]
+    if plot.is_file():
+        sections.append(f"<figure id='plot-pr-curve'><img src='{data_uri(plot.read_bytes(), 'image/png')}' "
+                        f"alt='precision / recall'><figcaption>precision / recall over the box threshold"
+                        f"</figcaption></figure>")
+    sections += ["<h2>Precision, recall and boxes per threshold</h2>",
+                 _html_table(CALIBRATION_HEADERS, calibration_rows(result), "calibration")]
+    return write_atomic(out / "report.html", fill_template(_PAGE, title=esc(title), css=_CSS, body="\n".join(sections)))
+
+
 _CSS = """
 :root{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#222;background:#fff}
 body{margin:0 auto;padding:16px 24px;max-width:1400px}
