@@ -17,7 +17,10 @@ from pathlib import Path
 def run() -> dict:
     import torch
 
-    from kosmos.data import DataConfig, GritShardStream, expand_urls, iter_records
+    from kosmos.sequence import SequenceEncoder
+    from kosmos.sources import DataConfig, SourceSpec, build_source
+    from kosmos.sources.grounded import iter_records
+    from kosmos.stream import SourceStream, expand_urls
     from kosmos.tokenizer import build_processor, train_tokenizer
     from kosmos.toydata import write_toy_shards
     from kosmos.train import TrainConfig, read_log, train
@@ -28,7 +31,9 @@ def run() -> dict:
         write_toy_shards(root / "shards", num_shards=2, per_shard=200, width=256, height=192)
         urls = expand_urls(str(root / "shards"))
         processor = build_processor(train_tokenizer([r["caption"] for r in iter_records(urls)], 400), 64)
-        stream = iter(GritShardStream(urls, processor, DataConfig(image_size=64, num_image_tokens=16), 16))
+        config = DataConfig(image_size=64, num_image_tokens=16)
+        source = build_source(SourceSpec("grounded", urls), SequenceEncoder(processor, 16, 64, config.image_mode), config)
+        stream = iter(SourceStream(source, 16))
         next(stream)
         started = time.perf_counter()
         for _ in range(10):

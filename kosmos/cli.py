@@ -10,7 +10,7 @@ import time
 
 def _add_train(sub) -> None:
     from grit_pipeline.config_flags import add_config_arguments
-    from kosmos.data import DataConfig
+    from kosmos.sources import DataConfig
     from kosmos.train import TrainConfig
 
     p = sub.add_parser("train", help="train Kosmos-2 on GRIT webdataset shards",
@@ -23,7 +23,7 @@ def _add_train(sub) -> None:
 
 def _run_train(args) -> int:
     from grit_pipeline.config_flags import config_from_args, config_options
-    from kosmos.data import DataConfig
+    from kosmos.sources import DataConfig
     from kosmos.train import TrainConfig, train
 
     cfg = config_from_args(TrainConfig, args, data_options=config_options(DataConfig, args))

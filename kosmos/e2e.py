@@ -51,7 +51,8 @@ def training_boxes(grit_dir: Path, min_score: float = 0.65):
     """The boxes the model was trained on (the serializer's selection over the build's records)."""
     from grit_pipeline.serialize import select_entities
 
-    from kosmos.data import expand_urls, iter_records
+    from kosmos.sources.grounded import iter_records
+    from kosmos.stream import expand_urls
 
     for record in iter_records(expand_urls(str(grit_dir))):
         for entity in select_entities(record, min_score=min_score):

@@ -106,3 +106,43 @@ def load_pretrained(path: str | Path, **kwargs):
     ``kwargs`` go to ``from_pretrained``."""
     config = Kosmos2Config.from_pretrained(str(path))
     return model_class(config).from_pretrained(str(path), **kwargs)
+
+
+def image_embeddings(model, pixel_values: torch.Tensor) -> torch.Tensor | None:
+    """(images, slots, width) embeddings of a batch of images (vision tower + connector), None for no image."""
+    if pixel_values is None or pixel_values.size(0) == 0:
+        return None
+    return model.get_image_features(pixel_values, return_dict=True).pooler_output
+
+
+def sequence_logits(model, batch: dict, image_embeds: torch.Tensor | None = None) -> torch.Tensor:
+    """Next-token logits of a batch whose rows carry 0..N images each (``kosmos.sequence.collate``): the image
+    embeddings go into the ``image_embeds_position_mask`` positions in row order; text-only rows need none."""
+    if image_embeds is None and batch.get("pixel_values") is not None:
+        image_embeds = image_embeddings(model, batch["pixel_values"])
+    return model.text_model(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], image_embeds=image_embeds,
+        image_embeds_position_mask=batch["image_embeds_position_mask"] if image_embeds is not None else None,
+    ).logits
+
+
+class MixtureStep(nn.Module):
+    """One training forward over the batches of every source of a step, for DistributedDataParallel to wrap
+    (one forward, one backward per micro-step): the vision tower and connector run once over all images of
+    the step, then the decoder over each source's batch."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batches: list[dict]) -> list[torch.Tensor]:
+        counts = [int(b["pixel_values"].size(0)) for b in batches]
+        embeds = None
+        if sum(counts):
+            embeds = image_embeddings(self.model, torch.cat([b["pixel_values"] for b in batches if b["pixel_values"].size(0)]))
+        logits, start = [], 0
+        for batch, n in zip(batches, counts):
+            part = embeds[start:start + n] if n else None
+            start += n
+            logits.append(sequence_logits(self.model, batch, part))
+        return logits

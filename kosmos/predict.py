@@ -16,7 +16,7 @@ from typing import Any, Iterator
 
 import torch
 
-from kosmos.data import encode_text, prepare_image
+from kosmos.sequence import Image, SequenceEncoder, Text
 
 TASKS = ("rec", "flickr", "reg", "caption", "vqa")
 
@@ -62,10 +62,14 @@ def reg_prompt(box) -> str:
 
 @dataclass
 class Query:
+    """One generation: ``prompt`` after the image at ``image_path``; or, with ``segments``, an interleaved prompt
+    (``("text", str)`` and ``("image", path)`` items in order, e.g. few-shot demonstrations) followed by ``prompt``."""
+
     id: Any
-    image_path: str
+    image_path: str | None
     prompt: str
     task: str
+    segments: tuple = ()
 
 
 def _image_path(images_dir: str, file_name: str) -> str:
@@ -152,31 +156,51 @@ def generate(model, processor, queries: list[Query], batch_size: int = 16, image
              device=None, progress=None) -> Iterator[dict[str, Any]]:
     """Generate for each query with its task's decoding settings. Queries of one task are batched by equal
     prompt length, so no padding ever shifts Kosmos-2's position ids."""
-    from PIL import Image
+    from PIL.Image import open as Image_open
 
     device = device or next(model.parameters()).device
     image_size = model.config.vision_config.image_size
     slots = model.config.latent_query_num
-    # Bucket by (task, prompt length in tokens): equal lengths need no padding. Images are loaded per batch.
+    encoder = SequenceEncoder(processor, slots, image_size, image_mode)
+
+    def pixels(path: str):
+        with Image_open(path) as raw:
+            return encoder.pixels(raw.convert("RGB"))
+
+    def encode(query: Query):
+        """The query's prompt as one row (no </s>); the frame is its last image's."""
+        segments, frame = [], (0.0, 0.0, 1.0, 1.0)
+        items = list(query.segments) + ([("image", query.image_path)] if query.image_path else [])
+        for kind, value in items:
+            if kind == "image":
+                tensor, frame = pixels(value)
+                segments.append(Image(tensor))
+            else:
+                segments.append(Text(value))
+        return encoder.encode(segments + [Text(query.prompt)], add_eos=False), frame
+
+    # Bucket by (task, prompt length in tokens, images): equal lengths need no padding. Images are loaded per batch.
     buckets: dict[tuple, list[Query]] = {}
     for query in queries:
-        length = len(processor.tokenizer(query.prompt, add_special_tokens=False)["input_ids"])
-        buckets.setdefault((query.task, length), []).append(query)
+        length = sum(len(encoder.text_ids(v)) if k == "text" else encoder.image_length() for k, v in query.segments)
+        length += len(processor.tokenizer(query.prompt, add_special_tokens=False)["input_ids"])
+        images = sum(k == "image" for k, _ in query.segments) + int(bool(query.image_path))
+        buckets.setdefault((query.task, length, images), []).append(query)
     done = 0
-    for (task, _), bucket in buckets.items():
+    for (task, _, _), bucket in buckets.items():
         settings = DECODING[task]
         for start in range(0, len(bucket), batch_size):
             chunk, frames, items = bucket[start:start + batch_size], [], []
             for query in chunk:
-                with Image.open(query.image_path) as raw:
-                    image, frame = prepare_image(raw.convert("RGB"), image_size, image_mode)
-                items.append(encode_text(processor, image, query.prompt, slots, max_length=None, add_eos=False))
+                item, frame = encode(query)
+                items.append(item)
                 frames.append(frame)
             lengths = {item["input_ids"].numel() for item in items}
             if len(lengths) != 1:  # cannot happen unless the tokenizer is context-dependent; stay correct
                 raise RuntimeError(f"prompts of one bucket encode to different lengths {sorted(lengths)}")
             inputs = {name: torch.stack([item[name] for item in items]).to(device) for name in
-                      ("input_ids", "attention_mask", "image_embeds_position_mask", "pixel_values")}
+                      ("input_ids", "attention_mask", "image_embeds_position_mask")}
+            inputs["pixel_values"] = torch.cat([item["pixel_values"] for item in items]).to(device)
             with torch.no_grad():
                 output = model.generate(
                     **inputs, max_new_tokens=settings.max_new_tokens, num_beams=settings.num_beams,

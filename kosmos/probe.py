@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from kosmos.data import encode_text, prepare_image
+from kosmos.images import prepare_image
+from kosmos.sequence import Image, SequenceEncoder, Text
 from kosmos.predict import rec_prompt
 
 
@@ -18,9 +19,12 @@ def first_location_logits(model, processor, image, expression: str) -> torch.Ten
     """Logits over the location tokens for the first token after ``<object>``."""
     slots = model.config.latent_query_num
     prompt = rec_prompt(expression) + "<object>"
-    item = encode_text(processor, image, prompt, slots, max_length=None, add_eos=False)
+    encoder = SequenceEncoder(processor, slots, model.config.vision_config.image_size)
+    pixels = processor.image_processor(image, return_tensors="pt")["pixel_values"][0]  # already fitted
+    item = encoder.encode([Image(pixels), Text(prompt)], add_eos=False)
     inputs = {k: item[k].unsqueeze(0).to(next(model.parameters()).device)
-              for k in ("input_ids", "attention_mask", "image_embeds_position_mask", "pixel_values")}
+              for k in ("input_ids", "attention_mask", "image_embeds_position_mask")}
+    inputs["pixel_values"] = item["pixel_values"].to(inputs["input_ids"].device)
     with torch.no_grad():
         logits = model(**inputs).logits[0, -1].float()
     ids = location_token_ids(processor.tokenizer)

@@ -12,7 +12,7 @@ from grit_pipeline.download import DownloadConfig
 from grit_pipeline.pipeline.cli_args import config_from_args
 from grit_pipeline.pipeline.config import PipelineConfig
 from kosmos.cli import build_parser as kosmos_parser
-from kosmos.data import DataConfig
+from kosmos.sources import DataConfig
 from kosmos.train import TrainConfig
 
 

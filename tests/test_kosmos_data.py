@@ -7,12 +7,30 @@ import tarfile
 import pytest
 import torch
 
-from kosmos.data import (DataConfig, GritShardStream, SampleError, collate, control_token_in, crop_frame,
-                         decode_sample, encode_sample, expand_urls, move_box, prepare_image, raw_samples, training_text)
+from kosmos.images import crop_frame, move_box, prepare_image
+from kosmos.sequence import SequenceEncoder, collate
+from kosmos.sources import DataConfig, SampleError, SourceSpec
+from kosmos.sources.grounded import GroundedSource, control_token_in, decode_sample, iter_records, training_text
+from kosmos.stream import SourceStream, expand_urls, raw_samples
 from kosmos.tokenizer import build_processor, train_tokenizer
 from kosmos.toydata import toy_record, write_toy_shards
 
 CONFIG = DataConfig(image_size=32, num_image_tokens=4, shuffle_buffer=4, max_length=64)
+
+
+def grounded_source(urls, processor, config):
+    encoder = SequenceEncoder(processor, config.num_image_tokens, config.image_size, config.image_mode)
+    return GroundedSource(SourceSpec("grounded", list(urls)), encoder, config)
+
+
+def GritShardStream(urls, processor, config, batch_size, **kwargs):
+    """The grounded source's stream over ``urls`` (what ``kosmos train --data`` reads)."""
+    return SourceStream(grounded_source(urls, processor, config), batch_size, seed=config.seed,
+                        shuffle=config.shuffle_buffer, files=list(urls), **kwargs)
+
+
+def encode_sample(raw, processor, config, epoch=0):
+    return grounded_source([], processor, config).units(raw, epoch, {})[0]
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +43,6 @@ def shards(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def processor(shards):
-    from kosmos.data import iter_records
-
     captions = [r["caption"] for r in iter_records(expand_urls(str(shards / "pipeline")))]
     return build_processor(train_tokenizer(captions, vocab_size=100), image_size=32)
 
@@ -120,12 +136,13 @@ def test_encoded_sample_labels_and_image_slots(shards, processor):
     assert tok.convert_ids_to_tokens(int(ids[1])) == "<image>" and tok.convert_ids_to_tokens(int(ids[6])) == "</image>"
     assert tok.convert_ids_to_tokens(int(ids[7])) == "<grounding>"
     assert (labels[:8] == -100).all() and torch.equal(labels[8:], ids[8:])
-    assert item["pixel_values"].shape == (3, 32, 32)
+    assert item["pixel_values"].shape == (1, 3, 32, 32)
     batch = collate([item, encode_sample(raw, processor, DataConfig(image_size=32, num_image_tokens=4,
                                                                     grounding_prob=0.0))], tok.pad_token_id)
     short = batch["attention_mask"][1].sum()
     assert (batch["labels"][1, short:] == -100).all() and (batch["input_ids"][1, short:] == tok.pad_token_id).all()
     assert (batch["image_embeds_position_mask"].sum(1) == 4).all()
+    assert batch["pixel_values"].shape == (2, 3, 32, 32) and batch["image_counts"] == [1, 1]
 
 
 def test_caption_spelling_out_a_control_token_is_skipped_with_a_reason(shards, processor):

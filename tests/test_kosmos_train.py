@@ -98,7 +98,7 @@ def test_checkpoint_is_atomic_and_latest_points_at_the_newest(tmp_path):
 
 def test_resume_reproduces_the_uninterrupted_loss_curve(shards, tmp_path):
     full = train(small_config(shards, tmp_path / "full"), log=lambda m: None)
-    assert full["finished"] and full["skipped"] == {"decode_error": 1}
+    assert full["finished"] and full["skipped"] == {"grounded": {"decode_error": 1}}
     first = train(small_config(shards, tmp_path / "cut", stop_at_step=3), log=lambda m: None)
     assert first["step"] == 3 and not first["finished"]
     resumed = train(small_config(shards, tmp_path / "cut", resume="latest"), log=lambda m: None)
@@ -110,7 +110,7 @@ def test_resume_reproduces_the_uninterrupted_loss_curve(shards, tmp_path):
     assert all(e[2] is not None for e in curve)  # location-token loss is logged
     a = torch.load(tmp_path / "full/checkpoints/step_0000006/state.pt", weights_only=False)
     b = torch.load(tmp_path / "cut/checkpoints/step_0000006/state.pt", weights_only=False)
-    assert a["readers"] == b["readers"] and a["consumed_batches"] == b["consumed_batches"] == 6
+    assert a["sources"] == b["sources"] and a["sources"][0]["grounded"]["consumed"] == 6
     from kosmos.modeling import load_pretrained
 
     ma = load_pretrained(tmp_path / "full/checkpoints/step_0000006/model")
@@ -158,9 +158,9 @@ def test_ray_train_two_cpu_workers(shards, tmp_path):
     log = read_log(tmp_path / "ray")
     assert [e["step"] for e in log] == [1, 2]
     state = ckpt.load_state(ckpt.latest_checkpoint(tmp_path / "ray" / "checkpoints"))
-    assert len(state["readers"]) == 2 and len(state["rng"]) == 2  # one entry per rank
+    assert len(state["sources"]) == 2 and len(state["rng"]) == 2  # one entry per rank
     # the two ranks read disjoint samples (2 shards, 2 ranks: one shard each)
-    assert state["readers"][0] and state["readers"][1]
+    assert state["sources"][0]["grounded"]["readers"] and state["sources"][1]["grounded"]["readers"]
 
 
 def test_resume_with_other_batch_settings_is_refused(shards, tmp_path):

@@ -1,0 +1,59 @@
+"""How an image is fitted to the model's square input, and where a box lands in what the model sees."""
+from __future__ import annotations
+
+
+def crop_frame(width: int, height: int, image_mode: str) -> tuple[int, int, int, int]:
+    """Pixel box (left, top, right, bottom) of the region the model sees."""
+    if image_mode == "square":
+        return 0, 0, width, height
+    if image_mode != "crop":
+        raise ValueError(f"image_mode must be 'crop' or 'square', got {image_mode!r}")
+    side = min(width, height)
+    left, top = (width - side) // 2, (height - side) // 2
+    return left, top, left + side, top + side
+
+
+def prepare_image(image, image_size: int, image_mode: str = "crop"):
+    """Resize (+ centre crop) to ``image_size`` square; returns (image, frame) where frame is the visible
+    region as normalised (x0, y0, w, h) of the original image (predict maps boxes back with it)."""
+    from PIL import Image
+
+    width, height = image.size
+    left, top, right, bottom = crop_frame(width, height, image_mode)
+    if (left, top, right, bottom) != (0, 0, width, height):
+        image = image.crop((left, top, right, bottom))
+    image = image.resize((image_size, image_size), Image.BICUBIC)
+    frame = (left / width, top / height, (right - left) / width, (bottom - top) / height)
+    return image, frame
+
+
+def move_box(box, frame, min_area_kept: float = 0.2):
+    """A normalised box in the original image -> the same box in the visible ``frame``; None when it keeps
+    less than ``min_area_kept`` of its area (or nothing) inside the frame."""
+    x0, y0, fw, fh = frame
+    x1, y1, x2, y2 = box
+    area = (x2 - x1) * (y2 - y1)
+    nx1, ny1 = max((x1 - x0) / fw, 0.0), max((y1 - y0) / fh, 0.0)
+    nx2, ny2 = min((x2 - x0) / fw, 1.0), min((y2 - y0) / fh, 1.0)
+    if nx2 <= nx1 or ny2 <= ny1 or area <= 0:
+        return None
+    kept = (nx2 - nx1) * fw * (ny2 - ny1) * fh / area
+    if kept < min_area_kept:
+        return None
+    return (nx1, ny1, nx2, ny2)
+
+
+def decode_image(data: bytes, what: str = "image"):
+    """Bytes -> PIL RGB image; raises ``kosmos.sources.base.SampleError('decode_error')`` on corrupt data."""
+    import io
+
+    from PIL import Image
+
+    from kosmos.sources.base import SampleError
+
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+        return image.convert("RGB")
+    except Exception as error:  # PIL raises many types on corrupt data
+        raise SampleError("decode_error", f"{what}: {error}") from None

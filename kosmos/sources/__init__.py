@@ -1,0 +1,80 @@
+"""Training sources, one module per kind, plugged in by name (``SOURCES``), and the options they share.
+
+``grounded`` (GRIT), ``captions`` (img2dataset image-caption shards), ``text`` (corpora, full-sentence packing),
+``interleaved`` (MMC4, OBELICS, webdataset documents). A new kind is one module with a ``Source`` subclass and
+one line here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from kosmos.sources.base import ReaderState, SampleError, Source, SourceError, SourceSpec
+from kosmos.sources.captions import CaptionsSource
+from kosmos.sources.grounded import GroundedSource
+from kosmos.sources.interleaved import InterleavedSource
+from kosmos.sources.text import TextSource
+
+SOURCES: dict[str, type[Source]] = {cls.kind: cls for cls in (GroundedSource, CaptionsSource, TextSource,
+                                                              InterleavedSource)}
+
+
+@dataclass
+class DataConfig:
+    """How samples become training sequences (defaults follow the released training code).
+
+    ``kosmos train`` has one flag per field (``grit_pipeline.config_flags``) except the image size and slots,
+    which come from the model, and the seed, which is the run's."""
+
+    image_size: int = field(default=224, metadata={"cli": False})
+    num_image_tokens: int = field(default=64, metadata={"cli": False})
+    image_mode: str = field(default="crop", metadata={
+        "group": "data", "choices": ("crop", "square"),
+        "help": "crop: resize + centre crop with boxes moved; square: resize to a square"})
+    min_box_area_kept: float = field(default=0.2, metadata={
+        "group": "data", "help": "drop a box keeping less of its area inside the crop"})
+    grounding_prob: float = field(default=0.5, metadata={
+        "group": "data", "help": "share of grounded samples trained with <grounding> and boxes; others as plain captions"})
+    min_score: float | None = field(default=0.65, metadata={
+        "group": "data", "help": "box score threshold of the serializer"})
+    phrase_mode: str = field(default="expression", metadata={
+        "group": "data", "choices": ("expression", "phrase"),
+        "help": "link referring expressions or noun chunks"})
+    cell_rule: str = field(default="official", metadata={
+        "group": "data", "choices": ("official", "transformers"),
+        "help": "lower-right location cell: official (the released Kosmos-2 training loader) or transformers"})
+    max_length: int = field(default=128, metadata={
+        "group": "data", "default_help": "the preset's: 64 / 96 / 128 for tiny / small / paper",
+        "help": "text tokens after the image of grounded and caption samples (longer ones are cut)"})
+    sequence_length: int = field(default=2048, metadata={
+        "group": "data", "default_help": "the model's maximum positions: 256 / 512 / 2048 for tiny / small / paper",
+        "help": "tokens per row of the text and interleaved sources"})
+    text_column: str = field(default="text", metadata={
+        "group": "data", "help": "the text field of jsonl/parquet text corpora"})
+    max_document_bytes: int = field(default=16 << 20, metadata={
+        "group": "data", "help": "a jsonl/txt line longer than this is skipped unread (document_too_large)"})
+    max_images_per_sequence: int = field(default=5, metadata={
+        "group": "data", "help": "images per interleaved row (the release's max_image_num); longer documents "
+                                 "become several rows"})
+    max_images_per_document: int = field(default=100, metadata={
+        "group": "data", "help": "images of one interleaved document past this are left out (too_many_images)"})
+    mmc4_min_similarity: float = field(default=0.24, metadata={
+        "group": "data", "help": "MMC4 images matched to their sentence with a lower CLIP similarity are left "
+                                 "out (OpenFlamingo's 0.24)"})
+    images_from: str | None = field(default=None, metadata={
+        "group": "data", "help": "images of MMC4 documents (by image_name) or OBELICS URLs: a folder, or "
+                                 "img2dataset shards"})
+    shuffle_buffer: int = field(default=1000, metadata={
+        "group": "data", "help": "items held for shuffling per reader (0: file order only)"})
+    seed: int = field(default=0, metadata={"cli": False})
+
+
+def build_source(spec: SourceSpec, encoder, config: DataConfig) -> Source:
+    """The source of ``spec.kind`` (one-line ``SourceError`` for an unknown kind)."""
+    try:
+        cls = SOURCES[spec.kind]
+    except KeyError:
+        raise SourceError(f"unknown source kind {spec.kind!r}; choose from {sorted(SOURCES)}") from None
+    return cls(spec, encoder, config)
+
+
+__all__ = ["SOURCES", "DataConfig", "ReaderState", "SampleError", "Source", "SourceError", "SourceSpec", "build_source"]

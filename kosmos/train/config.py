@@ -1,0 +1,180 @@
+"""``kosmos train``'s settings: one dataclass, its flags generated from it, and how unset values resolve."""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+from kosmos.modeling import CONNECTORS, VISION_POSITION_INITS
+from kosmos.presets import PRESETS, get_preset
+
+DATA, RUN = "data", "run"
+
+# Fine-tuning a pretrained model (--init): the paper's instruction-tuning scale, not a from-scratch lr.
+FINETUNE_LR = 1e-5
+FINETUNE_WARMUP_STEPS = 100
+# Location tokens are 2 of ~10 targets in a one-object caption; at weight 1 the text loss dominates and the
+# model learns to ignore the image (issue 15's diagnosis). 10 was measured to learn localisation on CPU.
+DEFAULT_LOCATION_LOSS_WEIGHT = 10.0
+# A 1,024-way classification learns each cell separately; a Gaussian target of 1.5 cells shares the gradient
+# with the neighbours: on the level-1 world the location loss fell about twice as fast per step.
+DEFAULT_LOCATION_SIGMA = 1.5
+
+
+@dataclass
+class TrainConfig:
+    """Everything ``kosmos train`` takes. Each field is one setting with one default; its flag and help text
+    are generated from it (``grit_pipeline.config_flags``): a new setting is a field with
+    ``metadata={"help": ...}``. How samples become sequences is ``data_options`` (``DataConfig`` fields)."""
+
+    output: str = field(metadata={"help": "run directory (processor/, checkpoints/, train_log.jsonl)"})
+    data: list[str] | None = field(default=None, metadata={
+        "nargs": "+", "help": "GRIT shards (the grounded source alone): local directories or globs, {00000..00099} "
+        "patterns, or shard URLs (http/s3/pipe:; remote shards are listed explicitly or with a brace pattern)"})
+    mix: list[str] | None = field(default=None, metadata={
+        "nargs": "+", "help": "the training mixture, one KIND=PATHS[:BATCH] per source, KIND one of grounded, "
+        "captions, text, interleaved (e.g. grounded=grit/:16 text=corpus.jsonl); a source without :BATCH gets the "
+        "paper's share of the step (docs/companion.md)"})
+    overwrite: bool = field(default=False, metadata={
+        "group": RUN, "help": "start over in an OUTPUT that already holds a run (its files are replaced)"})
+    preset: str = field(default="tiny", metadata={"choices": tuple(sorted(PRESETS)), "help": "model size"})
+    init: str | None = field(default=None, metadata={
+        "help": "pretrained model + processor directory (from_pretrained) to fine-tune; fine-tuning defaults: "
+                f"lr {FINETUNE_LR:g}, {FINETUNE_WARMUP_STEPS} warm-up steps, location loss weight 1"})
+    connector: str | None = field(default=None, metadata={
+        "choices": CONNECTORS,
+        "help": "image connector of a from-scratch model: linear (one slot per ViT token) or resampler "
+                "(Kosmos-2's); default: the preset's (linear for tiny/small, resampler for paper)"})
+    vision_position_init: str = field(default="sincos2d", metadata={
+        "choices": VISION_POSITION_INITS,
+        "help": "how a from-scratch ViT's position embeddings start: sincos2d (a 2D sine-cosine code of the patch "
+                "centres, which learns to localise faster) or random (transformers' initialisation)"})
+    location_loss_weight: float | None = field(default=None, metadata={
+        "help": f"weight of location-token targets in the loss (default {DEFAULT_LOCATION_LOSS_WEIGHT:g} from "
+                "scratch, 1 with --init)"})
+    location_sigma: float | None = field(default=None, metadata={
+        "help": f"train location tokens against a 2D Gaussian of this many cells around the target cell "
+                f"(0: the exact cell only, the paper's loss; default {DEFAULT_LOCATION_SIGMA:g} from scratch, "
+                "0 with --init)"})
+    max_minutes: float | None = field(default=None, metadata={
+        "group": RUN, "help": "stop (with a checkpoint) after this many minutes of training; the lr decay ends "
+                              "with the budget; --resume continues with a new budget"})
+    eval_data: str | None = field(default=None, metadata={
+        "group": RUN, "help": "MDETR RefCOCO json (or a `kosmos synth-refcoco` folder) for held-out REC "
+                              "during training; images in images/ beside it or --eval-images"})
+    eval_images: str | None = field(default=None, metadata={"group": RUN, "help": "images folder of --eval-data"})
+    eval_every: int = field(default=0, metadata={
+        "group": RUN, "help": "held-out REC every N steps and at the end (0: off); the best model is kept in "
+                              "OUTPUT/best"})
+    eval_limit: int = field(default=200, metadata={"group": RUN, "help": "expressions of --eval-data per evaluation"})
+    tokenizer: str | None = field(default=None, metadata={
+        "help": "processor directory to reuse instead of learning a tokenizer"})
+    tokenizer_samples: int = field(default=100_000, metadata={"help": "captions read to learn a tokenizer"})
+    steps: int | None = field(default=None, metadata={"help": "optimiser steps (preset default; paper 60000)"})
+    batch_size: int | None = field(default=None, metadata={
+        "help": "samples per worker per micro-step (preset default)"})
+    grad_accum: int = field(default=1, metadata={"help": "micro-steps per optimiser step"})
+    lr: float | None = field(default=None, metadata={"help": "peak learning rate (preset default; paper 2e-4)"})
+    warmup_steps: int | None = field(default=None, metadata={
+        "help": "linear warm-up steps (preset default; paper 375)"})
+    min_lr_ratio: float = field(default=0.0, metadata={
+        "help": "final lr / peak lr: the linear decay ends at lr * this"})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (matrices only)"})
+    betas: tuple[float, float] = field(default=(0.9, 0.98), metadata={"nargs": 2, "help": "AdamW betas"})
+    grad_clip: float = field(default=1.0, metadata={"help": "max gradient norm (0: off)"})
+    log_every: int = field(default=10, metadata={"group": RUN, "help": "steps between log lines"})
+    checkpoint_every: int = field(default=500, metadata={"group": RUN, "help": "steps between checkpoints"})
+    keep_checkpoints: int = field(default=2, metadata={"group": RUN, "help": "checkpoints kept on disk"})
+    stop_at_step: int | None = field(default=None, metadata={
+        "group": RUN, "help": "leave (with a checkpoint) at this step; --resume continues"})
+    resume: str | None = field(default=None, metadata={
+        "group": RUN, "nargs": "?", "const": "latest",
+        "help": "continue from OUTPUT's latest checkpoint (or the checkpoint directory given)"})
+    seed: int = field(default=0, metadata={"help": "seed of the model init, data order and sampling"})
+    loader_workers: int = field(default=1, metadata={"group": RUN, "help": "DataLoader processes per worker"})
+    device: str = field(default="auto", metadata={"group": RUN, "help": "auto | cpu | cuda | cuda:N"})
+    precision: str = field(default="auto", metadata={
+        "group": RUN, "choices": ("auto", "bf16", "fp32"), "help": "auto: bf16 autocast on GPU, fp32 on CPU"})
+    num_workers: int = field(default=1, metadata={"group": RUN, "help": "Ray Train workers (>1 runs on Ray)"})
+    use_gpu: bool = field(default=False, metadata={"group": RUN, "help": "one GPU per Ray Train worker"})
+    ray_address: str | None = field(default=None, metadata={
+        "group": RUN, "help": "Ray cluster address (e.g. auto or ray://host:10001)"})
+    threads: int | None = field(default=None, metadata={
+        "group": RUN, "help": "torch CPU threads (default: torch's choice)"})
+    data_options: dict = field(default_factory=dict, metadata={"cli": False})  # DataConfig fields, own flags
+
+    def number_problems(self) -> list[str]:
+        """Numeric settings out of range (e.g. ``--location-loss-weight nan``), as one line each."""
+        finite = lambda v: isinstance(v, (int, float)) and math.isfinite(v)  # noqa: E731
+        rules = {  # setting -> (lowest allowed value, whether the lowest itself is allowed)
+            "steps": (1, True), "batch_size": (1, True), "grad_accum": (1, True), "warmup_steps": (0, True),
+            "lr": (0, False), "min_lr_ratio": (0, True), "weight_decay": (0, True), "grad_clip": (0, True),
+            "log_every": (1, True), "checkpoint_every": (1, True), "keep_checkpoints": (1, True),
+            "stop_at_step": (1, True), "loader_workers": (0, True), "num_workers": (1, True), "threads": (1, True),
+            "eval_every": (0, True), "eval_limit": (1, True), "tokenizer_samples": (1, True),
+            "location_loss_weight": (0, False), "location_sigma": (0, True), "max_minutes": (0, False)}
+        problems = []
+        for name, (low, inclusive) in rules.items():
+            value = getattr(self, name)
+            if value is not None and not (finite(value) and (value >= low if inclusive else value > low)):
+                problems.append(f"--{name.replace('_', '-')} must be a finite number "
+                                f"{'>=' if inclusive else '>'} {low}, got {value!r}")
+        if not (all(finite(b) and 0 <= b < 1 for b in self.betas)):
+            problems.append(f"--betas must be two numbers in [0, 1), got {self.betas!r}")
+        if self.min_lr_ratio is not None and finite(self.min_lr_ratio) and self.min_lr_ratio > 1:
+            problems.append(f"--min-lr-ratio must be at most 1, got {self.min_lr_ratio!r}")
+        return problems
+
+    def resolved(self) -> "TrainConfig":
+        """Unset values filled: the preset's from scratch, fine-tuning defaults with ``init``."""
+        preset = get_preset(self.preset)
+        values = asdict(self)
+        if self.init:
+            defaults = (("steps", preset.max_steps), ("batch_size", preset.batch_size), ("lr", FINETUNE_LR),
+                        ("warmup_steps", FINETUNE_WARMUP_STEPS), ("location_loss_weight", 1.0),
+                        ("location_sigma", 0.0))
+        else:
+            defaults = (("steps", preset.max_steps), ("batch_size", preset.batch_size), ("lr", preset.lr),
+                        ("warmup_steps", preset.warmup_steps),
+                        ("location_loss_weight", DEFAULT_LOCATION_LOSS_WEIGHT),
+                        ("location_sigma", DEFAULT_LOCATION_SIGMA))
+        for name, default in defaults:
+            if values[name] is None:
+                values[name] = default
+        values["warmup_steps"] = min(values["warmup_steps"], values["steps"])
+        return TrainConfig(**values)
+
+
+
+def source_specs(cfg: TrainConfig):
+    """The mixture of a resolved config: ``--mix`` entries (unset batch sizes from the paper's proportions), or
+    ``--data`` as the grounded source alone with ``--batch-size``."""
+    from kosmos.mix import default_batch_sizes, parse_mix
+    from kosmos.sources import SourceError, SourceSpec
+
+    if cfg.mix and cfg.data:
+        raise SourceError("give --data (GRIT alone) or --mix (several sources), not both; "
+                          "--data DIR is --mix grounded=DIR")
+    if cfg.mix:
+        return default_batch_sizes(parse_mix(cfg.mix), cfg.batch_size)
+    if cfg.data:
+        return [SourceSpec(kind="grounded", paths=list(cfg.data), batch_size=cfg.batch_size)]
+    raise SourceError("no training data: give --data GRIT_SHARDS or --mix KIND=PATHS[:BATCH] ...")
+
+
+def data_config(cfg: TrainConfig, model_config, preset):
+    """The ``DataConfig`` of a run: image size and slots from the model, lengths from the preset, then the
+    data options given on the command line."""
+    from kosmos.sources import DataConfig
+
+    config = DataConfig(image_size=model_config.vision_config.image_size,
+                        num_image_tokens=model_config.latent_query_num, seed=cfg.seed,
+                        max_length=preset.max_length,
+                        sequence_length=model_config.text_config.max_position_embeddings)
+    for key, value in cfg.data_options.items():
+        if key in ("image_size", "num_image_tokens") or not hasattr(config, key):
+            raise ValueError(f"data option {key!r} cannot be set (image size and slots come from the model)")
+        setattr(config, key, value)
+    if config.sequence_length > model_config.text_config.max_position_embeddings:
+        raise ValueError(f"--sequence-length {config.sequence_length} is more than the model's "
+                         f"{model_config.text_config.max_position_embeddings} positions")
+    return config

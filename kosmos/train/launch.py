@@ -1,0 +1,120 @@
+"""``kosmos train``'s entry: checks on the driver (settings, run folder, every source), the processor, then the
+loop here or on Ray Train workers (``TorchTrainer``, DistributedDataParallel)."""
+from __future__ import annotations
+
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kosmos import checkpoint as ckpt
+from kosmos.train.config import TrainConfig, source_specs
+from kosmos.train.loop import run_training
+from kosmos.train.runfiles import read_log
+from kosmos.train.setup import find_resume_dir, prepare_processor
+
+# What a run writes into OUTPUT (what --overwrite removes; nothing else there is touched).
+RUN_FILES = ("processor", "checkpoints", "best", "ray", "train_log.jsonl", "eval_log.jsonl", "done")
+
+
+class RunFolderError(ValueError):
+    """OUTPUT already holds a run and neither --resume nor --overwrite was given."""
+
+
+def check_run_folder(cfg: TrainConfig) -> None:
+    """Refuse to start over silently in a folder that holds a run; ``--overwrite`` removes its run files."""
+    out = Path(cfg.output)
+    present = [name for name in RUN_FILES if (out / name).exists()]
+    if not present or cfg.resume:
+        return
+    if not cfg.overwrite:
+        raise RunFolderError(f"{out} already holds a run ({', '.join(present)}): --resume continues it, "
+                             "--overwrite starts over (its run files are removed)")
+    for name in present:
+        path = out / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
+    """Check everything that can be checked here, prepare the processor, then train here or on Ray workers."""
+    from kosmos.mix import check_sources
+    from kosmos.sources import DataConfig
+
+    problems = cfg.number_problems()
+    if problems:
+        raise ValueError("; ".join(problems))
+    check_run_folder(cfg)
+    specs = source_specs(cfg.resolved())
+    check_sources(specs, DataConfig(**{k: v for k, v in cfg.data_options.items() if hasattr(DataConfig, k)}))
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    resume_dir = find_resume_dir(cfg)
+    if resume_dir is not None:  # a crafted state.pt is refused here in one line, before any worker starts
+        ckpt.check_state(resume_dir)
+    processor = prepare_processor(cfg, log)
+    if cfg.num_workers > 1 or cfg.ray_address:
+        return train_with_ray(cfg, log)
+    return run_training(cfg, processor, log=log)
+
+
+def _ray_worker(loop_config: dict) -> None:
+    import ray.train
+    import ray.train.torch
+    from kosmos.tokenizer import load_processor
+
+    cfg = TrainConfig(**loop_config["config"])
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device()
+    processor = load_processor(Path(cfg.output) / "processor")
+    log = (lambda message: print(message, flush=True)) if rank == 0 else (lambda message: None)
+    summary = run_training(cfg, processor, rank=rank, world_size=world, device=device, log=log)
+    ray.train.report({"step": summary["step"]})
+
+
+def train_with_ray(cfg: TrainConfig, log=print) -> dict[str, Any]:
+    """Run ``run_training`` on ``cfg.num_workers`` Ray Train workers (DDP; gloo on CPU, nccl on GPU).
+
+    ``OUTPUT`` must be on storage every worker can reach (the checkpoints are written by rank 0).
+    """
+    import ray
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    options = dict(cfg.data_options)
+    if options.get("images_from"):
+        options["images_from"] = _absolute(options["images_from"])
+    cfg = TrainConfig(**{**asdict(cfg), "output": str(Path(cfg.output).resolve()),
+                         "data": [_absolute(d) for d in cfg.data] if cfg.data else None,
+                         "mix": [_absolute_mix_entry(m) for m in cfg.mix] if cfg.mix else None,
+                         "data_options": options})
+    if not ray.is_initialized():
+        ray.init(address=cfg.ray_address or "local", include_dashboard=False, log_to_driver=True,
+                 runtime_env={"env_vars": {"NO_ALBUMENTATIONS_UPDATE": "1", "HF_HUB_OFFLINE": "1"}})
+    trainer = TorchTrainer(
+        _ray_worker,
+        train_loop_config={"config": asdict(cfg)},
+        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu),
+        run_config=RunConfig(name="kosmos-train", storage_path=str(Path(cfg.output) / "ray")),
+    )
+    result = trainer.fit()
+    log(f"ray training finished: {result.metrics}")
+    last = read_log(cfg.output)
+    return {"step": last[-1]["step"] if last else 0, "ray_metrics": result.metrics}
+
+
+def _absolute(spec: str) -> str:
+    if "://" in spec or spec.startswith("pipe:"):
+        return spec
+    return ",".join(str(Path(p).resolve()) if not p.startswith("/") else p for p in spec.split(","))
+
+def _absolute_mix_entry(entry: str) -> str:
+    """``KIND=PATHS[:BATCH]`` with local paths made absolute (Ray workers run elsewhere)."""
+    kind, _, rest = entry.partition("=")
+    head, colon, tail = rest.rpartition(":")
+    paths, batch = (head, colon + tail) if colon and tail.strip().isdigit() else (rest, "")
+    return f"{kind}={_absolute(paths)}{batch}"

@@ -1,0 +1,252 @@
+"""The training loop, read top to bottom (nanoGPT style): model, optimiser, the mixture's loaders, then per step
+one batch of every source, one forward, one backward, a log line, sometimes an evaluation and a checkpoint.
+
+The step's loss is the token mean over every target of every source's batch (location targets weighted), the
+same number one batch holding all sources' rows would give; loss, tokens and samples are logged per source.
+Works alone or inside a torch.distributed process group (Ray Train).
+"""
+from __future__ import annotations
+
+import json
+import time
+from contextlib import nullcontext
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kosmos import checkpoint as ckpt
+from kosmos.mix import Mixture
+from kosmos.modeling import MixtureStep, connector_of
+from kosmos.presets import count_parameters, get_preset
+from kosmos.sequence import SequenceEncoder
+from kosmos.train.config import TrainConfig, data_config, source_specs
+from kosmos.train.losses import (autocast_for, location_soft_targets, location_token_mask, lr_factor,
+                                     resolve_device, sequence_losses, target_weights)
+from kosmos.train.runfiles import read_best, save_best, truncate_log
+from kosmos.train.setup import build_or_load_model, configure_optimizer, find_resume_dir
+
+LOGGED = ("loss_sum", "loc_sum", "loc_correct", "loc_n", "n", "tokens", "samples")
+
+
+def run_training(cfg: TrainConfig, processor, rank: int = 0, world_size: int = 1, device=None,
+                 log=print) -> dict[str, Any]:
+    """Train; returns a summary."""
+    cfg = cfg.resolved()
+    device = device or resolve_device(cfg.device)
+    distributed, is_main = world_size > 1, rank == 0
+    out = Path(cfg.output)
+    resume_dir = find_resume_dir(cfg)
+    state = ckpt.load_state(resume_dir) if resume_dir else None
+
+    # ---- model, data, optimiser
+    model = build_or_load_model(cfg, processor, resume_dir).to(device)
+    config = data_config(cfg, model.config, get_preset(cfg.preset))
+    specs = source_specs(cfg)
+    labels_of_sources = [spec.label for spec in specs]
+    if is_main:
+        log(f"model: {count_parameters(model) / 1e6:.2f}M parameters, image {config.image_size}px, "
+            f"{config.num_image_tokens} image slots ({connector_of(model.config)} connector), "
+            f"vocab {model.config.text_config.vocab_size}, device {device}")
+        log("mixture per step: " + ", ".join(f"{s.label} {s.batch_size}" for s in specs))
+    optimizer = configure_optimizer(model, cfg)
+    clock = {"fraction": 0.0}  # with --max-minutes the linear decay ends when the time budget does
+
+    def schedule(s: int) -> float:
+        factor = lr_factor(s, cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio)
+        if s >= cfg.warmup_steps and clock["fraction"] > 0:
+            factor = min(factor, cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * max(0.0, 1.0 - clock["fraction"]))
+        return factor
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    step, sources_state = 0, None
+    if state is not None:
+        saved = state.get("config", {})
+        for name in ("num_workers", "loader_workers", "batch_size", "grad_accum", "seed", "mix"):
+            if name in saved and saved[name] != getattr(cfg, name):
+                raise ValueError(f"cannot resume exactly with --{name.replace('_', '-')} {getattr(cfg, name)}: "
+                                 f"the checkpoint was written with {saved[name]}")
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step = state["step"]
+        sources_state = state["sources"][rank] if rank < len(state["sources"]) else {}
+        ckpt.set_rng_state(state["rng"][rank] if rank < len(state["rng"]) else state["rng"][0])
+        if is_main:
+            log(f"resumed from {resume_dir} at step {step}")
+    step_model = MixtureStep(model)
+    if distributed:  # text-only sources leave the vision tower unused in some forwards
+        step_model = torch.nn.parallel.DistributedDataParallel(
+            step_model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
+
+    encoder = SequenceEncoder(processor, config.num_image_tokens, config.image_size, config.image_mode)
+    mixture = Mixture(specs, encoder, config, rank=rank, world_size=world_size,
+                      loader_workers=cfg.loader_workers, state=sources_state)
+    location_lookup = location_token_mask(processor.tokenizer).to(device)
+    soft_targets = None
+    if cfg.location_sigma > 0:
+        soft_targets = tuple(t.to(device) for t in location_soft_targets(processor.tokenizer, cfg.location_sigma))
+    log_path, eval_log_path = out / "train_log.jsonl", out / "eval_log.jsonl"
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        truncate_log(log_path, step)
+        truncate_log(eval_log_path, step)
+    evaluator = None
+    if cfg.eval_every > 0 and is_main:
+        from kosmos.train.heldout import RecEvaluator
+        evaluator = RecEvaluator.from_files(cfg.eval_data, cfg.eval_images, processor, cfg.eval_limit)
+    best = read_best(out) if evaluator else None
+
+    # ---- the loop
+    model.train()
+    last_stop = cfg.steps if cfg.stop_at_step is None else min(cfg.steps, cfg.stop_at_step)
+    window = new_window(labels_of_sources)
+    skipped: dict[str, dict[str, int]] = {}
+    started = time.perf_counter()
+    out_of_time = False
+    while step < last_stop and not out_of_time:
+        for micro in range(cfg.grad_accum):  # one optimiser step = grad_accum micro-steps of the whole mixture
+            batches = mixture.next_step()
+            on_device = [{k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in b.items()}
+                         for b in batches.values()]
+            # every target of the step weighs the same, whichever source it comes from
+            weight_total = sum(float(target_weights(b["labels"], location_lookup, cfg.location_loss_weight).sum())
+                               for b in on_device)
+            sync = nullcontext() if not distributed or micro == cfg.grad_accum - 1 else step_model.no_sync()
+            with sync:
+                with autocast_for(device, cfg.precision):
+                    all_logits = step_model(on_device)
+                objective = 0.0
+                for label, batch, logits in zip(batches, on_device, all_logits):
+                    losses = sequence_losses(logits, batch["labels"], location_lookup, cfg.location_loss_weight,
+                                             soft_targets)
+                    objective = objective + losses.weighted_sum / max(weight_total, 1e-6)
+                    for key in LOGGED[:5]:
+                        window[label][key] += float(getattr(losses, key))
+                    window[label]["tokens"] += int(batch["attention_mask"].sum())
+                    window[label]["samples"] += batch["input_ids"].size(0)
+                (objective / cfg.grad_accum).backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else None
+        optimizer.step()
+        if cfg.max_minutes:
+            # the same value on every rank, so every replica steps with the same lr and stops at the same step
+            clock["fraction"] = max_across((time.perf_counter() - started) / (60.0 * cfg.max_minutes),
+                                           distributed, device)
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        window["steps"] += 1
+        out_of_time = clock["fraction"] >= 1.0
+        at_end = step == last_stop or out_of_time
+
+        if step % cfg.log_every == 0 or at_end:
+            skipped = sum_skipped(mixture.skipped(), distributed)
+            entry = log_entry(step, window, labels_of_sources, distributed, device, scheduler, grad_norm, skipped)
+            if is_main:
+                log(f"step {step}/{cfg.steps} loss {entry['loss']} text {entry['text_loss']} loc {entry['loc_loss']} "
+                    f"loc acc {entry['loc_acc']} lr {entry['lr']:.2e} {entry['tokens_per_s']:.0f} tok/s "
+                    f"{entry['samples_per_s']:.1f} samples/s"
+                    + ("".join(f" | {k} {v['loss']}" for k, v in entry["sources"].items()) if len(specs) > 1 else ""))
+                with open(log_path, "a") as handle:
+                    handle.write(json.dumps(entry) + "\n")
+            window = new_window(labels_of_sources)
+
+        if evaluator is not None and (step % cfg.eval_every == 0 or at_end):
+            result = evaluator.evaluate(model)
+            model.train()
+            entry = {"step": step, "eval_rec": round(result["accuracy"], 2), "eval_total": result["total"],
+                     "eval_no_box": result["no_box"]}
+            improved = best is None or entry["eval_rec"] > best["eval_rec"]
+            if improved:
+                best = entry
+                save_best(out, model, processor, entry)
+            log(f"step {step} held-out REC {entry['eval_rec']}% of {entry['eval_total']}"
+                f"{' (best so far, saved to best/)' if improved else ''}")
+            with open(eval_log_path, "a") as handle:
+                handle.write(json.dumps(entry) + "\n")
+
+        if step % cfg.checkpoint_every == 0 or at_end:
+            all_sources = gather(mixture.state(), distributed)
+            all_rng = gather(ckpt.rng_state(), distributed)
+            if is_main:
+                path = ckpt.save_checkpoint(out / "checkpoints", step, model, processor, {
+                    "step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "rng": all_rng, "sources": all_sources, "config": asdict(cfg),
+                }, keep=cfg.keep_checkpoints)
+                log(f"checkpoint {path}")
+            if distributed:
+                torch.distributed.barrier()
+    summary = {"step": step, "finished": step >= cfg.steps, "skipped": skipped,
+               "parameters": count_parameters(model), "minutes": round((time.perf_counter() - started) / 60, 2)}
+    if best is not None:
+        summary["best"] = best
+    return summary
+
+
+# --------------------------------------------------------------------------- log window, across ranks
+
+def new_window(sources: list[str]) -> dict:
+    window: dict[str, Any] = {label: dict.fromkeys(LOGGED, 0.0) for label in sources}
+    window.update(steps=0, time=time.perf_counter())
+    return window
+
+
+def log_entry(step, window, sources, distributed, device, scheduler, grad_norm, skipped) -> dict:
+    """One log line: totals over the sources, then each source's own loss, tokens and samples."""
+    values = torch.tensor([window[label][k] for label in sources for k in LOGGED], dtype=torch.float64,
+                          device=device)
+    if distributed:
+        torch.distributed.all_reduce(values)
+    per = {label: dict(zip(LOGGED, values[i * len(LOGGED):(i + 1) * len(LOGGED)].tolist()))
+           for i, label in enumerate(sources)}
+    total = {k: sum(per[label][k] for label in sources) for k in LOGGED}
+    elapsed = time.perf_counter() - window["time"]
+
+    def losses(stats):
+        text_n = stats["n"] - stats["loc_n"]
+        return {
+            "loss": round(stats["loss_sum"] / stats["n"], 6) if stats["n"] else None,
+            "text_loss": round((stats["loss_sum"] - stats["loc_sum"]) / text_n, 6) if text_n else None,
+            "loc_loss": round(stats["loc_sum"] / stats["loc_n"], 6) if stats["loc_n"] else None,
+            "loc_acc": round(stats["loc_correct"] / stats["loc_n"], 4) if stats["loc_n"] else None,
+        }
+
+    return {
+        "step": step, **losses(total),
+        "lr": scheduler.get_last_lr()[0],
+        "grad_norm": round(float(grad_norm), 4) if grad_norm is not None else None,
+        "tokens_per_s": round(total["tokens"] / elapsed, 1),
+        "samples_per_s": round(total["samples"] / elapsed, 2),
+        "skipped": {reason: sum(c.get(reason, 0) for c in skipped.values())
+                    for reason in sorted({r for c in skipped.values() for r in c})},
+        "sources": {label: {**losses(per[label]), "tokens": int(per[label]["tokens"]),
+                            "samples": int(per[label]["samples"]), "skipped": skipped.get(label, {})}
+                    for label in sources},
+    }
+
+
+def max_across(value: float, distributed: bool, device) -> float:
+    """The largest of the ranks' values (``value`` itself in one process)."""
+    if not distributed:
+        return value
+    tensor = torch.tensor([value], dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.MAX)
+    return float(tensor.item())
+
+
+def gather(obj, distributed: bool) -> list:
+    if not distributed:
+        return [obj]
+    out = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(out, obj)
+    return out
+
+
+def sum_skipped(per_source: dict[str, dict[str, int]], distributed: bool) -> dict[str, dict[str, int]]:
+    total: dict[str, dict[str, int]] = {}
+    for rank_counts in gather(per_source, distributed):
+        for label, counts in rank_counts.items():
+            into = total.setdefault(label, {})
+            for reason, n in counts.items():
+                into[reason] = into.get(reason, 0) + n
+    return total

@@ -1,0 +1,110 @@
+"""The learning-rate schedule and the next-token losses (location tokens weighted, optionally soft targets)."""
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+def lr_factor(step: int, warmup: int, total: int, min_ratio: float = 0.0) -> float:
+    """Linear warm-up to 1 over ``warmup`` steps, then linear decay to ``min_ratio`` at ``total``."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    if total <= warmup:
+        return 1.0
+    progress = min(1.0, (step - warmup) / (total - warmup))
+    return min_ratio + (1.0 - min_ratio) * (1.0 - progress)
+
+
+def location_soft_targets(tokenizer, sigma: float, grid: int = 32):
+    """(ids of ``<patch_index_0000..>`` in cell order, (cells x cells) target distributions): for a target
+    cell, a 2D Gaussian of ``sigma`` cells around it over the location tokens, so neighbouring cells share
+    the gradient (a box one cell off is nearly as good as the exact one)."""
+    vocab = tokenizer.get_vocab()
+    ids = torch.tensor([vocab[f"<patch_index_{i:04d}>"] for i in range(grid * grid)])
+    rows, cols = torch.arange(grid * grid) // grid, torch.arange(grid * grid) % grid
+    d2 = (rows[:, None] - rows[None, :]).float() ** 2 + (cols[:, None] - cols[None, :]).float() ** 2
+    kernel = torch.exp(-d2 / (2 * sigma * sigma))
+    return ids, kernel / kernel.sum(-1, keepdim=True)
+
+
+def location_token_mask(tokenizer) -> torch.Tensor:
+    """Boolean lookup over the vocabulary: True for ``<patch_index_NNNN>`` ids."""
+    vocab = tokenizer.get_vocab()
+    lookup = torch.zeros(max(len(tokenizer), max(vocab.values()) + 1), dtype=torch.bool)
+    for token, index in vocab.items():
+        if token.startswith("<patch_index_"):
+            lookup[index] = True
+    return lookup
+
+
+@dataclass
+class SequenceLosses:
+    """One batch's next-token losses. ``objective`` is what is optimised (location targets weighted);
+    the rest are detached sums and counts for the log."""
+
+    objective: torch.Tensor
+    weighted_sum: torch.Tensor  # sum(w_i * loss_i): the step's objective is its sum over sources / their weights
+    loss_sum: torch.Tensor      # unweighted cross entropy over every target
+    loc_sum: torch.Tensor       # over location-token targets
+    loc_correct: torch.Tensor   # location targets whose argmax is right
+    loc_n: torch.Tensor
+    n: torch.Tensor
+
+
+def sequence_losses(logits: torch.Tensor, labels: torch.Tensor, location_lookup: torch.Tensor,
+                    location_weight: float = 1.0, soft_targets=None) -> SequenceLosses:
+    """Next-token cross entropy over the targets (labels != -100), location-token targets weighted
+    ``location_weight``: objective = sum(w_i * loss_i) / sum(w_i). With ``soft_targets`` (from
+    ``location_soft_targets``) a location target's loss in the objective is the cross entropy against its
+    Gaussian neighbourhood; the logged location loss stays the exact-cell cross entropy."""
+    logits = logits[:, :-1].float()
+    targets = labels[:, 1:].reshape(-1)
+    flat = logits.reshape(-1, logits.size(-1))
+    per_token = F.cross_entropy(flat, targets, ignore_index=-100, reduction="none")
+    valid = targets != -100
+    loc = valid & location_lookup.to(targets.device)[targets.clamp(min=0)]
+    weights = valid.float() + (location_weight - 1.0) * loc.float()
+    trained = per_token
+    if soft_targets is not None and bool(loc.any()):
+        ids, kernel = (t.to(flat.device) for t in soft_targets)
+        cell_of_id = torch.full((flat.size(-1),), -1, dtype=torch.long, device=flat.device)
+        cell_of_id[ids] = torch.arange(ids.numel(), device=flat.device)
+        log_probs = F.log_softmax(flat[loc], dim=-1)[:, ids]
+        soft = -(kernel[cell_of_id[targets[loc]]] * log_probs).sum(-1)
+        trained = per_token.clone()
+        trained[loc] = soft
+    weighted_sum = (trained * weights).sum()
+    objective = weighted_sum / weights.sum().clamp(min=1e-6)
+    with torch.no_grad():
+        loc_correct = (flat[loc].argmax(-1) == targets[loc]).sum()
+    return SequenceLosses(objective, weighted_sum, per_token.detach().sum(), per_token[loc].detach().sum(), loc_correct,
+                          loc.sum(), valid.sum())
+
+
+def target_weights(labels: torch.Tensor, location_lookup: torch.Tensor, location_weight: float) -> torch.Tensor:
+    """Per-target weights of a batch (1, location targets ``location_weight``, 0 where no target): known from the
+    labels alone, so a step's total is known before any forward."""
+    targets = labels[:, 1:]
+    valid = targets != -100
+    loc = valid & location_lookup.to(targets.device)[targets.clamp(min=0)]
+    return valid.float() + (location_weight - 1.0) * loc.float()
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def autocast_for(device: torch.device, precision: str):
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    if precision != "fp32":
+        raise ValueError(f"precision must be auto, bf16 or fp32, got {precision!r}")
+    return nullcontext()
+
