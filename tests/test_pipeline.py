@@ -211,8 +211,12 @@ def test_rerun_skips_done_redoes_partial_and_overwrite_forces(clean_world, clean
     assert not list(output.glob("*.tmp-*"))
     summary = run_pipeline(local_config(clean_world, output, overwrite=True))
     assert summary.shards_written == ["00000", "00001", "00002"]
-    # changed output-affecting parameters make finished shards stale
-    summary = run_pipeline(local_config(clean_world, output, nms_iou=0.5))
+    # changed output-affecting parameters: refused, nothing changed; --overwrite rebuilds every shard
+    from grit_pipeline.pipeline.preflight import PreflightError
+
+    with pytest.raises(PreflightError, match=r"nms_iou: 0\.6 \(built\) vs 0\.5 \(this run\)"):
+        run_pipeline(local_config(clean_world, output, nms_iou=0.5))
+    summary = run_pipeline(local_config(clean_world, output, nms_iou=0.5, overwrite=True))
     assert summary.shards_written == ["00000", "00001", "00002"]
 
 

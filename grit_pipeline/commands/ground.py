@@ -61,6 +61,7 @@ def run(args) -> int:
     from grit_pipeline.detectors.base import available_detectors
     from grit_pipeline.grounding import check_thresholds
     from grit_pipeline.pipeline.config import PipelineConfig
+    from grit_pipeline.pipeline.preflight import check_detector, check_spacy_model
 
     options = {name: value for name, value in (("min_score", args.min_score), ("image_batching", args.image_batching))
                if value is not None}
@@ -78,6 +79,9 @@ def run(args) -> int:
             raise ValueError(f"unknown detector {config.detector!r}; available: {', '.join(available_detectors())}")
         config = config.replace(model=config.model or None,
                                 detector_options=_supported_options(config.detector, options))
+        # the checks grit run makes before starting: detector and model, spaCy pipeline (one line each)
+        check_detector(config)
+        check_spacy_model(config.spacy_model)
         entries = _read_entries(args)
     except (ValueError, OSError) as error:
         print(f"grit ground: {error}", file=sys.stderr)

@@ -17,6 +17,7 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from grit_pipeline.pipeline import run_stage
     from grit_pipeline.pipeline.cli_args import config_from_args
+    from grit_pipeline.pipeline.preflight import WorkerError
 
     try:
         config = config_from_args(args)
@@ -26,6 +27,9 @@ def run(args) -> int:
     except (ValueError, FileNotFoundError) as error:
         print(f"grit stage {args.name}: error: {error}", file=sys.stderr)
         return 2
+    except WorkerError as error:
+        print(f"grit stage {args.name}: error: {error}", file=sys.stderr)
+        return 1
     print(f"stage {args.name}: {len(summary.shards_written)} shards written, "
           f"{len(summary.shards_skipped)} already done")
     if summary.shards_not_ready:

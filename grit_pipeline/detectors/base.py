@@ -59,6 +59,19 @@ def get_detector(name: str, **options) -> Detector:
     return factory(**options)
 
 
+def check_detector(name: str, **options) -> None:
+    """Check on this process, without loading a model, what a backend would refuse when built with
+    ``options`` (unknown backend, missing or unreadable model, hub id out of reach): raises ValueError with
+    one line. A backend checks through its optional ``check_options(**options)`` classmethod; the
+    pipeline calls this before starting any worker, and ``grit ground`` before reading its input."""
+    _load_builtin_backends()
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown detector {name!r}; available: {', '.join(sorted(_REGISTRY))}")
+    check = getattr(_REGISTRY[name], "check_options", None)
+    if check is not None:
+        check(**options)
+
+
 def detector_parameters(name: str) -> set[str] | None:
     """The options a registered backend's constructor takes (None when it takes any keyword)."""
     import inspect

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from grit_pipeline.safe_load import load_torch_file
+from grit_pipeline.safe_load import check_torch_file, load_torch_file
 
 from .base import Detection, Detector, register_detector
 
@@ -137,10 +137,14 @@ def save_checkpoint(path: str | Path, model: DemoGroundingModel, vocab: WordVoca
     tmp.replace(path)
 
 
+def _missing_checkpoint(path: Path) -> str:
+    return f"demo detector checkpoint not found: {path} (run `make demo-detector`)"
+
+
 def load_checkpoint(path: str | Path) -> tuple[DemoGroundingModel, WordVocabulary, dict]:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"demo detector checkpoint not found: {path} (run `make demo-detector`)")
+        raise FileNotFoundError(_missing_checkpoint(path))
     blob = load_torch_file(path)  # weights_only: a crafted pickle is refused in one line
     if not isinstance(blob, dict) or blob.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a demo detector checkpoint (format {CHECKPOINT_FORMAT!r})")
@@ -169,6 +173,15 @@ class DemoDetector(Detector):
         self.batch_size = int(batch_size)
         self.min_score = float(min_score)
         self.max_per_phrase = int(max_per_phrase)
+
+    @classmethod
+    def check_options(cls, model: str | Path | None = None, **unused) -> None:
+        """The driver's check before any worker starts (``base.check_detector``): the checkpoint exists and
+        names nothing but tensors and plain values (its tensors are not read)."""
+        path = Path(model) if model else default_checkpoint()
+        if not path.is_file():
+            raise ValueError(_missing_checkpoint(path))
+        check_torch_file(path)
 
     @torch.inference_mode()
     def scores_and_boxes(self, images: Sequence[Image.Image], phrases: Sequence[Sequence[str]]):

@@ -145,6 +145,75 @@ class ImagePreparer:
 
 
 IMAGE_BATCHING_MODES = ("exact", "pad")
+NEEDS_MODEL = ("detector 'hf' needs a model (--model): a hub id (e.g. IDEA-Research/grounding-dino-tiny, "
+               "google/owlv2-base-patch16-ensemble) or a local save_pretrained directory")
+
+
+def check_model_source(model: str, revision: str | None = None) -> None:
+    """Check, without loading weights, that ``model`` is a zero-shot object detector that can be loaded here:
+    a local directory with a readable ``config.json``, or a hub id in the local cache or on a reachable hub.
+    Raises ValueError with one line (the driver's check before any worker starts)."""
+    import json
+    from pathlib import Path
+
+    path = Path(model).expanduser()
+    looks_local = path.exists() or model.startswith((".", "/", "~")) or model.count("/") > 1 or model.endswith("/")
+    if looks_local:
+        if not path.exists():
+            raise ValueError(f"--model {model}: no such directory")
+        if not path.is_dir():
+            raise ValueError(f"--model {model}: a file, not a model directory (save_pretrained layout)")
+        config_file = path / "config.json"
+        if not config_file.is_file():
+            raise ValueError(f"--model {model}: no config.json in that directory (save_pretrained layout expected)")
+    else:
+        config_file = _hub_config_file(model, revision)
+    try:
+        config = json.loads(Path(config_file).read_text(encoding="utf-8"))
+        model_type = config.get("model_type") if isinstance(config, dict) else None
+    except (OSError, ValueError) as error:
+        raise ValueError(f"--model {model}: unreadable config.json ({type(error).__name__}: "
+                         f"{' '.join(str(error).split())[:200]})") from None
+    from transformers.models.auto.modeling_auto import MODEL_FOR_ZERO_SHOT_OBJECT_DETECTION_MAPPING_NAMES as KNOWN
+
+    if model_type not in KNOWN:
+        raise ValueError(f"--model {model}: a {model_type or 'untyped'!r} model, not a zero-shot object detector "
+                         f"(model types: {', '.join(sorted(KNOWN))})")
+
+
+def _hub_config_file(model: str, revision: str | None) -> str:
+    """``config.json`` of a hub id: from the local cache, else fetched once; an unreachable hub is one line
+    (one quick connection attempt, not transformers' minute of retries)."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
+
+    cached = try_to_load_from_cache(model, "config.json", revision=revision)
+    if isinstance(cached, str):
+        return cached
+    not_local = (f"--model {model}: no such local directory, and as a hub id it is not in the local Hugging Face "
+                 f"cache ({constants.HF_HUB_CACHE})")
+    fix = "download it where the hub is reachable and pass its save_pretrained directory, or fill the cache"
+    if constants.HF_HUB_OFFLINE:
+        raise ValueError(f"{not_local} and HF_HUB_OFFLINE is set; {fix}")
+    endpoint = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((endpoint.hostname, endpoint.port or (443 if endpoint.scheme == "https" else 80)),
+                                 timeout=5).close()
+    except OSError as error:
+        raise ValueError(f"{not_local} and the hub ({constants.ENDPOINT}) cannot be reached "
+                         f"({error.strerror or error}): offline? {fix}") from None
+    try:
+        return hf_hub_download(model, "config.json", revision=revision)
+    except (RepositoryNotFoundError, GatedRepoError, RevisionNotFoundError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"--model {model}: not a model the hub gives this machine ({first[:200]}); "
+                         f"a private or gated model needs HF_TOKEN") from None
+    except Exception as error:  # noqa: BLE001 - any other failure to fetch: one line
+        raise ValueError(f"--model {model}: cannot fetch its config.json from {constants.ENDPOINT} "
+                         f"({type(error).__name__}: {' '.join(str(error).split())[:200]})") from None
 
 
 @dataclass
@@ -172,6 +241,18 @@ class HFDetector(Detector):
     (full batches, padded; see the module docstring).
     """
 
+    @classmethod
+    def check_options(cls, model: str | None = None, dtype=None, image_batching: str = "exact",
+                      revision: str | None = None, **unused) -> None:
+        """The driver's check before any worker starts (``base.check_detector``): a model is named and can be
+        found (``check_model_source``), the dtype and batching mode are known. Loads no weights."""
+        if not model:
+            raise ValueError(NEEDS_MODEL)
+        if image_batching not in IMAGE_BATCHING_MODES:
+            raise ValueError(f"image_batching must be one of {IMAGE_BATCHING_MODES}, got {image_batching!r}")
+        resolve_dtype(dtype, "cpu")  # raises on an unknown spelling
+        check_model_source(str(model), revision)
+
     def __init__(self, model: str | None = None, device: str | None = "auto", dtype=None, batch_size: int = 8,
                  min_score: float = DEFAULT_MIN_SCORE, image_batching: str = "exact", revision: str | None = None,
                  **from_pretrained_kwargs):
@@ -179,8 +260,7 @@ class HFDetector(Detector):
         from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
 
         if not model:
-            raise ValueError("detector 'hf' needs a model: a hub id (e.g. IDEA-Research/grounding-dino-tiny, "
-                             "google/owlv2-base-patch16-ensemble) or a local save_pretrained directory")
+            raise ValueError(NEEDS_MODEL)
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if image_batching not in IMAGE_BATCHING_MODES:

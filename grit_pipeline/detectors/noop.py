@@ -22,6 +22,11 @@ class NoopDetector(Detector):
         if self.score is not None and not 0.0 <= self.score <= 1.0:
             raise ValueError(f"noop detector: score must be in [0, 1] or 'hash', got {score!r}")
 
+    @classmethod
+    def check_options(cls, **options) -> None:
+        """The driver's check (``base.check_detector``): building one costs nothing, so build one."""
+        cls(**options)
+
     def phrase_score(self, phrase: str) -> float:
         if not self.hashed:
             return self.score

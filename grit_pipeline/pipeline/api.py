@@ -15,6 +15,8 @@ from typing import Any
 from .config import STAGE_ORDER, PipelineConfig
 from .guard import check_output_is_not_input, output_lock
 from .parts import remove_stale_parts
+from .preflight import (check_detector, check_input_shards, check_output, check_spacy_model, conflicting_shards,
+                        worker_failure)
 from .progress import Progress
 from .shards import BuildSink, InputSource, StageSink, StageSource
 from .stages import FUSED, STAGE_CLASSES
@@ -42,13 +44,32 @@ class RunSummary:
 
 
 def run_pipeline(config: PipelineConfig) -> RunSummary:
-    """The fused pipeline: input shards -> GRIT build in one streaming pass, no intermediates."""
-    _check(config, need_input=True, grounding=True)
+    """The fused pipeline: input shards -> GRIT build in one streaming pass, no intermediates.
+
+    Everything checkable here is checked before a worker starts or a file is written (``preflight``): the
+    detector and spaCy pipeline, at least one input shard, and an output that holds no build made from
+    another input or with other output-affecting parameters (``config.overwrite`` replaces such a build:
+    its shards that this run does not rebuild are removed, so a build never mixes two runs)."""
+    _check(config, need_input=True, grounding=True, text=True)
+    source = InputSource(config)
+    shards = source.shards()
+    check_input_shards(config.input, shards, config.shards)
+    params = config.params_through("write")
+    if not config.overwrite:
+        check_output(config.output, params)
     with output_lock(config.output, "run"):
-        summary = _execute(config, "run", InputSource(config), FUSED, BuildSink(config),
-                           own_params=config.params_through("write"))
+        sink = BuildSink(config)
+        if config.overwrite:
+            for shard in conflicting_shards(config.output, params, keep=_selected(shards, config)):
+                sink.clear(shard)
+        write_run_files(config, None, mode="fused")  # what the folder is being built from, even if stopped
+        summary = _execute(config, "run", source, FUSED, sink, own_params=params, shards=shards)
         write_run_files(config, summary, mode="fused")
     return summary
+
+
+def _selected(shards: list[str], config: PipelineConfig) -> list[str]:
+    return [s for s in shards if s in set(config.shards)] if config.shards is not None else list(shards)
 
 
 def run_stage(stage: str, config: PipelineConfig) -> RunSummary:
@@ -60,11 +81,12 @@ def run_stage(stage: str, config: PipelineConfig) -> RunSummary:
     stage = stage.replace("-", "_")
     if stage not in STAGE_ORDER:
         raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGE_ORDER)}")
-    _check(config, need_input=stage == "noun_chunks", grounding=stage == "ground")
+    _check(config, need_input=stage == "noun_chunks", grounding=stage == "ground", text=stage == "noun_chunks")
     index = STAGE_ORDER.index(stage)
     work = config.work_dir()
     if index == 0:
         source = InputSource(config)
+        check_input_shards(config.input, source.shards(), config.shards)
     else:
         source = StageSource(work, STAGE_ORDER[index - 1])
         if not source.shards() and not source.incomplete():
@@ -74,6 +96,8 @@ def run_stage(stage: str, config: PipelineConfig) -> RunSummary:
                 f"(make {previous}) first, with the same --output/--work")
     sink = BuildSink(config) if stage == "write" else StageSink(work, stage)
     with output_lock(config.output, f"stage {stage}"):
+        if stage == "write":
+            write_run_files(config, None, mode="stages")
         summary = _execute(config, stage.replace("_", "-"), source, STAGE_CLASSES[stage], sink,
                            own_params=config.stage_params(stage))
         if stage == "write":
@@ -81,8 +105,8 @@ def run_stage(stage: str, config: PipelineConfig) -> RunSummary:
     return summary
 
 
-def _check(config: PipelineConfig, need_input: bool, grounding: bool = False) -> None:
-    from grit_pipeline.detectors.base import available_detectors
+def _check(config: PipelineConfig, need_input: bool, grounding: bool = False, text: bool = False) -> None:
+    """The settings, the detector (``grounding``) and the spaCy pipeline (``text``), before anything starts."""
     from grit_pipeline.grounding import check_thresholds
 
     if need_input and not config.input:
@@ -98,13 +122,16 @@ def _check(config: PipelineConfig, need_input: bool, grounding: bool = False) ->
     problems = config.number_problems()
     if problems:
         raise ValueError("; ".join(problems))
-    if grounding and config.detector not in available_detectors():
-        raise ValueError(f"unknown detector {config.detector!r}; available: {', '.join(available_detectors())}")
+    if grounding:
+        check_detector(config)
+    if text:
+        check_spacy_model(config.spacy_model)
 
 
-def _execute(config: PipelineConfig, label: str, source, stage_classes, sink, own_params: dict) -> RunSummary:
+def _execute(config: PipelineConfig, label: str, source, stage_classes, sink, own_params: dict,
+             shards: list[str] | None = None) -> RunSummary:
     started = time.monotonic()
-    shards = source.shards()
+    shards = source.shards() if shards is None else shards
     if config.shards is not None:
         wanted = set(config.shards)
         shards = [s for s in shards if s in wanted]
@@ -129,9 +156,14 @@ def _execute(config: PipelineConfig, label: str, source, stage_classes, sink, ow
 
             run_local(config, job, stage_classes, todo)
         else:
+            import ray.exceptions
+
             from .engine_ray import run_ray
 
-            run_ray(config, job, stage_classes, todo)
+            try:
+                run_ray(config, job, stage_classes, todo)
+            except ray.exceptions.RayError as error:  # raised in a worker: one line, the traceback in a log
+                raise worker_failure(error, config.output) from error
     summary.seconds = round(time.monotonic() - started, 3)
     progress.message(f"done: {len(summary.shards_written)} shards written, {summary.samples:,} samples, "
                      f"{summary.seconds:.1f} s; statuses {dict(sorted(summary.counts.items()))}")
@@ -188,24 +220,32 @@ class ShardJob:
         entry[what] += 1
 
 
-def write_run_files(config: PipelineConfig, summary: RunSummary, mode: str) -> None:
-    """``_run.json`` (parameters, versions, this run) and ``_stats.json`` (totals over finished shards)."""
+def write_run_files(config: PipelineConfig, summary: RunSummary | None, mode: str) -> None:
+    """``_run.json`` (parameters, versions, this run) and ``_stats.json`` (totals over finished shards).
+
+    Without a ``summary`` (a run starting): ``_run.json`` only, ``"finished": false``, so a folder records what
+    it is being built from from the start (a later run with another input or parameters is refused)."""
     from .stats import collect_totals
 
     folder = Folder(config.output)
     folder.makedirs()
+    last_run = None if summary is None else (
+        {k: v for k, v in summary.to_dict().items() if k not in ("shards_written", "shards_skipped")}
+        | {"shards_written": len(summary.shards_written), "shards_skipped": len(summary.shards_skipped)})
     run_info = {
         "mode": mode,
         "params": config.params_through("write"),
         "engine": config.engine,
         "ray_address": config.ray_address,
-        "last_run": {k: v for k, v in summary.to_dict().items() if k not in ("shards_written", "shards_skipped")}
-        | {"shards_written": len(summary.shards_written), "shards_skipped": len(summary.shards_skipped)},
+        "finished": summary is not None,
+        "last_run": last_run,
         "versions": _versions(),
         "command": sys.argv,
     }
     folder.write_bytes("_run.json", json.dumps(run_info, indent=1, sort_keys=True, default=str).encode("utf-8"))
-    folder.write_bytes("_stats.json", json.dumps(collect_totals(config.output), indent=1, sort_keys=True).encode("utf-8"))
+    if summary is not None:
+        folder.write_bytes("_stats.json",
+                           json.dumps(collect_totals(config.output), indent=1, sort_keys=True).encode("utf-8"))
 
 
 def _versions() -> dict[str, str]:

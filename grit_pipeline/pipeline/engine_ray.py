@@ -76,9 +76,15 @@ class _StageActor:
 
     def __init__(self, stage_class, config):
         self.stage = stage_class(config)
-        self.stage.ensure_setup()
+        self.setup_error = None
+        try:
+            self.stage.ensure_setup()
+        except Exception as error:  # noqa: BLE001 - raised on the first batch instead: an actor that dies in
+            self.setup_error = error  # its constructor makes Ray retry and log it for ever; a failed batch stops the run
 
     def __call__(self, table):
+        if self.setup_error is not None:
+            raise self.setup_error
         return rows_to_table(self.stage(table_to_rows(table)))
 
 

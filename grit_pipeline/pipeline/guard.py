@@ -39,6 +39,11 @@ def _location(url: str) -> tuple[str, str]:
     return ("file" if folder.local else protocol), root
 
 
+def same_location(url_a: str, url_b: str) -> bool:
+    """Whether two paths or URLs name the same folder (local paths compared after resolving links)."""
+    return _location(url_a) == _location(url_b)
+
+
 def check_output_is_not_input(input_url: str, output_url: str) -> None:
     """Refuse an output folder that is the input folder or contains it."""
     if not input_url or not output_url:

