@@ -168,14 +168,32 @@ TRUE_POSITIVE, IGNORED = "true_positive", "ignored"
 FALSE_POSITIVE_KINDS = ("fp_wrong_box", "fp_duplicate", "fp_absent_phrase", "fp_unlabelled_phrase", "fp_wrong_span")
 
 
+# How a wrong expression differs from the truth's (``wrong_span`` predictions, by the object whose head it covers):
+# too_short: inside the true expression (the parser attached one of its modifiers elsewhere, or saw a list);
+# too_long: contains it (the parser attached more to the phrase, or missed a coordination that stops it);
+# shifted: neither.
+SPAN_ERROR_KINDS = ("too_short", "too_long", "shifted")
+
+
+def span_error_kind(span: tuple[int, int], truth_span: tuple[int, int]) -> str:
+    """``too_short``, ``too_long`` or ``shifted``: how ``span`` differs from ``truth_span``."""
+    if truth_span[0] <= span[0] and span[1] <= truth_span[1]:
+        return "too_short"
+    if span[0] <= truth_span[0] and truth_span[1] <= span[1]:
+        return "too_long"
+    return "shifted"
+
+
 def match_outcomes(truth: dict, predictions: list[list[float]], level: str, iou: float = DEFAULT_IOU,
-                   ref_char_iou: float = DEFAULT_REF_CHAR_IOU) -> list[tuple[float, str]]:
+                   ref_char_iou: float = DEFAULT_REF_CHAR_IOU,
+                   span_errors: Counter | None = None) -> list[tuple[float, str]]:
     """``(score, outcome)`` of each prediction of one image, highest score first (ties in input order).
 
     ``outcome`` is ``true_positive``, ``ignored`` or one of ``FALSE_POSITIVE_KINDS``. The matching is greedy
     in this order, so the outcomes of the predictions scoring above any threshold are exactly what matching
     only those would give: a threshold sweep needs one matching pass (``grit_pipeline.calibrate``).
     ``predictions``: GRIT span items ``[s, e, x1, y1, x2, y2, score]``; ``level``: "noun_chunks" or "ref_exps".
+    ``span_errors``: when given, counts each ``wrong_span`` prediction by ``span_error_kind``.
     """
     caption = truth["caption"]
     objects = truth["objects"]
@@ -205,6 +223,10 @@ def match_outcomes(truth: dict, predictions: list[list[float]], level: str, iou:
             outcome = "fp_wrong_box"
         elif any(_covers(span, h) for h in heads):
             outcome = "fp_wrong_span"       # ref_exps only: about an object, but not its expression
+            if span_errors is not None:
+                closest = max((k for k in range(len(objects)) if _covers(span, heads[k])),
+                              key=lambda k: _char_iou(span, refs[k]))
+                span_errors[span_error_kind(span, refs[closest])] += 1
         elif any(_covers(span, h) for h in absent_heads):
             outcome = "fp_absent_phrase"
         elif any(_covers(span, h) for h in ignore_heads):
@@ -220,13 +242,15 @@ def match_image(truth: dict, predictions: list[list[float]], level: str, iou: fl
     """Counts for one image (``match_outcomes`` tallied). ``predictions``: GRIT span items
     ``[s, e, x1, y1, x2, y2, score]``; ``level``: "noun_chunks" or "ref_exps"."""
     counts = Counter(truth_objects=len(truth["objects"]))
-    for _, outcome in match_outcomes(truth, predictions, level, iou, ref_char_iou):
+    span_errors: Counter = Counter()
+    for _, outcome in match_outcomes(truth, predictions, level, iou, ref_char_iou, span_errors):
         if outcome == IGNORED:
             counts["ignored_predictions"] += 1
             continue
         counts["predictions"] += 1
         counts["true_positives" if outcome == TRUE_POSITIVE else outcome] += 1
     counts["found_objects"] = counts["true_positives"]  # one true positive per truth object
+    counts.update({f"wrong_span_{kind}": n for kind, n in span_errors.items()})
     return counts
 
 
@@ -242,6 +266,7 @@ def _summary(counts: Counter) -> dict[str, Any]:
         "false_positives": {k[3:]: counts[k] for k in ("fp_wrong_box", "fp_duplicate", "fp_absent_phrase",
                                                        "fp_unlabelled_phrase", "fp_wrong_span")},
         "ignored_predictions": counts["ignored_predictions"],
+        "wrong_span_kinds": {kind: counts[f"wrong_span_{kind}"] for kind in SPAN_ERROR_KINDS},
     }
 
 

@@ -6,8 +6,8 @@ captions, one a line, each annotated phrase marked ``[/EN#<entity id>/<type>[/<t
 ``<bndbox>`` in 1-based inclusive pixels or ``<nobndbox>1</nobndbox>``, ``<scene>1</scene>`` flags), and
 ``train.txt`` / ``val.txt`` / ``test.txt`` listing the image ids of each split.
 
-One truth line per sentence, keyed ``<image id>_<sentence index>`` (rules documented in docs/evaluation.md,
-"Flickr30k Entities as truth"):
+One truth line per sentence, keyed ``<image id>_<sentence index>`` (rules documented in docs/detectors.md,
+"Flickr30k Entities"):
 - the caption is the sentence with the marks removed (words joined by one space, as the official
   ``get_sentence_data`` rebuilds it); each phrase is a span of it, found by position, never by text search;
 - every box of a phrase's entity is an ``objects`` entry (``noun_chunk`` = ``ref_exp`` = the phrase);

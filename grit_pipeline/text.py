@@ -130,13 +130,15 @@ def doc_spans(doc, abstract_nouns: frozenset[str] = DEFAULT_ABSTRACT_NOUNS) -> C
 def expand_chunk(doc, chunk) -> tuple[int, int]:
     """A noun chunk's referring expression: its root's whole dependency subtree, trimmed (paper, section 2, step 2).
 
-    Not expanded: a chunk whose root has a conjunct (``conj`` or ``cc`` child), a chunk whose root IS a
-    conjunct (``dep_ == "conj"``: "a dog" in "a cat and a dog sitting on a sofa" stays "a dog", as in
-    GrIT-20M), and a chunk with nothing to add. The expansion never ends on edge punctuation, whitespace, a
-    dangling coordinating conjunction, or a dangling word that needs an object (``_is_dangling``).
+    Not expanded: a chunk whose root has a conjunct (``conj`` or ``cc`` child) or heads a list read as an
+    apposition (an ``appos`` child that has conjuncts itself: spaCy parses "a black square, the red ring, a
+    blue star and ..." so; a single appositive such as ", a moment of peace" does not count), a chunk whose root IS a conjunct (``dep_ == "conj"``: "a dog" in "a
+    cat and a dog sitting on a sofa" stays "a dog", as in GrIT-20M), and a chunk with nothing to add. The
+    expansion never ends on edge punctuation, whitespace, a dangling coordinating conjunction, or a dangling
+    word that needs an object (``_is_dangling``; a particle such as "on" in "with the lights on" is kept).
     """
     root = chunk.root
-    if root.dep_ == "conj" or any(child.dep_ in ("conj", "cc") for child in root.children):
+    if root.dep_ == "conj" or any(_is_coordination(child) for child in root.children):
         return chunk.start_char, chunk.end_char
     # Subtrees of a projective parse are contiguous: left_edge..right_edge is the whole subtree.
     first = min(root.left_edge.i, chunk.start)
@@ -151,6 +153,14 @@ def expand_chunk(doc, chunk) -> tuple[int, int]:
     return start, end
 
 
+def _is_coordination(child) -> bool:
+    """A child that makes its head the first item of a list: a conjunct, a conjunction, or an apposition
+    that has conjuncts (spaCy's reading of comma-separated lists)."""
+    if child.dep_ in ("conj", "cc"):
+        return True
+    return child.dep_ == "appos" and any(c.dep_ in ("conj", "cc") for c in child.children)
+
+
 def _is_edge_junk(token) -> bool:
     return token.is_punct or token.is_space or token.dep_ == "cc" or token.pos_ == "CCONJ"
 
@@ -160,6 +170,9 @@ def _is_edge_junk(token) -> bool:
 _NEEDS_OBJECT_POS = ("ADP", "SCONJ")
 _RELATIVE_TAGS = ("WDT", "WP", "WP$")
 _SUBJECTS = ("nsubj", "nsubjpass")
+# Adverbial particles that complete a "with"/"without" absolute phrase: "with the lights on", "its lid off".
+_PARTICLE_WORDS = frozenset({"on", "off", "up", "down", "out", "in", "over", "away", "back", "around", "open"})
+_WITH_WORDS = ("with", "without")
 
 
 def _is_dangling(doc, first: int, last: int) -> bool:
@@ -169,9 +182,25 @@ def _is_dangling(doc, first: int, last: int) -> bool:
     token = doc[last]
     if any(first <= child.i <= last for child in token.children):
         return False
+    if _is_particle(doc, first, last):
+        return False
     if token.tag_ in _RELATIVE_TAGS:
         return True
     if token.pos_ not in _NEEDS_OBJECT_POS and token.tag_ != "TO" and token.dep_ != "prep":
         return False
     stranded = any(doc[i].tag_ in _RELATIVE_TAGS and doc[i].dep_ not in _SUBJECTS for i in range(first, last))
     return not stranded
+
+
+def _is_particle(doc, first: int, last: int) -> bool:
+    """``doc[last]`` is a particle, not a preposition missing its object: tagged as one (``RP`` / ``prt``), or
+    an adverbial particle right after the object of "with"/"without" in the span ("a room with the lights
+    on", which spaCy often tags as a preposition)."""
+    token = doc[last]
+    if token.tag_ == "RP" or token.dep_ == "prt":
+        return True
+    if token.lower_ not in _PARTICLE_WORDS or last - 1 < first:
+        return False
+    before = doc[last - 1]
+    return (before.pos_ in ("NOUN", "PROPN", "PRON") and before.dep_ == "pobj"
+            and before.head.lower_ in _WITH_WORDS and first <= before.head.i)

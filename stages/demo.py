@@ -6,8 +6,12 @@
 3. `grit stats` and `grit evaluate-grounding` against the truth;
 4. `grit gallery` and `grit report`, whose paths are printed at the end.
 
-Environment overrides: GRIT_DEMO_IMAGES (default 300), GRIT_DEMO_DIR (default demo_out),
+Environment overrides: GRIT_DEMO_IMAGES (default 300), GRIT_DEMO_DIR (default demo_out/demo),
 GRIT_DEMO_ENGINE (ray | local, default ray).
+
+The demo writes only under its own folder, which no other target defaults to (the Makefile's INPUT and
+OUTPUT are demo_out/shards and demo_out/grit), and starts afresh by emptying only that folder, and only when a
+marker file shows the demo made it.
 """
 from __future__ import annotations
 
@@ -21,10 +25,30 @@ from pathlib import Path
 DEMO_SEED = 7  # not a seed the demo detector was trained on
 SHARD_SIZE = 100
 DEFECT_RATE = 0.05  # some failed downloads, broken JPEGs, empty/abstract captions: every reject path shows
+DEFAULT_DIR = "demo_out/demo"
+MARKER = "_grit_demo"  # in the demo's folder: the demo made it, so the demo may empty it
 
 
 def _say(message: str) -> None:
     print(f"[demo] {message}", file=sys.stderr, flush=True)
+
+
+def demo_folders(environ=os.environ) -> tuple[Path, Path, Path]:
+    """The demo's folder (GRIT_DEMO_DIR), and in it the synthetic input shards and the GRIT build."""
+    root = Path(environ.get("GRIT_DEMO_DIR") or DEFAULT_DIR)
+    return root, root / "shards", root / "grit"
+
+
+def reset_demo_folder(root: Path) -> None:
+    """Empty the demo's own folder for a fresh run (create it the first time). A folder that exists, holds
+    files and has no demo marker is refused (ValueError): the demo deletes only what it wrote."""
+    if root.exists() and any(root.iterdir()) and not (root / MARKER).exists():
+        raise ValueError(f"{root} holds files the demo did not write; set GRIT_DEMO_DIR to a new folder")
+    for child in root.iterdir() if root.exists() else ():
+        if child.name != MARKER:
+            shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+    root.mkdir(parents=True, exist_ok=True)
+    (root / MARKER).write_text("written by `make demo` (stages/demo.py), which empties this folder on each run\n")
 
 
 def main() -> int:
@@ -36,14 +60,16 @@ def main() -> int:
     from grit_pipeline.views.report import write_report
 
     images = int(os.environ.get("GRIT_DEMO_IMAGES", "300"))
-    root = Path(os.environ.get("GRIT_DEMO_DIR", "demo_out"))
+    root, shards, build = demo_folders()
     engine = os.environ.get("GRIT_DEMO_ENGINE", "ray")
-    shards, build = root / "shards", root / "grit"
     started = time.monotonic()
 
     # A fresh world and build every time: the demo shows a whole run, not a resume.
-    for folder in (shards, build):
-        shutil.rmtree(folder, ignore_errors=True)
+    try:
+        reset_demo_folder(root)
+    except ValueError as error:
+        print(f"[demo] error: {error}", file=sys.stderr)
+        return 2
     _say(f"1/4 synthesising {images} images into {shards}")
     write_synthetic_world(shards, images=images, seed=DEMO_SEED, shard_size=SHARD_SIZE, defect_rate=DEFECT_RATE)
 
@@ -54,6 +80,11 @@ def main() -> int:
     print(format_totals(collect_totals(str(build)), drop_reasons(str(build))))
     quality = evaluate_grounding(build, shards / "truth")
     print(json.dumps({level: quality[level] for level in ("noun_chunks", "ref_exps") if level in quality}, indent=1))
+    kinds = quality["ref_exps"]["wrong_span_kinds"]
+    print(f"precision / recall at IoU 0.5: noun chunks {quality['noun_chunks']['precision']} / "
+          f"{quality['noun_chunks']['recall']}, referring expressions {quality['ref_exps']['precision']} / "
+          f"{quality['ref_exps']['recall']} (wrong expressions: {kinds['too_short']} too short, "
+          f"{kinds['too_long']} too long, {kinds['shifted']} shifted)")
 
     _say("4/4 gallery and report")
     gallery = write_gallery(build, sample=48)

@@ -199,3 +199,49 @@ def test_curriculum_levels():
     assert make_sample(5, 3, 3).jpeg == make_sample(5, 3).jpeg
     with pytest.raises(ValueError, match="level"):
         random_scene(random.Random(0), level=4)
+
+
+def _refs(index, seed=11):
+    """{noun chunk: (truth ref_exp, semantic_ref_exp)} of one synthetic sample."""
+    truth = truth_record(make_sample(seed, index), "k")
+    c = truth["caption"]
+    return c, {c[slice(*o["noun_chunk"])]: (c[slice(*o["ref_exp"])], c[slice(*o["semantic_ref_exp"])])
+               for o in truth["objects"]}
+
+
+def test_truth_expressions_follow_the_papers_rule_on_the_generators_tree():
+    from grit_pipeline.synth.captions import caption_doc
+    from grit_pipeline.text import _is_coordination
+
+    seen = {"list": 0, "comma_modifier": 0, "relation": 0}
+    for index in range(400):
+        sample = make_sample(11, index)
+        doc = caption_doc(sample.caption)           # the tree carries the caption exactly
+        assert doc.text == sample.caption.text
+        caption, refs = _refs(index)
+        for chunk, (ref, semantic) in refs.items():
+            assert chunk in ref and ref == ref.strip(" ,;.")
+            mention = next(m for m in sample.caption.mentions if caption[slice(*m.span)] == chunk)
+            root = doc[mention.token]
+            if root.dep_ == "conj" or any(_is_coordination(child) for child in root.children):
+                assert ref == chunk                 # lists and coordinated "but no X": never expanded
+                seen["list"] += ref != semantic or " and " in caption
+            elif re.search(r", (far from|waiting for) ", caption) and caption.endswith(ref[-8:]) and semantic != ref:
+                seen["comma_modifier"] += 1         # "the black ring, far from a dog": the subtree keeps it
+            elif re.search(r"\b(left of|right of|above|below|next to|beside|near)\b", ref):
+                seen["relation"] += 1
+    assert all(n > 5 for n in seen.values()), seen
+
+
+def test_a_comma_set_modifier_belongs_to_the_expression():
+    found = {}
+    for index in range(400):
+        caption, refs = _refs(index)
+        for chunk, (ref, _) in refs.items():
+            found.setdefault(caption, {})[chunk] = ref
+    examples = [(c, r) for c, r in found.items() if re.fullmatch(r"[a-z ]+, far from an? \w+", c)]
+    assert examples
+    for caption, refs in examples:
+        chunk = min(refs, key=caption.index)         # the main phrase, which the comma-set modifier describes
+        ref = refs[chunk]
+        assert ref == caption[caption.index(chunk):]  # "the black ring, far from a dog": the whole subtree

@@ -106,6 +106,15 @@ def test_an_expression_never_ends_on_a_dangling_word(nlp, words, heads, deps, po
     ("people standing around a table which", "people", "people standing around a table"),
     ("a man and a woman walking on the beach at sunset", "a woman", "a woman"),
     ("a bowl filled with fruit and vegetables on a table", "a bowl", "a bowl filled with fruit and vegetables on a table"),
+    # a list that spaCy reads as apposition + conjunction is treated like a conjunction
+    ("a big black square, the black ring, a blue triangle and some blue rings against a striped cloth",
+     "a big black square", "a big black square"),
+    # a single appositive is no list: the expansion keeps it, as the paper's subtree rule does
+    ("two women walking on the beach at sunset, a moment of peace", "two women",
+     "two women walking on the beach at sunset, a moment of peace"),
+    # a particle completing a "with" phrase is kept; it is no dangling preposition
+    ("a room with the lights on", "a room", "a room with the lights on"),
+    ("a man picking up", "a man", "a man picking up"),
 ])
 def test_both_rules_on_parsed_captions(nlp, caption, chunk, expected):
     [spans] = caption_spans([caption], nlp=nlp)

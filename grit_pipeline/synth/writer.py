@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from .captions import ABSENT, IGNORE, OBJECT, Caption, make_caption
+from .captions import ABSENT, IGNORE, OBJECT, Caption, caption_doc, make_caption, tree_ref
 from .scene import Scene, random_scene, render_scene
 
 # img2dataset's parquet columns for an input with url + caption (downloader.py builds this schema)
@@ -38,7 +38,7 @@ IMG2DATASET_SCHEMA = pa.schema([
     pa.field("exif", pa.string()),
     pa.field("sha256", pa.string()),
 ])
-TRUTH_VERSION = 1
+TRUTH_VERSION = 2  # 2: ref_exp by the paper's rule on the generator's tree, semantic_ref_exp beside it
 # Defects real downloads have, injected on request (``defect_rate``) so demos show every reject path.
 DEFECTS = ("failed_to_download", "truncated_jpeg", "empty_caption", "abstract_caption")
 ABSTRACT_CAPTION = "love, hope and happiness"
@@ -82,13 +82,15 @@ def make_sample(seed: int, index: int, level: int = 3) -> SynthSample:
 def truth_record(sample: SynthSample, key: str) -> dict:
     """The truth line of a sample (format documented in docs/evaluation.md, 'The truth format')."""
     scene, caption = sample.scene, sample.caption
+    doc = caption_doc(caption)
     objects, absent, ignore, pronouns = [], [], [], []
     for m in caption.mentions:
         if m.kind == OBJECT:
+            ref = list(tree_ref(caption, m, doc))
             for i in m.objects:
                 o = scene.objects[i]
                 objects.append({
-                    "noun_chunk": list(m.span), "ref_exp": list(m.ref), "head": list(m.head),
+                    "noun_chunk": list(m.span), "ref_exp": ref, "semantic_ref_exp": list(m.ref), "head": list(m.head),
                     "box": [round(v, 6) for v in o.box], "object_id": i,
                     "label": f"{o.size} {o.colour} {o.shape}",
                 })

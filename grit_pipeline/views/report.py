@@ -292,7 +292,8 @@ def reason_rows(data: ReportData) -> list[tuple[str, str, str]]:
 
 
 TRUTH_HEADERS = ["level", "precision", "recall", "true positives", "predictions", "truth objects",
-                 "false positives (wrong box / duplicate / absent phrase / unlabelled phrase / wrong span)"]
+                 "false positives (wrong box / duplicate / absent phrase / unlabelled phrase / wrong span)",
+                 "wrong spans (too short / too long / shifted)"]
 
 
 def truth_rows(truth: dict[str, Any]) -> list[tuple[str, ...]]:
@@ -307,7 +308,9 @@ def truth_rows(truth: dict[str, Any]) -> list[tuple[str, ...]]:
                      _fmt(result.get("true_positives")), _fmt(result.get("predictions")),
                      _fmt(result.get("truth_objects")),
                      " / ".join(_fmt(fps.get(k, 0)) for k in ("wrong_box", "duplicate", "absent_phrase",
-                                                                 "unlabelled_phrase", "wrong_span"))))
+                                                                 "unlabelled_phrase", "wrong_span")),
+                     " / ".join(_fmt((result.get("wrong_span_kinds") or {}).get(k, 0))
+                                for k in ("too_short", "too_long", "shifted")) if level == "ref_exps" else ""))
     return rows
 
 
