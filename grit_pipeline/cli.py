@@ -45,7 +45,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def dispatch(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
-    """Parse ``argv`` and run the chosen subcommand's ``_run`` (help and exit 2 when none was chosen)."""
+    """Parse ``argv`` and run the chosen subcommand's ``_run`` (help and exit 2 when none was chosen).
+
+    A flag no parser on the command's path knows is reported first, with the closest known flag
+    (``--inptu`` -> "did you mean --input?"), rather than as a missing required flag."""
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    unknown = unknown_flag(parser, argv)
+    if unknown:
+        command_parser, message = unknown
+        print(f"{command_parser.prog}: error: {message}; `{command_parser.prog} -h` lists the flags", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
         parser.print_help()
@@ -62,6 +71,32 @@ def dispatch(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> 
             raise
         print(f"{parser.prog} {args.command}: error: {describe_error(error)}", file=sys.stderr)
         return 1
+
+
+def unknown_flag(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[argparse.ArgumentParser, str] | None:
+    """The first ``--flag`` in ``argv`` that neither ``parser`` nor the subcommand parsers named in ``argv``
+    take (exactly or as argparse's unique abbreviation): (the innermost parser, "unrecognized argument --x
+    (did you mean --y?)"); None when every flag is known."""
+    import difflib
+
+    current, known = parser, set(parser._option_string_actions)
+    flags = []
+    for token in argv:
+        if token == "--":
+            break
+        if token.startswith("--") and len(token) > 2:
+            flags.append(token.split("=", 1)[0])
+            continue
+        sub = next((a for a in current._actions if isinstance(a, argparse._SubParsersAction)), None)
+        if sub is not None and token in sub.choices:
+            current = sub.choices[token]
+            known |= set(current._option_string_actions)
+    for flag in flags:
+        if flag in known or len([k for k in known if k.startswith(flag)]) == 1:
+            continue
+        close = difflib.get_close_matches(flag, sorted(k for k in known if k.startswith("--")), n=1, cutoff=0.6)
+        return current, f"unrecognized argument {flag}" + (f" (did you mean {close[0]}?)" if close else "")
+    return None
 
 
 def describe_error(error: BaseException) -> str:

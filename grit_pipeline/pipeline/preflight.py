@@ -234,7 +234,6 @@ _CHAINS = ("The above exception was the direct cause of the following exception:
 # The last line of a Python traceback: "ValueError: message", "pkg.module.SomeError: message", "KeyError: 'x'".
 _EXCEPTION_LINE = re.compile(r"^((?:[A-Za-z_]\w*\.)*[A-Z]\w*(?:Error|Exception|Exit|Interrupt|Iteration|Warning)|"
                              r"Exception)(?:: (.*))?$")
-_STAGE = re.compile(r"MapBatches\((\w+)\)")
 
 
 def root_cause(text: str) -> str | None:
@@ -252,14 +251,12 @@ def root_cause(text: str) -> str | None:
 
 
 def worker_failure(error: BaseException, output_url: str) -> WorkerError:
-    """A ``WorkerError`` for an exception a Ray worker raised: one line with the root cause and the stage it
-    came from, the full report (driver and worker tracebacks) written to a log file named in the line."""
+    """A ``WorkerError`` for an exception a Ray worker raised: one line with the root cause, the full report
+    (driver and worker tracebacks) written to a log file named in the line."""
     report = "".join(traceback.format_exception(error))
     cause = root_cause(str(error)) or f"{type(error).__name__}: {' '.join(str(error).split())[:300]}"
-    stage = _STAGE.search(_ANSI.sub("", str(error)))
-    where = f" in stage {_snake(stage.group(1))}" if stage else ""
     log = write_error_log(output_url, _ANSI.sub("", report))
-    return WorkerError(f"a worker failed{where}: {' '.join(cause.split())[:500]} (full traceback: {log})", log)
+    return WorkerError(f"a worker failed: {' '.join(cause.split())[:500]} (full traceback: {log})", log)
 
 
 def write_error_log(output_url: str, report: str) -> str:
@@ -278,6 +275,3 @@ def write_error_log(output_url: str, report: str) -> str:
     path.write_text(report, encoding="utf-8")
     return str(path)
 
-
-def _snake(camel: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", camel).lower()

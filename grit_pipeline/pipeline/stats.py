@@ -161,12 +161,17 @@ def drop_reasons(output: str, top: int = 10) -> list[tuple[str, str, int]]:
 
 
 def _reason_kind(reason: str | None) -> str:
-    """Group reasons that differ only in numbers/details: the text before the first '(' or ':', digits as N."""
+    """Group reasons that differ only in numbers/details: the text before the first '(' or ':', numbers as N
+    (numbers standing alone: "status 404" -> "status N"; digits inside a word stay: "img2dataset")."""
     if not reason:
         return ""
     for sep in (" (", ": "):
         reason = reason.split(sep, 1)[0]
-    return re.sub(r"\d+", "N", reason)[:100]
+    return _NUMBER.sub("N", reason)[:100]
+
+
+# digits with no letter or digit on either side: "404", "0.65" -> "N", "N.N"; "img2dataset", "v3" unchanged
+_NUMBER = re.compile(r"(?<![A-Za-z\d])\d+(?![A-Za-z\d])")
 
 
 def format_totals(totals: dict[str, Any], reasons: list[tuple[str, str, int]] | None = None) -> str:
