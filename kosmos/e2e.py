@@ -35,16 +35,37 @@ def _env(name: str, default):
         raise SystemExit(f"[e2e] {name} must be a {type(default).__name__}, got {value!r}") from None
 
 
+PROGRESS_EVERY_S = 30.0  # how often a long command's progress (its log's last line) is shown
+
+
 def _run(argv: list[str], log: Path) -> float:
-    """Run a command (its output appended to ``log``); returns seconds; raises on failure."""
+    """Run a command (its output appended to ``log``, its last line shown every PROGRESS_EVERY_S); returns
+    seconds; raises on failure."""
     started = time.perf_counter()
     print(f"[e2e] $ {' '.join(argv)}", file=sys.stderr, flush=True)
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     with open(log, "a") as handle:
-        code = subprocess.call(argv, stdout=handle, stderr=subprocess.STDOUT, env=env)
+        process = subprocess.Popen(argv, stdout=handle, stderr=subprocess.STDOUT, env=env)
+        while (code := _wait(process, PROGRESS_EVERY_S)) is None:
+            minutes = (time.perf_counter() - started) / 60
+            print(f"[e2e]   {minutes:.1f} min: {_last_line(log)[:160]}", file=sys.stderr, flush=True)
     if code != 0:
         raise SystemExit(f"[e2e] command failed ({code}); see {log}")
     return round(time.perf_counter() - started, 1)
+
+
+def _wait(process: subprocess.Popen, seconds: float) -> int | None:
+    try:
+        return process.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+def _last_line(log: Path) -> str:
+    with open(log, "rb") as handle:
+        handle.seek(max(0, log.stat().st_size - 4096))
+        lines = [line.strip() for line in handle.read().decode("utf-8", "replace").splitlines() if line.strip()]
+    return lines[-1] if lines else "(no output yet)"
 
 
 def training_boxes(grit_dir: Path, min_score: float = 0.65):
@@ -77,6 +98,8 @@ def main() -> int:
     init, lr, extra = _env("E2E_INIT", ""), _env("E2E_LR", ""), _env("E2E_TRAIN_ARGS", "").split()
     out.mkdir(parents=True, exist_ok=True)
     log = out / "e2e.log"
+    print(f"[e2e] level {level} in {out}; every command's output goes to {log} (tail -f it to follow)",
+          file=sys.stderr, flush=True)
     grit = [sys.executable, "-m", "grit_pipeline"]
     kosmos = [sys.executable, "-m", "kosmos.cli"]
     timings = {}
@@ -149,10 +172,14 @@ def main() -> int:
         "skipped_samples": entries[-1]["skipped"] if entries else {},
     }
     (out / "e2e.json").write_text(json.dumps(report, indent=2))
-    print("step  loc_loss  loc_acc", file=sys.stderr)
-    for e in report["learning_curve"]:
+    curve = report["learning_curve"]
+    print("step  loc_loss  loc_acc   (every logged step in e2e.json)", file=sys.stderr)
+    rows = curve[:: max(1, len(curve) // 10)]  # about ten rows, and the last step
+    for e in rows + [e for e in curve[-1:] if e not in rows]:
         print(f"{e['step']:5d}  {e['loc_loss']}  {e['loc_acc']}", file=sys.stderr)
-    print(json.dumps(report, indent=2))
+    summary = {k: v for k, v in report.items() if k not in ("learning_curve", "validation_rec_curve")}
+    print(json.dumps(summary, indent=1))
+    print(f"[e2e] full report with the learning curves: {out / 'e2e.json'}; log: {log}", file=sys.stderr)
     return 0
 
 

@@ -210,3 +210,13 @@ def test_make_demo_writes_and_empties_only_its_own_folder(tmp_path, monkeypatch)
     with pytest.raises(ValueError, match="holds files the demo did not write"):
         reset_demo_folder(demo_folders()[0])
     assert (tmp_path / "demo_out" / "grit" / "00000.parquet").read_bytes() == b"keep me"
+
+
+def test_make_e2e_names_its_log_and_shows_a_long_command_s_progress(tmp_path, monkeypatch, capsys):
+    from kosmos import e2e
+
+    monkeypatch.setattr(e2e, "PROGRESS_EVERY_S", 0.1)
+    log = tmp_path / "e2e.log"
+    e2e._run([sys.executable, "-c", "import time; print('step 50 loss 1.2', flush=True); time.sleep(1)"], log)
+    progress = [line for line in capsys.readouterr().err.splitlines() if line.startswith("[e2e]   ")]
+    assert progress and "step 50 loss 1.2" in log.read_text()
