@@ -101,3 +101,18 @@ def test_cli_saves_scores_reuses_them_and_writes_the_report(world, tmp_path, cap
     capsys.readouterr()
     assert main(["calibrate", "--truth", str(root / "shards" / "truth"), "--output", str(tmp_path / "x")]) == 2
     assert "give --input" in capsys.readouterr().err
+
+
+def test_calibrate_runs_an_hf_detector_from_a_local_directory(world, tmp_path):
+    from grit_pipeline.cli import main
+    from hf_tiny import build_tiny_owlv2  # tests/ is on sys.path under pytest
+
+    root, _, _ = world
+    model = build_tiny_owlv2(tmp_path / "owlv2")
+    out = tmp_path / "cal"
+    assert main(["calibrate", "--input", str(root / "shards"), "--truth", str(root / "shards" / "truth"),
+                 "--output", str(out), "--detector", "hf", "--model", str(model), "--device", "cpu",
+                 "--limit", "6", "--thresholds", "0,0.5", "--detector-option", "min_score=0.0"]) == 0
+    result = json.loads((out / "calibration.json").read_text())
+    assert result["samples"] == 6 and result["detector"] == "hf" and len(result["table"]) == 2
+    assert result["table"][0]["boxes"] >= result["table"][1]["boxes"]
