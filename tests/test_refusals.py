@@ -141,7 +141,8 @@ def test_an_exception_in_a_ray_worker_is_one_line_with_its_cause_and_a_log(tmp_p
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(
         [sys.executable, "-m", "grit_pipeline", "run", "--input", tmp_path / "in", "--output", tmp_path / "out",
-         "--detector", "noop", "--no-progress", "--num-cpus", "2", "--spacy-model", tmp_path / "spacy"],
+         "--detector", "noop", "--no-progress", "--engine", "ray", "--num-cpus", "2",
+         "--spacy-model", tmp_path / "spacy"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     last = result.stderr.strip().splitlines()[-1]
     assert result.returncode == 1, result.stderr[-3000:]
