@@ -59,9 +59,11 @@ def test_another_input_or_other_parameters_are_refused_and_overwrite_replaces_th
     assert "box_threshold: 0.65 (built) vs 0.5 (this run)" in errors[0] and "input" not in errors[0].split("(")[1]
     assert _state(out) == before
 
-    # the same input and parameters (the folder spelt another way): resumes, every shard already done
-    code, stdout, _ = _main(capsys, "run", "--input", f"{a}/", "--output", out, *NOOP)
-    assert code == 0
+    # the same input and parameters: resumes, every shard already done; the folder spelt another way is
+    # the same input (not refused)
+    code, stdout, _ = _main(capsys, "run", "--input", a, "--output", out, *NOOP)
+    assert code == 0 and stdout.startswith("0 shards written, 3 already done")
+    assert _main(capsys, "run", "--input", f"{a}/", "--output", out, *NOOP)[0] == 0
 
     # --overwrite: a build of b alone (a's other shards removed, so the folder never mixes the two)
     code, _, _ = _main(capsys, "run", "--input", b, "--output", out, *NOOP, "--overwrite")
@@ -221,3 +223,25 @@ def test_make_e2e_names_its_log_and_shows_a_long_command_s_progress(tmp_path, mo
     e2e._run([sys.executable, "-c", "import time; print('step 50 loss 1.2', flush=True); time.sleep(1)"], log)
     progress = [line for line in capsys.readouterr().err.splitlines() if line.startswith("[e2e]   ")]
     assert progress and "step 50 loss 1.2" in log.read_text()
+
+
+def test_stage_by_stage_refuses_another_input_but_rebuilds_changed_parameters(tmp_path, inputs):
+    from grit_pipeline.pipeline import PipelineConfig, run_stage
+    from grit_pipeline.pipeline.preflight import PreflightError
+
+    a, b = inputs
+    out = tmp_path / "grit"
+
+    def config(input_dir, **changes):
+        return PipelineConfig(input=str(input_dir), output=str(out), engine="local", detector="noop",
+                              progress=False, **changes)
+
+    for stage in ("noun_chunks", "ground", "expand", "write"):
+        run_stage(stage, config(a))
+    before = _state(out)
+    with pytest.raises(PreflightError, match=rf"input: {a} \(built\) vs {b} \(this run\)"):
+        run_stage("noun_chunks", config(b))
+    assert _state(out) == before
+    assert run_stage("expand", config(a, box_threshold=0.5)).shards_written == ["00000", "00001", "00002"]
+    assert run_stage("noun_chunks", config(b, overwrite=True)).shards_written == ["00000"]
+    assert sorted(p.name for p in (out / "_stages" / "noun_chunks").glob("*.done")) == ["00000.done"]

@@ -95,7 +95,16 @@ def run_stage(stage: str, config: PipelineConfig) -> RunSummary:
                 f"no output of stage {previous} under {source.folder.url}; run `grit stage {previous}` "
                 f"(make {previous}) first, with the same --output/--work")
     sink = BuildSink(config) if stage == "write" else StageSink(work, stage)
+    # Stage by stage, changed parameters rebuild stale shards (like Make); another input is refused, as in run
+    inputs = {config.input} if index == 0 else {source.params(s).get("input") for s in source.shards()}
+    if len(inputs) == 1 and next(iter(inputs)):
+        same_input = {"input": next(iter(inputs))}
+        if not config.overwrite:
+            check_output(sink.folder.url, same_input, foreign=stage == "write")
     with output_lock(config.output, f"stage {stage}"):
+        if config.overwrite and len(inputs) == 1 and next(iter(inputs)):
+            for shard in conflicting_shards(sink.folder.url, same_input):
+                sink.clear(shard)
         if stage == "write":
             write_run_files(config, None, mode="stages")
         summary = _execute(config, stage.replace("_", "-"), source, STAGE_CLASSES[stage], sink,

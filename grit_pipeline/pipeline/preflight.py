@@ -147,7 +147,7 @@ def output_conflicts(output_url: str, params: dict[str, Any]) -> dict[str, tuple
     for record in recorded_params(output_url):
         for name, new in params.items():
             old = record.get(name, _NOT_RECORDED)
-            if _same(name, old, new):
+            if _same(name, old, new) or (name == "input" and old == ""):  # "": a stage run that named none
                 continue
             values = conflicts.setdefault(name, ([], new))[0]
             if old not in values:
@@ -176,10 +176,10 @@ def foreign_shard_files(output_url: str) -> list[str]:
     return sorted(n for n in names if n.endswith((".tar", ".parquet")) and not n.startswith("_"))
 
 
-def check_output(output_url: str, params: dict[str, Any]) -> None:
+def check_output(output_url: str, params: dict[str, Any], foreign: bool = True) -> None:
     """Refuse (``PreflightError``) an output holding a build made from another input or with other
-    output-affecting ``params``, or shard files no grit run wrote. Reads only."""
-    foreign = foreign_shard_files(output_url)
+    output-affecting ``params``, or (``foreign``) shard files no grit run wrote. Reads only."""
+    foreign = foreign_shard_files(output_url) if foreign else []
     if foreign:
         raise PreflightError(f"{output_url} holds shard files no grit run wrote ({', '.join(foreign[:3])}"
                              f"{' ...' if len(foreign) > 3 else ''}; no .done marker, no {RUN_FILE}): is it an "
