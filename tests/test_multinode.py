@@ -106,7 +106,7 @@ def test_driver_killed_mid_run_then_rerun_on_the_worker_nodes(cluster, worlds, t
     from ray.util.state import list_actors
 
     actors = list_actors(address=ray_cluster.address, detail=True, limit=1000)
-    stage_nodes = {a.node_id for a in actors if "MapWorker" in a.class_name}
+    stage_nodes = {a.node_id for a in actors if "MapWorker" in a.class_name or "Write" in a.class_name}
     assert stage_nodes and stage_nodes <= worker_ids, (stage_nodes, worker_ids)
 
 

@@ -345,7 +345,7 @@ def test_cli_defaults_are_the_pipeline_defaults():
 
     args = build_parser().parse_args(["run", "--input", "in", "--output", "out"])
     assert config_from_args(args) == PipelineConfig(input="in", output="out")
-    assert PipelineConfig().detector == "demo" and PipelineConfig().engine == "ray"
+    assert PipelineConfig().detector == "demo" and PipelineConfig().engine == "auto"
     args = build_parser().parse_args(["stage", "expand", "--output", "out", "--detector-option", "score=hash",
                                       "--detector-option", "max_per_phrase=3", "--shards", "00001,00003"])
     config = config_from_args(args)

@@ -38,6 +38,7 @@ class RunSummary:
     # Start-up (imports, model load) per stage, summed over the processes that ran it; not in per-sample times.
     startup_s: dict[str, float] = field(default_factory=dict)
     nodes: dict[str, dict[str, int]] = field(default_factory=dict)  # Ray node id -> {"parts": n, "commits": n}
+    engine: str = ""  # the engine that ran it (under --engine auto: the one engine_choice picked)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -122,8 +123,8 @@ def _check(config: PipelineConfig, need_input: bool, grounding: bool = False, te
         raise ValueError("an input folder is required (--input PATH_OR_URL)")
     if not config.output:
         raise ValueError("an output folder is required (--output DIR)")
-    if config.engine not in ("ray", "local"):
-        raise ValueError(f"engine must be 'ray' or 'local', got {config.engine!r}")
+    if config.engine not in ("auto", "ray", "local"):
+        raise ValueError(f"engine must be 'auto', 'ray' or 'local', got {config.engine!r}")
     check_thresholds(config.box_threshold, config.nms_iou)
     check_output_is_not_input(config.input, config.output)
     if config.work:
@@ -160,7 +161,12 @@ def _execute(config: PipelineConfig, label: str, source, stage_classes, sink, ow
     remove_stale_parts(sink.folder.url, shards)  # parts a killed run staged are never merged
     job = ShardJob(source, sink, expected, summary, progress)
     if todo:
-        if config.engine == "local":
+        from .engine_choice import choose_engine
+
+        summary.engine, why = choose_engine(config, source, todo)
+        if config.engine == "auto":
+            progress.message(f"engine: {summary.engine} ({why})")
+        if summary.engine == "local":
             from .engine_local import run_local
 
             run_local(config, job, stage_classes, todo)

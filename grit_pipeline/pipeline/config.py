@@ -98,9 +98,10 @@ class PipelineConfig:
         "help": "lower-right location cell: official (the released Kosmos-2 training loader) or transformers "
                 "(coordinate_to_patch_index); they differ when x2*P is whole"})
     # engine
-    engine: str = field(default="ray", metadata={
-        "group": ENGINE, "choices": ("ray", "local"),
-        "help": "ray (Ray Data streaming) or local (plain Python, one process)"})
+    engine: str = field(default="auto", metadata={
+        "group": ENGINE, "choices": ("auto", "ray", "local"),
+        "help": "ray (actors on every core or node) or local (plain Python, one process); auto: ray on a "
+                "cluster (--ray-address), on one machine whichever is faster for the job (docs/pipeline.md)"})
     ray_address: str | None = field(default=None, metadata={
         "group": ENGINE, "help": "Ray cluster address (default: $RAY_ADDRESS, else a local Ray in-process)"})
     num_cpus: int | None = field(default=None, metadata={

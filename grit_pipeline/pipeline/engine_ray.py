@@ -1,34 +1,52 @@
-"""The Ray Data engine: one streaming pass over all shards; workers do all the reading and writing.
+"""The Ray engine: the same stages as the local engine, spread over a machine's cores or a cluster's nodes.
 
-    shards --read (tasks, ``read_parallelism`` at a time)--> samples
-           --noun_chunks / ground / expand (actor pools, as each stage class declares)-->
-           --write parts (tasks: each batch's samples into OUTPUT/_parts/NNNNN/, see ``parts``)-->
-    driver: receives one small row per part (keys, statuses), never samples; when a shard's parts hold all
-            its samples, a commit task on a worker merges them into the final files, ``NNNNN.done`` last.
+The plan (``plan_operators``) fuses consecutive stages into one operator: a process runs them one after the
+other on its batch, exactly as the local engine does, and no sample crosses a process boundary between
+them. Only a stage that runs on GPUs gets an operator of its own (its actors hold the GPUs; the CPU stages
+around it feed it from their own processes). The first operator reads its shards itself and the last one
+writes, so on a machine or cluster without GPUs one operator does everything and image bytes never enter
+Ray's object store:
 
-The plan is built from the stage classes' declarations (pool and batch size settings, CPUs, GPU); every
-task and actor also asks for a small share of ``config.node_resource`` when set, so a cluster can keep the
-pipeline off nodes without that resource (e.g. the head). Ray Data's streaming executor applies
-backpressure between operators, and at most ``read_parallelism`` shards are read at a time, so memory
-depends on batch and pool sizes, not on the number of shards. The driver's memory and CPU per sample do not
-depend on image size: it holds keys and statuses of the shards in flight only.
+    without GPUs:  shard names --[read, noun chunks, ground, expand, write parts] x one actor per CPU-->
+    with GPUs:     shard names --[read, noun chunks] (--text-pool actors)--> samples
+                               --[ground] (--ground-pool actors, --num-gpus each)--> samples
+                               --[expand, write parts] (one actor)-->
+    then:          driver: receives one small row per part (keys, statuses), never samples; when a shard's
+                   parts hold all its samples, a commit task on a worker merges them into the final files,
+                   ``NNNNN.done`` last (see ``parts``).
+
+Without GPUs the operator is a pool of plain Ray actors fed one shard at a time by the driver (``_run_fused``;
+an actor that dies takes its shard back to the queue); the pool has one actor per CPU of the cluster (not
+more than the shards to do, nor than its memory holds at ACTOR_MEMORY_BYTES each). With GPUs the three
+operators stream through Ray Data (``_run_streaming``), which applies backpressure between them. Every
+actor and task also asks for a small share of ``config.node_resource`` when set, so a cluster can keep
+the pipeline off nodes without that resource (e.g. the head). A stage's start-up (imports, model load)
+runs once per actor, in its constructor. The driver's memory and CPU per sample do not depend on image
+size: it holds keys and statuses of the shards in flight only.
 """
 from __future__ import annotations
 
 import os
 import signal
 import sys
-from typing import Any
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Iterator
 
 import pyarrow as pa
 
 from .config import PipelineConfig
+from .engine_local import run_stages
 from .parts import PART_INFO_SCHEMA, PartLedger, commit_shard, current_node, remove_stale_parts, write_parts
 from .sample import rows_to_table, table_to_rows
 from .stages import FUSED, LIGHT_CPUS
 
-READ_BLOCK_ROWS = 256  # samples per block a read task yields (bounds block size; an input shard is ~10k)
+CHUNK_ROWS = 256  # samples per batch an operator hands on (one part each when it writes); a shard is ~10k
 NODE_RESOURCE_SHARE = 0.001  # of config.node_resource per task/actor: placement only, never a limit
+# What one actor of the fused operator may take (Python, spaCy, torch, a small detector, one input shard):
+# the pool is never larger than the cluster's memory for Ray tasks divided by this.
+ACTOR_MEMORY_BYTES = 1 << 30
 # Bench only (`make bench`, entry `driver`): the former data path, where the driver receives every finished
 # sample (image bytes included) and writes the shards itself, kept to measure what moving it saved.
 DRIVER_WRITES_ENV = "GRIT_BENCH_DRIVER_WRITES"
@@ -43,55 +61,83 @@ def init_ray(config: PipelineConfig) -> bool:
 
     if ray.is_initialized():
         return False
-    common = dict(include_dashboard=False, log_to_driver=True, configure_logging=False)
     address = config.ray_address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, configure_logging=False)
         return True
-    # Logical CPUs: all cores, but at least enough for both actor pools plus the light reading and expansion
-    # work, so the pipeline can always be scheduled on a small machine (Ray oversubscribes; the OS shares).
-    cpus = max(config.resolved_num_cpus(), config.text_pool + config.ground_pool + 2)
+    cpus = config.resolved_num_cpus()
+    if config.resolved_num_gpus(cluster_gpus=local_gpus()) > 0:
+        # Separate actor pools: at least enough logical CPUs for both pools plus the light operators, so
+        # the pipeline can always be scheduled on a small machine (Ray oversubscribes; the OS shares).
+        cpus = max(cpus, config.text_pool + config.ground_pool + 2)
     resources = {config.node_resource: 1.0} if config.node_resource else None
     # address="local": always a fresh in-process cluster, never one a `ray start` left on this machine.
-    ray.init(address="local", num_cpus=cpus, resources=resources, **common)
+    # No worker is started ahead: the actors start their own, and idle ones would only cost start-up CPU.
+    ray.init(address="local", num_cpus=cpus, resources=resources, include_dashboard=False, log_to_driver=True,
+             configure_logging=False, _system_config={"enable_worker_prestart": False})
     return True
 
 
-def read_shards(batch, source):
-    """Map task: shard names -> that shard's samples, in blocks of READ_BLOCK_ROWS rows."""
-    for shard in batch.column("shard").to_pylist():
-        samples = source.read(shard)
-        for start in range(0, len(samples), READ_BLOCK_ROWS):
-            yield rows_to_table(samples[start:start + READ_BLOCK_ROWS])
+def local_gpus() -> float:
+    """GPUs of this machine as Ray counts them (without importing torch)."""
+    try:
+        from ray._private.accelerators import get_accelerator_manager_for_resource
+
+        return float(get_accelerator_manager_for_resource("GPU").get_current_node_num_accelerators() or 0)
+    except Exception:  # noqa: BLE001 - an unknown Ray layout: assume none (device=auto still finds CUDA later)
+        return 0.0
 
 
-def write_parts_batch(table, sink_url):
-    """Map task: finished samples -> part files under ``sink_url``; returns one ``PART_INFO_SCHEMA`` row each."""
-    return pa.Table.from_pylist(write_parts(sink_url, table_to_rows(table), node=current_node()),
-                                schema=PART_INFO_SCHEMA)
+# --- the plan ------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Operator:
+    """Consecutive stages run by one process per batch; the first operator reads, the last one writes."""
+
+    stages: tuple[type, ...]
+    reads: bool
+    writes: bool
+    gpu: bool = False
+
+    @property
+    def name(self) -> str:
+        """E.g. ``ReadNounChunks``, ``Ground``, ``ExpandWrite`` (what Ray's actor list and progress show)."""
+        words = (["Read"] if self.reads else []) + [cls.__name__.removesuffix("Stage") for cls in self.stages]
+        return "".join(words + (["Write"] if self.writes else [])) or "Stages"
+
+    def pool_size(self, config: PipelineConfig) -> int:
+        """Actors of this operator in the streaming plan: the largest pool setting of its stages."""
+        return max([cls(config).pool_size() for cls in self.stages] or [1])
+
+    def cpus(self, config: PipelineConfig) -> float:
+        return max([cls(config).cpus for cls in self.stages] or [LIGHT_CPUS])
 
 
-class _StageActor:
-    """Ray actor hosting one stage; its start-up (imports, model load) runs once, in the constructor."""
+def plan_operators(stage_classes, gpus: bool) -> list[Operator]:
+    """Fuse consecutive stages into operators; with ``gpus``, a stage that uses a GPU stands alone."""
+    groups: list[tuple[tuple[type, ...], bool]] = []
+    current: list[type] = []
+    for cls in stage_classes:
+        if gpus and cls.uses_gpu:
+            if current:
+                groups.append((tuple(current), False))
+                current = []
+            groups.append(((cls,), True))
+        else:
+            current.append(cls)
+    if current or not groups:
+        groups.append((tuple(current), False))
+    last = len(groups) - 1
+    return [Operator(stages, reads=i == 0, writes=i == last, gpu=gpu) for i, (stages, gpu) in enumerate(groups)]
 
-    def __init__(self, stage_class, config):
-        self.stage = stage_class(config)
-        self.setup_error = None
-        try:
-            self.stage.ensure_setup()
-        except Exception as error:  # noqa: BLE001 - raised on the first batch instead: an actor that dies in
-            self.setup_error = error  # its constructor makes Ray retry and log it for ever; a failed batch stops the run
 
-    def __call__(self, table):
-        if self.setup_error is not None:
-            raise self.setup_error
-        return rows_to_table(self.stage(table_to_rows(table)))
-
-
-def actor_class(stage_class) -> type:
-    """An actor class named after the stage (NounChunks, Ground, Expand), as Ray Data's progress shows it."""
-    name = "".join(part.title() for part in stage_class.name.split("_"))
-    return type(name, (_StageActor,), {"__module__": __name__})
+def fused_pool(units: int, cpus: float, memory_bytes: float | None) -> tuple[int, float]:
+    """Actors of the one-operator plan and the CPUs each asks for: one per CPU, no more than ``units``
+    (shards to do) nor than ``memory_bytes`` holds; LIGHT_CPUS stay free for the commit tasks."""
+    pool = max(1, min(units, int(cpus)))
+    if memory_bytes:
+        pool = max(1, min(pool, int(memory_bytes // ACTOR_MEMORY_BYTES)))
+    return pool, max(0.1, min(1.0, (cpus - LIGHT_CPUS) / pool))
 
 
 def placement(config: PipelineConfig, cpus: float, gpus: float = 0) -> dict[str, Any]:
@@ -105,14 +151,15 @@ def placement(config: PipelineConfig, cpus: float, gpus: float = 0) -> dict[str,
 
 
 def check_cluster_cpus(config: PipelineConfig, cluster_cpus: float, stage_classes=FUSED) -> None:
-    """Fail fast with a clear message where the actor pools can never all be scheduled (Ray would wait)."""
-    stages = [cls(config) for cls in stage_classes]
-    pools = [s for s in stages if s.pool_setting]
-    # The actors hold their CPUs for the whole run; read and write tasks need LIGHT_CPUS beside them.
-    needed = sum(s.cpus * s.pool_size() for s in stages) + LIGHT_CPUS
+    """Fail fast with a clear message where the streaming plan's actor pools can never all be scheduled
+    (Ray would wait). The fused plan is sized from the cluster and always fits."""
+    operators = plan_operators(stage_classes, gpus=True)
+    pooled = [cls(config) for cls in stage_classes if cls.pool_setting]
+    # The actors hold their CPUs for the whole run; commit tasks need LIGHT_CPUS beside them.
+    needed = sum(op.cpus(config) * op.pool_size(config) for op in operators) + LIGHT_CPUS
     if cluster_cpus < needed:
-        flags = " + ".join(f"--{s.pool_setting.replace('_', '-')} {s.pool_size()}" for s in pools) or "no pools"
-        light = sum(s.cpus for s in stages if not s.pool_setting) + LIGHT_CPUS
+        flags = " + ".join(f"--{s.pool_setting.replace('_', '-')} {s.pool_size()}" for s in pooled) or "no pools"
+        light = needed - sum(s.cpus * s.pool_size() for s in pooled)
         where = f" with the resource {config.node_resource!r}" if config.node_resource else ""
         raise RuntimeError(
             f"the Ray cluster has {cluster_cpus:g} CPUs{where} but the pipeline needs {needed:g} "
@@ -120,14 +167,15 @@ def check_cluster_cpus(config: PipelineConfig, cluster_cpus: float, stage_classe
             f"nodes with more --num-cpus or use smaller pools")
 
 
-def usable_cpus(config: PipelineConfig) -> float:
-    """CPUs of the alive nodes the pipeline may use (those with ``config.node_resource`` when set)."""
+def usable_resources(config: PipelineConfig) -> tuple[float, float]:
+    """CPUs and memory (bytes for tasks) of the alive nodes the pipeline may use (those with
+    ``config.node_resource`` when set)."""
     import ray
 
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     if config.node_resource:
         nodes = [n for n in nodes if n["Resources"].get(config.node_resource, 0) > 0]
-    return sum(n["Resources"].get("CPU", 0) for n in nodes)
+    return (sum(n["Resources"].get("CPU", 0) for n in nodes), sum(n["Resources"].get("memory", 0) for n in nodes))
 
 
 def check_shared_storage(*urls: str) -> None:
@@ -138,61 +186,185 @@ def check_shared_storage(*urls: str) -> None:
                              f"in its worker processes; use a shared path or URL, or --engine local")
 
 
-def build_dataset(config: PipelineConfig, job, stage_classes, todo: list[str], num_gpus: float, write: bool):
-    import ray
-    from ray.data import ActorPoolStrategy, TaskPoolStrategy
+# --- the actors ----------------------------------------------------------------------------------------------
 
-    ds = ray.data.from_items([{"shard": shard} for shard in todo], override_num_blocks=max(1, len(todo)))
-    ds = ds.map_batches(read_shards, fn_kwargs={"source": job.source}, batch_size=1, batch_format="pyarrow",
-                        compute=TaskPoolStrategy(size=max(1, config.read_parallelism)),
-                        **placement(config, LIGHT_CPUS))
-    for stage_class in stage_classes:
-        stage = stage_class(config)  # its declarations; the model loads in the actors
-        ds = ds.map_batches(actor_class(stage_class), fn_constructor_args=(stage_class, config),
-                            batch_size=stage.batch_size(), batch_format="pyarrow",
-                            compute=ActorPoolStrategy(size=stage.pool_size()),
-                            **placement(config, stage.cpus, num_gpus if stage.uses_gpu else 0))
-    if write:
-        ds = ds.map_batches(write_parts_batch, fn_kwargs={"sink_url": job.sink.folder.url}, batch_size=None,
-                            batch_format="pyarrow", **placement(config, LIGHT_CPUS))
-    return ds
+class OperatorActor:
+    """One process of an operator: its stages set up once (imports, model load) in the constructor.
 
+    A setup error is raised on the first batch instead: an actor that dies in its constructor makes Ray
+    retry and log it for ever, a failed batch stops the run with its cause."""
+
+    def __init__(self, operator: Operator, config: PipelineConfig, source=None, sink_url: str | None = None):
+        self.operator, self.source, self.sink_url = operator, source, sink_url
+        self.stages = [cls(config) for cls in operator.stages]
+        self.setup_error = None
+        try:
+            for stage in self.stages:
+                stage.ensure_setup()
+        except Exception as error:  # noqa: BLE001 - see the class docstring
+            self.setup_error = error
+
+    def ready(self) -> bool:
+        return True
+
+    def run_shard(self, shard: str) -> Iterator[list[dict[str, Any]]]:
+        """Read one shard, run the stages CHUNK_ROWS samples at a time and write each chunk as a part;
+        yields each part's ``PartInfo`` rows (the fused plan: a streaming generator task)."""
+        if self.setup_error is not None:
+            raise self.setup_error
+        samples = self.source.read(shard)
+        for start in range(0, len(samples), CHUNK_ROWS):
+            chunk = run_stages(self.stages, samples[start:start + CHUNK_ROWS])
+            yield write_parts(self.sink_url, chunk, node=current_node())
+
+    def __call__(self, table: pa.Table) -> Iterator[pa.Table]:
+        """A Ray Data batch (the streaming plan): shard names when the operator reads, else samples;
+        yields samples, or ``PART_INFO_SCHEMA`` rows when it writes."""
+        if self.setup_error is not None:
+            raise self.setup_error
+        if self.operator.reads:
+            for shard in table.column("shard").to_pylist():
+                samples = self.source.read(shard)
+                for start in range(0, len(samples), CHUNK_ROWS):
+                    yield self._handed_on(samples[start:start + CHUNK_ROWS])
+        else:
+            yield self._handed_on(table_to_rows(table))
+
+    def _handed_on(self, samples: list[dict[str, Any]]) -> pa.Table:
+        samples = run_stages(self.stages, samples)
+        if self.operator.writes:
+            return pa.Table.from_pylist(write_parts(self.sink_url, samples, node=current_node()),
+                                        schema=PART_INFO_SCHEMA)
+        return rows_to_table(samples)
+
+
+def actor_class(operator: Operator) -> type:
+    """``OperatorActor`` under the operator's name (Ray's actor list and Ray Data's progress show it)."""
+    return type(operator.name, (OperatorActor,), {"__module__": __name__})
+
+
+# --- running ---------------------------------------------------------------------------------------------------
 
 def run_ray(config: PipelineConfig, job, stage_classes, todo: list[str]) -> None:
     import ray
 
     check_shared_storage(job.source.url, job.sink.folder.url)
+    started = time.perf_counter()
     started_here = init_ray(config)
     try:
-        context = ray.data.DataContext.get_current()
-        context.enable_progress_bars = bool(config.progress)
-        context.print_on_execution_start = bool(config.progress)
-        if config.object_store_limit_mb:
-            from ray.data import ExecutionResources
-
-            # Backpressure holds the blocks in flight under this many bytes (Ray's default: a share of
-            # the object store, i.e. of the machine's memory).
-            context.execution_options.resource_limits = ExecutionResources.for_limits(
-                object_store_memory=config.object_store_limit_mb * 1024 * 1024)
-        if config.node_resource and not usable_cpus(config):
+        cpus, memory = usable_resources(config)
+        if config.node_resource and not cpus:
             raise RuntimeError(f"no node of the Ray cluster has the resource {config.node_resource!r} "
                                f"(start worker nodes with --resources '{{\"{config.node_resource}\": 1}}')")
-        check_cluster_cpus(config, usable_cpus(config), stage_classes)
         # Ask the cluster, not this process: a CPU-only head node still drives GPU workers.
         num_gpus = config.resolved_num_gpus(cluster_gpus=ray.cluster_resources().get("GPU", 0))
-        driver_writes = os.environ.get(DRIVER_WRITES_ENV) == "1"
-        ds = build_dataset(config, job, stage_classes, todo, num_gpus, write=not driver_writes)
-        if driver_writes:
-            _collect_on_driver(ds, job, todo)
+        operators = plan_operators(stage_classes, gpus=num_gpus > 0)
+        job.add_startup({"ray": time.perf_counter() - started})
+        if os.environ.get(DRIVER_WRITES_ENV) == "1":
+            _collect_on_driver(config, job, stage_classes, todo, num_gpus)
+        elif len(operators) == 1:
+            pool, actor_cpus = fused_pool(len(todo), cpus, memory)
+            job.progress.message(f"Ray: {pool} {operators[0].name} actor(s) of {actor_cpus:g} CPU "
+                                 f"({cpus:g} CPUs in the cluster, {len(todo)} shards to do)")
+            _commit_on_workers(config, _run_fused(config, job, operators[0], todo, pool, actor_cpus), job, todo)
         else:
-            _commit_on_workers(config, ds, job, todo)
+            check_cluster_cpus(config, cpus, stage_classes)
+            _commit_on_workers(config, _run_streaming(config, job, operators, todo, num_gpus), job, todo)
     finally:
         if started_here:
             ray.shutdown()
         sys.stderr.flush()
 
 
-def _commit_on_workers(config: PipelineConfig, ds, job, todo: list[str]) -> None:
+def _run_fused(config: PipelineConfig, job, operator: Operator, todo: list[str], pool: int,
+               actor_cpus: float) -> Iterator[dict[str, Any]]:
+    """The one-operator plan: a queue of shards, one at a time per actor; yields every part's ``PartInfo``.
+
+    An actor that dies (its node lost) gives its shard back to the queue and the others carry on; the
+    parts it wrote are either accepted already (a retry's copies of the same keys are then refused by the
+    ledger) or never seen (the retry's are accepted)."""
+    import ray
+    from ray.exceptions import ActorDiedError, ActorUnavailableError, ObjectLostError, OwnerDiedError
+
+    lost = (ActorDiedError, ActorUnavailableError, ObjectLostError, OwnerDiedError)
+    worker = ray.remote(actor_class(operator)).options(max_restarts=0, max_task_retries=0,
+                                                      **placement(config, actor_cpus))
+    sink_url = job.sink.folder.url
+    actors = [worker.remote(operator, config, job.source, sink_url) for _ in range(pool)]
+    queue = deque(todo)
+    running: dict[Any, tuple[Any, str]] = {}  # streaming generator -> (actor, shard)
+
+    def start(actor) -> None:
+        shard = queue.popleft()
+        running[actor.run_shard.options(num_returns="streaming").remote(shard)] = (actor, shard)
+
+    for actor in actors[:len(queue)]:
+        start(actor)
+    while running:
+        ready, _ = ray.wait(list(running), num_returns=1)
+        for generator in ready:
+            actor, shard = running[generator]
+            try:
+                infos = ray.get(next(generator))
+            except StopIteration:
+                del running[generator]
+                if queue:
+                    start(actor)
+                continue
+            except lost as error:
+                del running[generator]
+                actors.remove(actor)
+                queue.appendleft(shard)
+                if not actors:
+                    raise RuntimeError(f"every Ray actor of the pipeline was lost; the last: {error}") from error
+                print(f"[grit] a Ray actor was lost ({type(error).__name__}); shard {shard} goes to another",
+                      file=sys.stderr, flush=True)
+                idle = [a for a in actors if a not in {a for a, _ in running.values()}]
+                for other in idle[:len(queue)]:
+                    start(other)
+                continue
+            yield from infos
+
+
+def _run_streaming(config: PipelineConfig, job, operators: list[Operator], todo: list[str],
+                   num_gpus: float) -> Iterator[dict[str, Any]]:
+    """The plan with GPU operators: Ray Data streams batches between the operators' actor pools."""
+    for table in _build_dataset(config, job, operators, todo, num_gpus).iter_batches(
+            batch_format="pyarrow", batch_size=None, prefetch_batches=1):
+        yield from table.to_pylist()
+
+
+def _build_dataset(config: PipelineConfig, job, operators: list[Operator], todo: list[str], num_gpus: float,
+                   write: bool = True):
+    import ray
+    from ray.data import ActorPoolStrategy
+
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = bool(config.progress)
+    context.print_on_execution_start = bool(config.progress)
+    if config.object_store_limit_mb:
+        from ray.data import ExecutionResources
+
+        # Backpressure holds the blocks in flight under this many bytes (Ray's default: a share of
+        # the object store, i.e. of the machine's memory).
+        context.execution_options.resource_limits = ExecutionResources.for_limits(
+            object_store_memory=config.object_store_limit_mb * 1024 * 1024)
+    ds = ray.data.from_items([{"shard": shard} for shard in todo], override_num_blocks=max(1, len(todo)))
+    sink_url = job.sink.folder.url if write else None
+    for operator in operators:
+        if not write and operator.writes:
+            operator = Operator(operator.stages, operator.reads, writes=False, gpu=operator.gpu)
+        # The reading operator takes one shard name per call; the others CHUNK_ROWS samples.
+        ds = ds.map_batches(actor_class(operator),
+                            fn_constructor_args=(operator, config, job.source if operator.reads else None,
+                                                 sink_url if operator.writes else None),
+                            batch_size=1 if operator.reads else CHUNK_ROWS, batch_format="pyarrow",
+                            compute=ActorPoolStrategy(size=operator.pool_size(config)),
+                            **placement(config, operator.cpus(config), num_gpus if operator.gpu else 0))
+    return ds
+
+
+def _commit_on_workers(config: PipelineConfig, part_infos: Iterator[dict[str, Any]], job, todo: list[str]) -> None:
     """Account for the parts the workers wrote and have each complete shard committed by a worker."""
     import ray
 
@@ -216,21 +388,20 @@ def _commit_on_workers(config: PipelineConfig, ds, job, todo: list[str]) -> None
             if os.environ.get(KILL_DRIVER_ENV) and len(job.summary.shards_written) >= int(os.environ[KILL_DRIVER_ENV]):
                 os.kill(os.getpid(), signal.SIGKILL)
 
-    for table in ds.iter_batches(batch_format="pyarrow", batch_size=None, prefetch_batches=1):
-        for info in table.to_pylist():
-            if not ledger.add(info):
-                continue  # a duplicate attempt's part: never merged, deleted with the shard's staging
+    for info in part_infos:
+        if ledger.add(info):
             job.count_node(info["node"], "parts")
             job.progress.samples_finished(info["shard"], info["shard_total"], len(info["keys"]))
             if ledger.complete(info["shard"]):
                 submit(info["shard"], ledger.shards[info["shard"]].parts)
+        # else: a duplicate attempt's part, never merged, deleted with the shard's staging
         if pending:
             harvest(timeout=0)
     partial = ledger.incomplete()
     if partial:
         raise RuntimeError(f"samples lost in the Ray pipeline (shard: samples received): {partial}")
     for shard in todo:
-        if shard not in ledger.shards:  # a shard without samples sends nothing through the dataset
+        if shard not in ledger.shards:  # a shard without samples sends nothing through the pipeline
             submit(shard, [])
     while pending:
         harvest(timeout=None)
@@ -238,9 +409,11 @@ def _commit_on_workers(config: PipelineConfig, ds, job, todo: list[str]) -> None
     remove_stale_parts(job.sink.folder.url, todo)  # parts of duplicate attempts that arrived after a commit
 
 
-def _collect_on_driver(ds, job, todo: list[str]) -> None:
+def _collect_on_driver(config: PipelineConfig, job, stage_classes, todo: list[str], num_gpus: float) -> None:
     """The former data path (bench comparison only): every finished sample to the driver, which writes."""
+    operators = plan_operators(stage_classes, gpus=num_gpus > 0)
     buffers: dict[str, list[dict[str, Any]]] = {}
+    ds = _build_dataset(config, job, operators, todo, num_gpus, write=False)
     for table in ds.iter_batches(batch_format="pyarrow", batch_size=None, prefetch_batches=1):
         for row in table_to_rows(table):
             buffer = buffers.setdefault(row["source_shard"], [])

@@ -67,6 +67,12 @@ class InputSource:
     def describe(self, shard: str) -> str:
         return join_path(self.url, shard)  # the shard's files: this + .tar / .parquet
 
+    def size_hint(self, shard: str) -> int | None:
+        """Samples the shard's parquet lists (its footer only), None when it has none or cannot be read."""
+        if shard not in self._shards:
+            self.shards()
+        return _parquet_rows(Folder(self.url), f"{shard}.parquet") if self._shards[shard].has_parquet else None
+
     def read(self, shard: str) -> list[dict[str, Any]]:
         if shard not in self._shards:
             self.shards()
@@ -97,9 +103,21 @@ class StageSource:
     def describe(self, shard: str) -> str:
         return join_path(self.params(shard).get("input", "?"), shard)  # the same as InputSource's
 
+    def size_hint(self, shard: str) -> int | None:
+        """Samples in the shard's parquet (its footer only)."""
+        return _parquet_rows(self.folder, f"{shard}.parquet")
+
     def read(self, shard: str) -> list[dict[str, Any]]:
         with self.folder.open(f"{shard}.parquet") as f:
             return table_to_rows(pq.read_table(f))
+
+
+def _parquet_rows(folder: Folder, name: str) -> int | None:
+    try:
+        with folder.open(name) as f:
+            return pq.ParquetFile(f).metadata.num_rows
+    except Exception:  # noqa: BLE001 - only a hint: a broken parquet is reported when the shard is read
+        return None
 
 
 class _Sink:
