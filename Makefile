@@ -26,6 +26,7 @@ DOWNLOAD_ARGS ?=
 help:
 	@echo "make setup | test | test-fast | demo | bench | bench-gpu"
 	@echo "make download | pipeline | noun-chunks | ground | expand | write | stats | submit   (docs/pipeline.md, docs/cluster.md)"
+	@echo "make calibrate   (the detector's --box-threshold from labelled data: docs/detectors.md)"
 	@echo "make gallery | report | demo-detector | train | predict | score | e2e   (docs/views.md, docs/companion.md)"
 
 setup: $(STAMP)
@@ -62,7 +63,8 @@ download: setup
 
 # Pipeline (docs/pipeline.md): make pipeline INPUT=shards OUTPUT=grit [DETECTOR=hf MODEL=...]
 # Stage by stage: make noun-chunks, ground, expand, write (intermediates in WORK, default OUTPUT/_stages);
-# rerun one stage with other parameters (make expand BOX_THRESHOLD=0.35) then make write. OVERWRITE=1 rebuilds.
+# rerun one stage with other parameters (make expand BOX_THRESHOLD=T, T from make calibrate) then make write.
+# OVERWRITE=1 rebuilds.
 WORK ?=
 ENGINE ?= ray
 OVERWRITE ?=
@@ -91,9 +93,22 @@ write: setup
 stats: setup
 	$(PY) -m grit_pipeline stats "$(OUTPUT)"
 
+# Calibration (docs/detectors.md, "Calibrating a detector"): one grounding pass on labelled shards, then the
+# sweep of --box-threshold / --nms-iou. make calibrate INPUT=labelled_shards DETECTOR=hf MODEL=...
+#   [TRUTH=INPUT/truth or a Flickr30k Entities folder] [CALIBRATION=demo_out/calibration]
+#   [CALIBRATE_ARGS='--target-precision 0.9 --nms-iou 0.5 0.6 --split test']
+CALIBRATION ?= demo_out/calibration
+CALIBRATE_ARGS ?=
+.PHONY: calibrate
+
+calibrate: setup
+	$(PY) -m grit_pipeline calibrate --input "$(INPUT)" --truth "$(or $(TRUTH),$(INPUT)/truth)" \
+		--output "$(CALIBRATION)" --detector "$(DETECTOR)" $(if $(MODEL),--model "$(MODEL)") $(CALIBRATE_ARGS)
+
 # Cluster (docs/cluster.md): submit `grit run` as a Ray job to a running cluster, token auth on.
 # make submit INPUT=s3://.../shards OUTPUT=s3://.../grit DETECTOR=hf MODEL=IDEA-Research/grounding-dino-base
-#   BOX_THRESHOLD=0.35 [RAY_ADDRESS=http://HEAD:8265] [PIPELINE_ARGS='--ground-pool 8 --num-gpus 1'] [SUBMIT_ARGS=--no-wait]
+#   BOX_THRESHOLD=T [RAY_ADDRESS=http://HEAD:8265] [PIPELINE_ARGS='--ground-pool 8 --num-gpus 1'] [SUBMIT_ARGS=--no-wait]
+#   (T measured for the detector with make calibrate; the default 0.65 is calibrated for GLIP's scores)
 # Local paths are made absolute (the job runs in a copy of this checkout on the cluster).
 SUBMIT_ARGS ?=
 SUBMIT_ADDRESS = $(or $(RAY_ADDRESS),http://127.0.0.1:8265)

@@ -16,8 +16,9 @@ from grit_pipeline import status
 from grit_pipeline.detectors.base import Detection, Detector
 from grit_pipeline.images import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image
 
-# Kosmos-2 paper, section 2, step 1: keep (chunk, box) pairs with score > 0.65 (calibrated for GLIP;
-# Grounding DINO users threshold near 0.35).
+# Kosmos-2 paper, section 2, step 1: keep (chunk, box) pairs with score > 0.65 (calibrated for GLIP's scores).
+# Other detectors' scores mean something else: measure their threshold on labelled data with `grit calibrate`
+# (grit_pipeline/calibrate.py, docs/detectors.md "Calibrating a detector").
 DEFAULT_BOX_THRESHOLD = 0.65
 # The paper never published the IoU of its class-agnostic NMS. We use 0.6, the IoU of GLIP's own (per-class)
 # test-time NMS in its ATSS head (MODEL.ATSS.NMS_TH), so the class-agnostic step behaves like the detector
