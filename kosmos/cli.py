@@ -149,6 +149,40 @@ def _add_refcoco(sub) -> None:
         a.synth, a.output, a.split)))
 
 
+def _add_mixture_tools(sub) -> None:
+    p = sub.add_parser("synth-mixture", help="every mixture source format from the synthetic world",
+                       description="Write image-caption shards, a text corpus (jsonl + parquet, and a held-out one), "
+                                   "MMC4 jsonl + images and OBELICS parquet from grit's synthetic world.")
+    p.add_argument("--output", required=True)
+    p.add_argument("--images", type=int, default=2000, help="image-caption pairs")
+    p.add_argument("--text-documents", type=int, default=2000)
+    p.add_argument("--documents", type=int, default=400, help="interleaved documents")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--level", type=int, default=1, choices=(1, 2, 3), help="the world's level for images")
+    p.set_defaults(_run=lambda a: _print_json(__import__("kosmos.worlds", fromlist=["x"]).write_mixture_world(
+        a.output, a.images, a.text_documents, a.documents, a.seed, a.level)))
+
+    p = sub.add_parser("text-loss", help="held-out language loss of a model on a text corpus",
+                       description="Mean next-token loss of a model on text corpus files, packed as training packs them.")
+    p.add_argument("--model", required=True, help="training output dir, checkpoint dir or save_pretrained dir")
+    p.add_argument("--data", required=True, nargs="+", help="text corpus files or folders")
+    p.add_argument("--rows", type=int, default=200)
+    p.add_argument("--threads", type=int)
+    p.set_defaults(_run=_run_text_loss)
+
+
+def _run_text_loss(args) -> int:
+    import torch
+
+    from kosmos.predict import load_model
+    from kosmos.train.heldout import heldout_text_loss
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model, processor = load_model(args.model, torch.device("cpu"))
+    return _print_json(heldout_text_loss(model, processor, args.data, max_rows=args.rows))
+
+
 def _print_json(obj) -> int:
     print(json.dumps(obj))
     return 0
@@ -161,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_predict(sub)
     _add_score(sub)
     _add_refcoco(sub)
+    _add_mixture_tools(sub)
     return parser
 
 

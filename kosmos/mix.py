@@ -15,7 +15,7 @@ from kosmos.sources import SOURCES, DataConfig, SourceError, SourceSpec, build_s
 PAPER_SEQUENCES_PER_STEP = {"text": 93, "captions": 1117, "grounded": 1117, "interleaved": 47}
 
 
-def parse_mix(entries: list[str]) -> list[SourceSpec]:
+def parse_mix(entries: list[str]) -> list[SourceSpec]:  # noqa: C901 - one check per malformed case
     """``["grounded=DIR:16", "text=a.jsonl,b.jsonl"]`` -> source specs (one-line ``SourceError`` when malformed)."""
     specs: list[SourceSpec] = []
     for entry in entries:

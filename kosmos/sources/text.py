@@ -31,22 +31,21 @@ def _open_binary(path: str):
     if path.endswith(".zst"):
         import zstandard
 
-        return zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True)
+        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True))
     return open(path, "rb")
 
 
 def bounded_lines(stream, max_bytes: int, counters: dict[str, int]) -> Iterator[bytes]:
     """Lines of a binary stream, each read with a size limit: a line longer than ``max_bytes`` is skipped
     (read through in chunks, never held whole) and counted as ``document_too_large``."""
-    reader = io.BufferedReader(stream) if not hasattr(stream, "readline") else stream
     while True:
-        line = reader.readline(max_bytes + 1)
+        line = stream.readline(max_bytes + 1)
         if not line:
             return
         if len(line) > max_bytes and not line.endswith(b"\n"):
             count(counters, "document_too_large")
             while line and not line.endswith(b"\n"):  # skip the rest of the over-long line
-                line = reader.readline(1 << 20)
+                line = stream.readline(1 << 20)
             continue
         yield line
 
@@ -159,6 +158,8 @@ class TextSource(Source):
             if ends_document and len(ids) >= limit:
                 yield self._row(ids), last_tag
                 ids = [encoder.bos]
+        if len(ids) > 1:  # a finite stream (held-out scoring) ends with its last row
+            yield self._row(ids), last_tag
 
     def _row(self, ids: list[int]) -> dict:
         labels = [IGNORE] + ids[1:]

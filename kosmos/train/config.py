@@ -31,9 +31,9 @@ class TrainConfig:
         "nargs": "+", "help": "GRIT shards (the grounded source alone): local directories or globs, {00000..00099} "
         "patterns, or shard URLs (http/s3/pipe:; remote shards are listed explicitly or with a brace pattern)"})
     mix: list[str] | None = field(default=None, metadata={
-        "nargs": "+", "help": "the training mixture, one KIND=PATHS[:BATCH] per source, KIND one of grounded, "
-        "captions, text, interleaved (e.g. grounded=grit/:16 text=corpus.jsonl); a source without :BATCH gets the "
-        "paper's share of the step (docs/companion.md)"})
+        "nargs": "+", "help": "sources of the training mixture (besides --data), one KIND=PATHS[:BATCH] each, KIND "
+        "one of grounded, captions, text, interleaved (e.g. captions=shards/:16 text=corpus.jsonl); a source "
+        "without :BATCH gets the paper's share of the step (docs/companion.md)"})
     overwrite: bool = field(default=False, metadata={
         "group": RUN, "help": "start over in an OUTPUT that already holds a run (its files are replaced)"})
     preset: str = field(default="tiny", metadata={"choices": tuple(sorted(PRESETS)), "help": "model size"})
@@ -146,19 +146,19 @@ class TrainConfig:
 
 
 def source_specs(cfg: TrainConfig):
-    """The mixture of a resolved config: ``--mix`` entries (unset batch sizes from the paper's proportions), or
-    ``--data`` as the grounded source alone with ``--batch-size``."""
+    """The mixture of a resolved config: ``--data`` is the grounded source (``--batch-size`` rows), ``--mix`` adds
+    sources (or holds them all); a source without a batch size gets the paper's proportion of the step."""
     from kosmos.mix import default_batch_sizes, parse_mix
     from kosmos.sources import SourceError, SourceSpec
 
-    if cfg.mix and cfg.data:
-        raise SourceError("give --data (GRIT alone) or --mix (several sources), not both; "
-                          "--data DIR is --mix grounded=DIR")
-    if cfg.mix:
-        return default_batch_sizes(parse_mix(cfg.mix), cfg.batch_size)
+    specs = parse_mix(cfg.mix) if cfg.mix else []
     if cfg.data:
-        return [SourceSpec(kind="grounded", paths=list(cfg.data), batch_size=cfg.batch_size)]
-    raise SourceError("no training data: give --data GRIT_SHARDS or --mix KIND=PATHS[:BATCH] ...")
+        if any(spec.kind == "grounded" for spec in specs):
+            raise SourceError("grounded data is given twice (--data and --mix grounded=...): give it once")
+        specs.insert(0, SourceSpec(kind="grounded", paths=list(cfg.data), batch_size=cfg.batch_size))
+    if not specs:
+        raise SourceError("no training data: give --data GRIT_SHARDS and/or --mix KIND=PATHS[:BATCH] ...")
+    return default_batch_sizes(specs, cfg.batch_size)
 
 
 def data_config(cfg: TrainConfig, model_config, preset):
