@@ -44,6 +44,7 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow" tests
 
+# make demo writes only under demo_out/demo/ (GRIT_DEMO_DIR), never the INPUT/OUTPUT defaults above
 demo: setup
 	$(PY) -m stages.demo
 
