@@ -149,7 +149,11 @@ def test_ray_train_two_cpu_workers(shards, tmp_path):
     import ray
 
     ray.shutdown()  # a Ray left running by another test may have too few CPUs for two workers
-    cfg = small_config(shards, tmp_path / "ray", steps=2, checkpoint_every=2, num_workers=2, threads=1)
+    for name in ("a", "b"):  # the mixture: GRIT plus a text corpus of two files, one per rank
+        (tmp_path / f"{name}.jsonl").write_text("".join(
+            json.dumps({"text": f"a red square {name} {i}\nleft of a blue circle"}) + "\n" for i in range(8)))
+    cfg = small_config(shards, tmp_path / "ray", steps=2, checkpoint_every=2, num_workers=2, threads=1,
+                       mix=[f"text={tmp_path / 'a.jsonl'},{tmp_path / 'b.jsonl'}:2"])
     try:
         summary = train(cfg, log=lambda m: None)
     finally:
@@ -159,8 +163,10 @@ def test_ray_train_two_cpu_workers(shards, tmp_path):
     assert [e["step"] for e in log] == [1, 2]
     state = ckpt.load_state(ckpt.latest_checkpoint(tmp_path / "ray" / "checkpoints"))
     assert len(state["sources"]) == 2 and len(state["rng"]) == 2  # one entry per rank
-    # the two ranks read disjoint samples (2 shards, 2 ranks: one shard each)
-    assert state["sources"][0]["grounded"]["readers"] and state["sources"][1]["grounded"]["readers"]
+    # each rank reads its own share of every source (2 shards / 2 files, 2 ranks: one each), two batches of each
+    for rank in (0, 1):
+        assert {k: v["consumed"] for k, v in state["sources"][rank].items()} == {"grounded": 2, "text": 2}
+    assert [e["sources"]["text"]["samples"] for e in log] == [4, 4]  # 2 rows x 2 ranks per step
 
 
 def test_resume_with_other_batch_settings_is_refused(shards, tmp_path):
