@@ -46,13 +46,13 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
     if problems:
         raise ValueError("; ".join(problems))
     check_run_folder(cfg)
+    resume_dir = find_resume_dir(cfg)
+    if resume_dir is not None:  # a crafted state.pt is refused here in one line, before any worker starts
+        ckpt.check_state(resume_dir)
     specs = source_specs(cfg.resolved())
     check_sources(specs, DataConfig(**{k: v for k, v in cfg.data_options.items() if hasattr(DataConfig, k)}))
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    resume_dir = find_resume_dir(cfg)
-    if resume_dir is not None:  # a crafted state.pt is refused here in one line, before any worker starts
-        ckpt.check_state(resume_dir)
     processor = prepare_processor(cfg, log)
     if cfg.num_workers > 1 or cfg.ray_address:
         return train_with_ray(cfg, log)
