@@ -149,6 +149,22 @@ def test_batched_generation_equals_one_at_a_time(trained, refcoco):
     assert batched == single and len(batched) == 3
 
 
+def test_generation_from_an_interleaved_prompt(trained, refcoco):
+    """Demonstrations before the query (several images in one sequence), batched like single-image prompts."""
+    from kosmos.predict import Query, generate, load_model
+
+    model, processor = load_model(str(trained / "run"), torch_device())
+    images = sorted(str(p) for p in (trained / "images").iterdir())
+    demos = (("image", images[0]), ("text", "An image of a red square."), ("image", images[1]),
+             ("text", "An image of a blue circle."))
+    queries = [Query(i, images[2], "An image of", "caption", segments=demos) for i in range(2)]
+    queries.append(Query(9, images[2], "An image of", "caption"))  # zero-shot: its own bucket
+    results = {r["id"]: r for r in generate(model, processor, queries, batch_size=2)}
+    assert set(results) == {0, 1, 9}
+    assert results[0]["generated"] == results[1]["generated"]  # same prompt, same greedy answer
+    assert results[0]["text"].count("</image>") == 0  # the text after the last image only
+
+
 def torch_device():
     import torch
 
