@@ -147,6 +147,7 @@ demo-detector: setup
 
 # Companion (docs/companion.md): train on a build, predict, score.
 # make train [DATA=$(OUTPUT)] [RUN=kosmos_out/run] [PRESET=tiny|small|paper] [TRAIN_ARGS='--steps 2000 --init DIR']
+#   the papers' mixture: TRAIN_ARGS='--mix captions=SHARDS text=CORPUS interleaved=MMC4.jsonl --images-from IMAGES'
 # make predict TASK=rec IMAGES=dir ANNOTATIONS=finetune_refcoco_val.json [PREDICTIONS=...] [PREDICT_ARGS=...]
 # make score TASK=rec ANNOTATIONS=... [PREDICTIONS=...] [QUESTIONS=... for vqa];  make e2e (the whole loop, CPU)
 DATA ?= $(OUTPUT)
@@ -177,6 +178,11 @@ score: setup
 LEVEL ?= 3
 e2e: setup
 	E2E_LEVEL=$(LEVEL) $(PY) -m kosmos.e2e
+
+# make mixture-study: GRIT only vs GRIT + captions + text + interleaved, 10 CPU minutes each (bench/study_mixture.py)
+.PHONY: mixture-study
+mixture-study: setup
+	$(PY) bench/study_mixture.py
 
 clean:
 	rm -rf demo_out bench_out .pytest_cache
