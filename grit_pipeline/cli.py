@@ -21,6 +21,7 @@ COMMANDS = [
     ("download", "download"),
     ("run", "run"),
     ("stage", "stage"),
+    ("instruct", "instruct"),
     ("stats", "stats"),
     ("gallery", "gallery"),
     ("report", "report"),
