@@ -1,7 +1,8 @@
 """Training sources, one module per kind, plugged in by name (``SOURCES``), and the options they share.
 
 ``grounded`` (GRIT), ``captions`` (img2dataset image-caption shards), ``text`` (corpora, full-sentence packing),
-``interleaved`` (MMC4, OBELICS, webdataset documents). A new kind is one module with a ``Source`` subclass and
+``interleaved`` (MMC4, OBELICS, webdataset documents), the instruction formats ``llava``, ``unnatural``, ``flan``
+and ``grit_instruct`` (``instruct.py``). A new kind is one module with a ``Source`` subclass and
 one line here.
 """
 from __future__ import annotations
@@ -11,11 +12,12 @@ from dataclasses import dataclass, field
 from kosmos.sources.base import ReaderState, SampleError, Source, SourceError, SourceSpec
 from kosmos.sources.captions import CaptionsSource
 from kosmos.sources.grounded import GroundedSource
+from kosmos.sources.instruct import INSTRUCTION_SOURCES
 from kosmos.sources.interleaved import InterleavedSource
 from kosmos.sources.text import TextSource
 
 SOURCES: dict[str, type[Source]] = {cls.kind: cls for cls in (GroundedSource, CaptionsSource, TextSource,
-                                                              InterleavedSource)}
+                                                              InterleavedSource, *INSTRUCTION_SOURCES)}
 
 
 @dataclass
@@ -63,6 +65,16 @@ class DataConfig:
     images_from: str | None = field(default=None, metadata={
         "group": "data", "help": "images of MMC4 documents (by image_name) or OBELICS URLs: a folder, or "
                                  "img2dataset shards"})
+    conversation_template: str = field(default="qa", metadata={
+        "group": "data", "choices": ("qa", "chat", "plain"),
+        "help": "how instruction turns are written (kosmos/conversation.py; kosmos chat uses the same): qa "
+                "'Question: .. Answer: ..', chat 'User: ..\\nAssistant: ..', plain"})
+    llava_images: str | None = field(default=None, metadata={
+        "group": "data", "help": "image folder of LLaVA-Instruct (COCO train2014 layout; default: the json's folder)"})
+    exclude_images: str | None = field(default=None, metadata={
+        "group": "data", "metavar": "FILE",
+        "help": "images to drop from LLaVA-Instruct: names one per line, a json list, or an MDETR/COCO json "
+                "(e.g. the RefCOCO/+/g evaluation images); COCO names match in either layout"})
     shuffle_buffer: int = field(default=1000, metadata={
         "group": "data", "help": "items held for shuffling per reader (0: file order only)"})
     seed: int = field(default=0, metadata={"cli": False})

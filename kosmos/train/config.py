@@ -40,6 +40,10 @@ class TrainConfig:
     init: str | None = field(default=None, metadata={
         "help": "pretrained model + processor directory (from_pretrained) to fine-tune; fine-tuning defaults: "
                 f"lr {FINETUNE_LR:g}, {FINETUNE_WARMUP_STEPS} warm-up steps, location loss weight 1"})
+    recipe: str = field(default="pretrain", metadata={
+        "choices": ("pretrain", "instruct"),
+        "help": "instruct: instruction tuning of --init (Kosmos-2 Table 8: 10k steps, lr 1e-5, 375 warm-up, the "
+                "per-step composition; scaled for small presets, docs/instruct.md)"})
     connector: str | None = field(default=None, metadata={
         "choices": CONNECTORS,
         "help": "image connector of a from-scratch model: linear (one slot per ViT token) or resampler "
@@ -118,6 +122,8 @@ class TrainConfig:
             if value is not None and not (finite(value) and (value >= low if inclusive else value > low)):
                 problems.append(f"--{name.replace('_', '-')} must be a finite number "
                                 f"{'>=' if inclusive else '>'} {low}, got {value!r}")
+        if self.recipe == "instruct" and not self.init:
+            problems.append("--recipe instruct tunes a pretrained model: give it with --init MODEL")
         if not (all(finite(b) and 0 <= b < 1 for b in self.betas)):
             problems.append(f"--betas must be two numbers in [0, 1), got {self.betas!r}")
         if self.min_lr_ratio is not None and finite(self.min_lr_ratio) and self.min_lr_ratio > 1:
@@ -137,6 +143,10 @@ class TrainConfig:
                         ("warmup_steps", preset.warmup_steps),
                         ("location_loss_weight", DEFAULT_LOCATION_LOSS_WEIGHT),
                         ("location_sigma", DEFAULT_LOCATION_SIGMA))
+        if self.recipe == "instruct":
+            from kosmos.sources.instruct_recipe import recipe_defaults
+
+            defaults = tuple(recipe_defaults(preset).items()) + defaults
         for name, default in defaults:
             if values[name] is None:
                 values[name] = default
@@ -158,7 +168,10 @@ def source_specs(cfg: TrainConfig):
         specs.insert(0, SourceSpec(kind="grounded", paths=list(cfg.data), batch_size=cfg.batch_size))
     if not specs:
         raise SourceError("no training data: give --data GRIT_SHARDS and/or --mix KIND=PATHS[:BATCH] ...")
-    return default_batch_sizes(specs, cfg.batch_size)
+    from kosmos.sources.instruct_recipe import fill_batch_sizes
+
+    fill_batch_sizes(specs, cfg.batch_size, cfg.recipe)
+    return default_batch_sizes(specs, cfg.batch_size, get_preset(cfg.preset).mixture_shares)
 
 
 def data_config(cfg: TrainConfig, model_config, preset):
