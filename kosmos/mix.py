@@ -3,7 +3,8 @@ batch size (Kosmos-2 paper, Table 7; the released code draws one source per batc
 
 ``--mix`` declares it, one ``KIND=PATHS[:BATCH]`` entry per source (PATHS: comma-separated files, folders,
 globs or brace patterns), e.g. ``--mix grounded=grit/ captions=shards/ text=corpus/*.jsonl.zst interleaved=mmc4/``.
-A source given without ``:BATCH`` gets the paper's proportion of the step (:func:`default_batch_sizes`).
+A source given without ``:BATCH`` gets its default share of the step (:func:`default_batch_sizes`: the paper's
+proportions, or the preset's own for the small presets).
 """
 from __future__ import annotations
 
@@ -39,13 +40,20 @@ def parse_mix(entries: list[str]) -> list[SourceSpec]:  # noqa: C901 - one check
     return specs
 
 
-def default_batch_sizes(specs: list[SourceSpec], batch_size: int) -> list[SourceSpec]:
-    """Fill unset batch sizes with the paper's proportions: an image-text source (grounded, captions) gets
-    ``batch_size`` rows, text and interleaved their Table 7 share of it (at least one row)."""
-    scale = batch_size / PAPER_SEQUENCES_PER_STEP["grounded"]
+def paper_shares() -> dict[str, float]:
+    """Rows of each source per grounded row in the paper's step (Table 7)."""
+    return {kind: n / PAPER_SEQUENCES_PER_STEP["grounded"] for kind, n in PAPER_SEQUENCES_PER_STEP.items()}
+
+
+def default_batch_sizes(specs: list[SourceSpec], batch_size: int,
+                        shares: dict[str, float] | None = None) -> list[SourceSpec]:
+    """Fill unset batch sizes: ``round(share * batch_size)`` rows, at least one, where ``shares`` (default the
+    paper's Table 7: grounded and captions 1, text 93/1117, interleaved 47/1117) gives each kind's rows per
+    grounded row; a preset may give its own (``Preset.mixture_shares``)."""
+    shares = shares or paper_shares()
     for spec in specs:
         if spec.batch_size is None:
-            spec.batch_size = max(1, round(PAPER_SEQUENCES_PER_STEP[spec.kind] * scale))
+            spec.batch_size = max(1, round(shares[spec.kind] * batch_size))
     return specs
 
 

@@ -295,6 +295,10 @@ def test_parse_mix_and_paper_proportions():
     assert [s.batch_size for s in default_batch_sizes(specs, 16)] == [16, 1, 2]
     big = default_batch_sizes(parse_mix(["captions=c", "text=t", "interleaved=i"]), 1117)
     assert [s.batch_size for s in big] == [1117, 93, 47]
+    from kosmos.presets import PRESETS
+
+    small = default_batch_sizes(parse_mix(["captions=c", "text=t", "interleaved=i"]), 16, PRESETS["tiny"].mixture_shares)
+    assert [s.batch_size for s in small] == [4, 1, 1] and PRESETS["paper"].mixture_shares is None
     for bad, message in ((["pictures=x"], "unknown source kind"), (["grounded"], "KIND=PATHS"),
                          (["text=a:0"], "at least 1"), (["text=a", "text=b"], "given twice")):
         with pytest.raises(SourceError, match=message):
