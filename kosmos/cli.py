@@ -32,78 +32,106 @@ def _run_train(args) -> int:
     return 0
 
 
-def _add_predict(sub) -> None:
-    from kosmos.predict import TASKS
+def _add_task_inputs(p, task_help: str, optional: bool = False) -> None:
+    """The task positional and the input flags of every task of the registry (each task says which it needs)."""
+    from kosmos.tasks import task_names
 
-    p = sub.add_parser("predict", help="generate answers for an evaluation task",
-                       description="Generate with the official prompt and decoding settings of TASK.")
-    p.add_argument("task", choices=TASKS)
-    p.add_argument("--model", required=True,
-                   help="training output dir (latest checkpoint), checkpoint dir, or save_pretrained dir")
-    p.add_argument("--images", required=True, help="directory the annotations' file names are relative to")
-    p.add_argument("--annotations", help="MDETR json (rec, flickr, reg), a Flickr30k Entities folder (flickr) "
-                                          "or COCO captions json (caption)")
+    p.add_argument("task", choices=task_names(), metavar="TASK", help=task_help + " (kosmos tasks lists them)",
+                   **({"nargs": "?", "default": None} if optional else {}))
+    p.add_argument("--annotations", help="the benchmark's evaluation file or folder: MDETR json (rec, flickr, reg), "
+                                          "a Flickr30k Entities folder (flickr), COCO captions json (caption), VQA "
+                                          "annotations json (vqa), the task's jsonl/csv/parquet/json or image folder")
+    p.add_argument("--images", help="directory the annotations' image names are relative to")
     p.add_argument("--questions", help="VQAv2 questions json (vqa)")
+    p.add_argument("--class-names", help="zero-shot classification: class names (one per line, or a json list/dict)")
     p.add_argument("--image-template", default="COCO_{data_subtype}_{image_id:012d}.jpg",
                    help="vqa image file name pattern")
-    p.add_argument("--output", required=True, help="predictions file (JSON lines; json for caption/vqa)")
+    d = p.add_argument_group("demonstrations (few-shot)")
+    d.add_argument("--train", help="the training split's file, in the benchmark's format (demonstrations)")
+    d.add_argument("--train-questions", help="vqa: the training split's questions json")
+    d.add_argument("--train-images", help="images of the training split (default: --images)")
+    d.add_argument("--seed", type=int, default=1234, help="demonstration seed (each query and trial draws its own, docs/evaluation.md)")
+
+
+def _inputs(args, shots: int = 0, trial: int = 0):
+    from kosmos.tasks import Inputs
+
+    return Inputs(annotations=args.annotations, images=args.images, questions=args.questions, train=args.train,
+                  train_questions=args.train_questions, train_images=args.train_images,
+                  class_names=args.class_names, image_template=args.image_template, shots=shots, seed=args.seed,
+                  trial=trial)
+
+
+def _missing_inputs(command: str, args, shots: int) -> str | None:
+    from kosmos.tasks import get_task
+
+    task = get_task(args.task)
+    for need in task.needs:
+        if not getattr(args, need):
+            return f"kosmos {command} {args.task}: --{need.replace('_', '-')} is required"
+    if shots and task.mode != "generate" and task.shots == (0,):
+        return f"kosmos {command} {args.task}: the task is zero-shot only (Kosmos-1 section 4)"
+    return None
+
+
+def _add_run_options(p) -> None:
+    p.add_argument("--model", required=True,
+                   help="training output dir (latest checkpoint), checkpoint dir, or save_pretrained dir")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--image-mode", default="square", choices=("square", "crop"),
                    help="how images are fitted (default square: the whole image stays visible)")
     p.add_argument("--limit", type=int, help="only the first N queries")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int)
+
+
+def _add_predict(sub) -> None:
+    p = sub.add_parser("predict", help="run an evaluation task on a model, write its predictions",
+                       description="Generate (or rank candidates) with the prompt and settings TASK declares.")
+    _add_task_inputs(p, "the task")
+    p.add_argument("--shots", type=int, default=0, help="demonstrations per query (from --train)")
+    p.add_argument("--trial", type=int, default=0, help="which trial's demonstrations (seed + trial)")
+    p.add_argument("--output", required=True, help="predictions file (JSON lines; json for caption/vqa)")
+    _add_run_options(p)
     p.set_defaults(_run=_run_predict)
+
+
+def _progress(started: float, every: int):
+    def progress(done, total):
+        if done == total or done % 200 < every:
+            print(f"{done}/{total} queries, {done / (time.perf_counter() - started):.1f}/s", file=sys.stderr)
+    return progress
 
 
 def _run_predict(args) -> int:
     import torch
 
-    from kosmos.predict import build_queries, generate, load_model, write_predictions
-    from kosmos.evalfiles import load_json
-    from kosmos.train import resolve_device
+    from kosmos.evaluate.model import load_model, resolve_device
+    from kosmos.predict import run_task, write_predictions
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.task == "vqa" and not args.questions:
-        print("kosmos predict vqa: --questions is required", file=sys.stderr)
+    problem = _missing_inputs("predict", args, args.shots)
+    if problem:
+        print(problem, file=sys.stderr)
         return 2
-    if args.task != "vqa" and not args.annotations:
-        print(f"kosmos predict {args.task}: --annotations is required", file=sys.stderr)
-        return 2
-    if args.task == "flickr" and args.annotations and os.path.isdir(args.annotations):
-        annotations = args.annotations  # a Flickr30k Entities folder (Sentences/ + Annotations/)
-    else:
-        annotations = load_json(args.annotations, "annotations") if args.annotations else None
-    questions = load_json(args.questions, "questions") if args.questions else None
-    queries = build_queries(args.task, args.images, annotations, questions, args.image_template)
-    if args.limit:
-        queries = queries[: args.limit]
+    inputs = _inputs(args, args.shots, args.trial)
     device = resolve_device(args.device)
     model, processor = load_model(args.model, device)
     started = time.perf_counter()
-
-    def progress(done, total):
-        if done == total or done % 200 < args.batch_size:
-            print(f"{done}/{total} queries, {done / (time.perf_counter() - started):.1f}/s", file=sys.stderr)
-
-    results = list(generate(model, processor, queries, args.batch_size, args.image_mode, device, progress))
-    write_predictions(args.task, results, args.output)
+    try:
+        results = run_task(args.task, model, processor, inputs, args.batch_size, args.image_mode, args.limit,
+                           _progress(started, args.batch_size))
+    except ValueError as error:
+        print(f"kosmos predict {args.task}: {error}", file=sys.stderr)
+        return 2
+    write_predictions(args.task, results, args.output, inputs)
     print(json.dumps({"task": args.task, "predictions": len(results), "output": args.output,
                       "wall_s": round(time.perf_counter() - started, 2)}))
     return 0
 
 
-def _add_score(sub) -> None:
-    p = sub.add_parser("score", help="metrics from saved predictions",
-                       description="Score saved predictions against the benchmark's annotations; prints JSON.")
-    p.add_argument("task", choices=("rec", "flickr", "reg", "caption", "vqa"))
-    p.add_argument("--predictions", required=True,
-                   help="kosmos predict output, or (rec, flickr) the released evaluation's fairseq H- lines")
-    p.add_argument("--annotations", required=True,
-                   help="MDETR json (rec, reg, flickr), a Flickr30k Entities folder (flickr), COCO captions "
-                        "json (caption), VQA annotations json (vqa)")
-    p.add_argument("--questions", help="VQAv2 questions json (vqa)")
+def _add_score_options(p) -> None:
     o = p.add_argument_group("protocol (defaults: the official scripts, docs/evaluation.md)")
     o.add_argument("--phrase-match", dest="match", choices=("exact", "normalised"), default=None,
                    help="rec, flickr: phrase text equal after strip() (official, default) or ignoring case, "
@@ -121,21 +149,123 @@ def _add_score(sub) -> None:
                    help="vqa: vqaEval.py answer processing of 2021 (default, the evaluation server's) or 2016")
     o.add_argument("--keep-non-ascii", action="store_true", default=None,
                    help="reg: keep non-ASCII characters in the references (refer drops them)")
+
+
+def _score_options(args) -> dict:
+    names = ("match", "iou_dtype", "flickr_entities", "split", "gt_boxes", "vqa_eval", "keep_non_ascii")
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+
+
+def _add_score(sub) -> None:
+    from kosmos.tasks import task_names
+
+    p = sub.add_parser("score", help="metrics from saved predictions",
+                       description="Score saved predictions against the benchmark's annotations; prints JSON.")
+    p.add_argument("task", choices=task_names(), metavar="TASK", help="the task (kosmos tasks lists them)")
+    p.add_argument("--predictions", required=True,
+                   help="kosmos predict output, or (rec, flickr) the released evaluation's fairseq H- lines")
+    p.add_argument("--annotations", required=True,
+                   help="MDETR json (rec, reg, flickr), a Flickr30k Entities folder (flickr), COCO captions "
+                        "json (caption), VQA annotations json (vqa), the task's own file or folder")
+    p.add_argument("--questions", help="VQAv2 questions json (vqa)")
+    p.add_argument("--images", help="directory the annotations' image names are relative to")
+    p.add_argument("--class-names", help="zero-shot classification: the class names file")
+    _add_score_options(p)
     p.set_defaults(_run=_run_score)
 
 
 def _run_score(args) -> int:
     from kosmos.metrics import JavaMissingError
-    from kosmos.score import score
+    from kosmos.tasks.suite import score_task
 
     try:
-        result = score(args.task, args.predictions, args.annotations, args.questions, match=args.match,
-                       iou_dtype=args.iou_dtype, flickr_entities=args.flickr_entities, split=args.split,
-                       gt_boxes=args.gt_boxes, vqa_eval=args.vqa_eval, keep_non_ascii=args.keep_non_ascii)
+        result = score_task(args.task, args.predictions, args.annotations, args.questions, images=args.images,
+                       class_names=args.class_names, **_score_options(args))
     except (JavaMissingError, FileNotFoundError, ValueError) as error:
         print(f"kosmos score {args.task}: {error}", file=sys.stderr)
         return 2
     print(json.dumps({"task": args.task, **result}))
+    return 0
+
+
+def _add_eval(sub) -> None:
+    p = sub.add_parser("eval", help="predict + score a task (or the Kosmos-1 suite) over shots and trials",
+                       description="Run TASK (predict, then score) for each shot count and trial and write "
+                                   "OUTPUT/TASK.json; or, with --suite kosmos1 --data DIR, every task whose files "
+                                   "are in DIR, plus OUTPUT/results.md and OUTPUT/shots.png.")
+    _add_task_inputs(p, "the task (omit with --suite)", optional=True)
+    p.add_argument("--suite", choices=("kosmos1",), help="every task of the suite whose files are under --data")
+    p.add_argument("--data", help="the suite's folder (docs/evaluation.md lists each task's files there)")
+    p.add_argument("--shots", type=int, nargs="+", help="shot counts (default: 0 for one task, the paper's for the suite)")
+    p.add_argument("--trials", type=int, default=1, help="trials per few-shot count (mean and std reported)")
+    p.add_argument("--output", required=True, help="folder for predictions and results")
+    _add_run_options(p)
+    _add_score_options(p)
+    p.set_defaults(_run=_run_eval)
+
+
+def _run_eval(args) -> int:
+    import torch
+
+    from kosmos.evaluate.model import load_model, resolve_device
+    from kosmos.tasks.suite import evaluate_task, run_suite
+    from kosmos.metrics import JavaMissingError
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if bool(args.suite) == bool(args.task):
+        print("kosmos eval: give a TASK, or --suite kosmos1 --data DIR", file=sys.stderr)
+        return 2
+    if args.suite and not args.data:
+        print("kosmos eval --suite: --data DIR is required", file=sys.stderr)
+        return 2
+    if args.trials < 1:
+        print("kosmos eval: --trials must be >= 1", file=sys.stderr)
+        return 2
+    if args.task:
+        problem = _missing_inputs("eval", args, max(args.shots or [0]))
+        if problem:
+            print(problem, file=sys.stderr)
+            return 2
+    model, processor = load_model(args.model, resolve_device(args.device))
+    options = dict(batch_size=args.batch_size, image_mode=args.image_mode, limit=args.limit,
+                   log=lambda m: print(m, file=sys.stderr, flush=True))
+    try:
+        if args.suite:
+            summary = run_suite(model, processor, args.data, args.output, shots=args.shots, trials=args.trials,
+                                seed=args.seed, model_name=args.model, **options)
+        else:
+            summary = evaluate_task(args.task, model, processor, _inputs(args).with_(options=_score_options(args)),
+                                    args.output, shots=args.shots or [0], trials=args.trials, model_name=args.model,
+                                    **options)
+    except (JavaMissingError, FileNotFoundError, ValueError) as error:
+        print(f"kosmos eval {args.task or args.suite}: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary))
+    return 0
+
+
+def _add_tasks(sub) -> None:
+    p = sub.add_parser("tasks", help="the evaluation tasks (the registry)",
+                       description="List the evaluation tasks: mode, files, prompt, metric, shots.")
+    p.add_argument("--suffix", metavar="TASK", help="print only TASK's predictions file suffix (for the Makefile)")
+    p.set_defaults(_run=_run_tasks)
+
+
+def _run_tasks(args) -> int:
+    from kosmos.tasks import get_task, registry
+
+    if args.suffix:
+        try:
+            print(get_task(args.suffix).suffix)
+        except ValueError as error:
+            print(f"kosmos tasks: {error}", file=sys.stderr)
+            return 2
+        return 0
+    for task in registry().values():
+        print(json.dumps({"task": task.name, "mode": task.mode, "benchmark": task.benchmark, "needs": task.needs,
+                          "prompt": task.prompt, "metric": task.metric, "shots": task.shots,
+                          "demonstrations": task.demonstrations}))
     return 0
 
 
@@ -174,7 +304,7 @@ def _add_mixture_tools(sub) -> None:
 def _run_text_loss(args) -> int:
     import torch
 
-    from kosmos.predict import load_model
+    from kosmos.evaluate.model import load_model
     from kosmos.train.heldout import heldout_text_loss
 
     if args.threads:
@@ -194,6 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_predict(sub)
     _add_score(sub)
+    _add_eval(sub)
+    _add_tasks(sub)
     _add_refcoco(sub)
     _add_mixture_tools(sub)
     return parser

@@ -1,4 +1,5 @@
-"""``kosmos score TASK``: metrics from saved predictions and the benchmark's annotation files.
+"""Scorers of the Kosmos-2 tasks (rec, flickr, reg, caption, vqa): metrics from saved predictions and the
+benchmark's annotation files (``kosmos score TASK`` reaches them through the task registry, ``kosmos.tasks``).
 
 Defaults reproduce the official evaluation scripts (``kosmos.metrics`` names each); every file problem is a
 one-line ``ValueError`` naming the file and line or entry.
@@ -161,28 +162,3 @@ def score_vqa(predictions: str, annotations: str, questions: str, version: str =
             or not all(isinstance(q, dict) and "question_id" in q for q in questions_json["questions"]):
         raise ValueError(f"questions {questions}: expected the VQA questions json ('questions' list)")
     return metrics.vqa_accuracy(results, annotations_json, questions_json, version)
-
-
-def score(task: str, predictions: str, annotations: str, questions: str | None = None, **options) -> dict:
-    """Score one task; ``options``: match, iou_dtype (rec, flickr), gt_boxes, flickr_entities, split (flickr),
-    vqa_eval (vqa), keep_non_ascii (reg). Unset options (None) take the official defaults."""
-    options = {k: v for k, v in options.items() if v is not None}
-    for name, path in (("--predictions", predictions), ("--annotations", annotations)):
-        if not Path(path).exists():
-            raise FileNotFoundError(f"{name} {path}: no such file")
-    if task == "vqa":
-        if not questions:
-            raise ValueError("vqa needs --questions (the official questions json) as well as --annotations")
-        return score_vqa(predictions, annotations, questions, version=options.get("vqa_eval", "2021"))
-    if task == "rec":
-        return score_rec(predictions, annotations, match=options.get("match", "exact"),
-                         iou_dtype=options.get("iou_dtype", "float32"))
-    if task == "flickr":
-        return score_flickr(predictions, annotations, options.get("flickr_entities"), options.get("split"),
-                            match=options.get("match", "exact"), gt_boxes=options.get("gt_boxes", "phrase-text"),
-                            iou_dtype=options.get("iou_dtype", "float64"))
-    if task == "reg":
-        return score_reg(predictions, annotations, keep_non_ascii=options.get("keep_non_ascii", False))
-    if task == "caption":
-        return score_caption(predictions, annotations)
-    raise ValueError(f"unknown task {task!r}")

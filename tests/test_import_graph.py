@@ -1,4 +1,5 @@
-"""The packages and modules of grit_pipeline/ import each other in one direction only (no cycle).
+"""The packages and modules of grit_pipeline/ import each other in one direction only (no cycle); in kosmos/,
+evaluation (evaluate/, tasks/) never imports training (train/).
 
 Every import counts, also those inside functions (heavy imports are deferred there, but a deferred import
 still ties two packages together).
@@ -9,21 +10,23 @@ import ast
 from pathlib import Path
 
 import grit_pipeline
+import kosmos
 
 ROOT = Path(grit_pipeline.__file__).parent
+KOSMOS = Path(kosmos.__file__).parent
 
 
-def _unit(module: str) -> str | None:
+def _unit(module: str, root: Path = ROOT) -> str | None:
     """``grit_pipeline.detectors.demo`` -> ``detectors``: the top-level package or module it belongs to."""
     parts = module.split(".")
-    if parts[0] != "grit_pipeline" or len(parts) < 2:
+    if parts[0] != root.name or len(parts) < 2:
         return None
     name = parts[1]
-    return name if (ROOT / name / "__init__.py").exists() or (ROOT / f"{name}.py").exists() else None
+    return name if (root / name / "__init__.py").exists() or (root / f"{name}.py").exists() else None
 
 
-def _imported_modules(path: Path) -> set[str]:
-    relative = path.relative_to(ROOT.parent).with_suffix("").parts
+def _imported_modules(path: Path, root: Path = ROOT) -> set[str]:
+    relative = path.relative_to(root.parent).with_suffix("").parts
     package = relative[:-1]  # the package a relative import in this file starts from
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
@@ -37,15 +40,15 @@ def _imported_modules(path: Path) -> set[str]:
     return found
 
 
-def import_graph() -> dict[str, set[str]]:
-    """Edges between the top-level units of grit_pipeline/ (subpackages and modules)."""
+def import_graph(root: Path = ROOT) -> dict[str, set[str]]:
+    """Edges between the top-level units of a package (its subpackages and modules)."""
     graph: dict[str, set[str]] = {}
-    for path in ROOT.rglob("*.py"):
-        source = _unit(".".join(path.relative_to(ROOT.parent).with_suffix("").parts))
+    for path in root.rglob("*.py"):
+        source = _unit(".".join(path.relative_to(root.parent).with_suffix("").parts), root)
         if source is None:
             continue
-        for module in _imported_modules(path):
-            target = _unit(module)
+        for module in _imported_modules(path, root):
+            target = _unit(module, root)
             if target is not None and target != source:
                 graph.setdefault(source, set()).add(target)
     return graph
@@ -88,3 +91,22 @@ def test_no_import_cycle_between_grit_pipeline_packages():
 def test_the_cycle_finder_finds_a_cycle():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": {"c"}}) is None
+
+
+def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    """Every unit ``start`` imports, directly or through others."""
+    seen, todo = set(), [start]
+    while todo:
+        for nxt in graph.get(todo.pop(), ()):
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
+
+
+def test_kosmos_evaluation_never_imports_training():
+    graph = import_graph(KOSMOS)
+    assert "train" in graph and "tasks" in graph and "evaluate" in graph  # the walk sees the real packages
+    for unit in ("evaluate", "tasks", "predict", "score", "metrics", "evalfiles"):
+        assert "train" not in reachable(graph, unit), f"kosmos/{unit} reaches kosmos/train"
+    assert "tasks" not in reachable(graph, "evaluate") and "predict" not in reachable(graph, "evaluate")
