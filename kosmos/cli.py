@@ -328,6 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tasks(sub)
     _add_refcoco(sub)
     _add_mixture_tools(sub)
+    from kosmos.chat import add_parser as add_chat
+
+    add_chat(sub)
     return parser
 
 

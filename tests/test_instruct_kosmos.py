@@ -208,3 +208,31 @@ def test_instruct_recipe_defaults_and_table8_composition(tmp_path):
     assert (tiny.steps, tiny.lr) == (67, pytest.approx(5e-5)) and tiny.warmup_steps >= 1
     assert TrainConfig(output=str(tmp_path), recipe="instruct").number_problems() == [
         "--recipe instruct tunes a pretrained model: give it with --init MODEL"]
+
+
+def test_kosmos_chat_answers_with_boxes_drawn(tmp_path, processor):
+    """A session with a (random) tiny model runs end to end; an answer's phrases and boxes are read and drawn."""
+    import argparse
+
+    from kosmos.chat import draw_boxes, parse_answer, run
+    from kosmos.presets import build_model, get_preset
+
+    processor = build_processor(processor.tokenizer, image_size=get_preset("tiny").image_size)
+    model = build_model(get_preset("tiny"), vocab_size=len(processor.tokenizer))
+    model.save_pretrained(tmp_path / "model")
+    processor.save_pretrained(tmp_path / "model")
+    image = tmp_path / "scene.png"
+    PILImage.new("RGB", (80, 60), (20, 120, 200)).save(image)
+    out = io.StringIO()
+    args = argparse.Namespace(model=str(tmp_path / "model"), image=str(image), question=["what is it", "describe"],
+                              conversation_template="qa", no_grounding=False, max_new_tokens=4,
+                              out=str(tmp_path / "pngs"), device="cpu")
+    assert run(args, stdout=out) == 0 and len(out.getvalue().strip().splitlines()) >= 2
+    reply = parse_answer("<phrase> a red square</phrase><object><patch_index_0000><patch_index_0527></object> "
+                         "left of<phrase> a ball</phrase><object><patch_index_0528><patch_index_1023></object>")
+    assert reply.text == "a red square left of a ball"
+    assert reply.entities == [("a red square", [(0.0156, 0.0156, 0.4844, 0.5156)]),
+                              ("a ball", [(0.5156, 0.5156, 0.9844, 0.9844)])]
+    png = draw_boxes(PILImage.new("RGB", (64, 64), (255, 255, 255)), reply.entities, tmp_path / "turn.png")
+    drawn = PILImage.open(png)
+    assert drawn.format == "PNG" and drawn.getpixel((0, 20)) == (230, 25, 75)  # the first box's left edge
