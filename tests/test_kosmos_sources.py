@@ -152,7 +152,7 @@ def test_text_formats_read_the_same_documents_streamed(tmp_path, encoder):
         src = source("text", [tmp_path / name], encoder, **options)
         docs = [raw["text"] for path in src.list_files() for raw in src.read(path, {})]
         assert [[l for l in d.split("\n") if l] for d in docs] == expected, name
-    with pytest.raises(SourceError, match="no column 'text'"):
+    with pytest.raises(SourceError, match="no column.*'text'"):
         list(source("text", [tmp_path / "c.parquet"], encoder).read(str(tmp_path / "c.parquet"), {}))
 
 

@@ -188,37 +188,17 @@ class InterleavedSource(Source):
             for raw in raw_samples(path, counters):
                 yield {**raw, "__form__": "tar"}
             return
-        if path.endswith(".parquet"):
-            import pyarrow.parquet as pq
+        from kosmos.sources.text import json_lines, parquet_batches
 
-            try:
-                parquet = pq.ParquetFile(path)
-            except Exception as error:  # noqa: BLE001
-                count(counters, "file_error")
-                from kosmos.stream import warn
-                warn(f"{path}: {' '.join(str(error).split())[:200]}")
-                return
-            missing = {"texts", "images"} - set(parquet.schema_arrow.names)
-            if missing:
-                raise SourceError(f"{path}: not OBELICS-style parquet, missing column(s) {sorted(missing)}")
+        if path.endswith(".parquet"):
             index = 0
-            for batch in parquet.iter_batches(columns=["texts", "images"], batch_size=64):
-                for texts, images in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist()):
-                    yield {"__key__": f"{name}:{index}", "__form__": "obelics", "texts": texts, "images": images}
+            for texts, images in parquet_batches(path, ["texts", "images"], counters, "OBELICS-style parquet", 64):
+                for doc_texts, doc_images in zip(texts, images):
+                    yield {"__key__": f"{name}:{index}", "__form__": "obelics", "texts": doc_texts, "images": doc_images}
                     index += 1
             return
-        from kosmos.sources.text import _open_binary, bounded_lines
-
-        with _open_binary(path) as handle:
-            for index, line in enumerate(bounded_lines(handle, self.config.max_document_bytes, counters)):
-                if not line.strip():
-                    continue
-                try:
-                    document = json.loads(line)
-                except (ValueError, UnicodeDecodeError, RecursionError):
-                    count(counters, "bad_json")
-                    continue
-                yield {"__key__": f"{name}:{index}", "__form__": "mmc4", "document": document}
+        for index, document in json_lines(path, counters, self.config.max_document_bytes):
+            yield {"__key__": f"{name}:{index}", "__form__": "mmc4", "document": document}
 
     # -------------------------------------------------------------- one document
     def _pieces(self, raw: dict[str, Any], counters: dict[str, int]) -> list[tuple[str, Any]]:

@@ -50,25 +50,60 @@ def bounded_lines(stream, max_bytes: int, counters: dict[str, int]) -> Iterator[
         yield line
 
 
+def _file_error(counters: dict[str, int], path: str, error: Exception) -> None:
+    from kosmos.stream import warn
+
+    count(counters, "file_error")
+    warn(f"{path}: {' '.join(str(error).split())[:200]}")
+
+
+def json_lines(path: str, counters: dict[str, int], max_bytes: int) -> Iterator[tuple[int, Any]]:
+    """``(line number, parsed json)`` of a jsonl file (plain, .gz or .zst), streamed with a per-line size limit;
+    unparsable lines counted (``bad_json``), an unreadable or truncated file counted (``file_error``)."""
+    try:
+        handle = _open_binary(path)
+    except OSError as error:
+        _file_error(counters, path, error)
+        return
+    with handle:
+        try:
+            for index, line in enumerate(bounded_lines(handle, max_bytes, counters)):
+                if not line.strip():
+                    continue
+                try:
+                    yield index, json.loads(line)
+                except (ValueError, UnicodeDecodeError, RecursionError):
+                    count(counters, "bad_json")
+        except (OSError, EOFError) as error:  # a truncated .gz/.zst ends the file; what was read is kept
+            _file_error(counters, path, error)
+
+
+def parquet_batches(path: str, columns: list[str], counters: dict[str, int], what: str,
+                    batch_size: int = 256) -> Iterator[list[list[Any]]]:
+    """Record batches of ``columns`` as Python lists (one list per column); a file that cannot be opened is
+    counted (``file_error``), a missing column is a one-line ``SourceError``."""
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(path)
+    except Exception as error:  # noqa: BLE001 - pyarrow raises several types for a bad file
+        _file_error(counters, path, error)
+        return
+    missing = [c for c in columns if c not in parquet.schema_arrow.names]
+    if missing:
+        raise SourceError(f"{path}: not {what}: no column(s) {missing} (columns: {parquet.schema_arrow.names})")
+    for batch in parquet.iter_batches(columns=columns, batch_size=batch_size):
+        yield [batch.column(i).to_pylist() for i in range(len(columns))]
+
+
 def read_documents(path: str, counters: dict[str, int], text_column: str = "text",
                    max_document_bytes: int = 16 << 20) -> Iterator[dict[str, Any]]:
     """``{"__key__", "text"}`` per document of one corpus file, streamed; bad lines counted (``bad_json``)."""
     name = path.rsplit("/", 1)[-1]
     if path.endswith(".parquet"):
-        import pyarrow.parquet as pq
-
-        try:
-            parquet = pq.ParquetFile(path)
-        except Exception as error:  # noqa: BLE001 - pyarrow raises several types for a bad file
-            count(counters, "file_error")
-            from kosmos.stream import warn
-            warn(f"{path}: {' '.join(str(error).split())[:200]}")
-            return
-        if text_column not in parquet.schema_arrow.names:
-            raise SourceError(f"{path}: no column {text_column!r} (columns: {parquet.schema_arrow.names})")
         index = 0
-        for batch in parquet.iter_batches(columns=[text_column], batch_size=256):
-            for text in batch.column(0).to_pylist():
+        for (texts,) in parquet_batches(path, [text_column], counters, f"a text corpus with a {text_column!r} column"):
+            for text in texts:
                 yield {"__key__": f"{name}:{index}", "text": text}
                 index += 1
         return
@@ -86,29 +121,9 @@ def read_documents(path: str, counters: dict[str, int], text_column: str = "text
             if lines:
                 yield {"__key__": f"{name}:{index}", "text": "\n".join(lines)}
         return
-    try:
-        handle = _open_binary(path)
-    except OSError as error:
-        count(counters, "file_error")
-        from kosmos.stream import warn
-        warn(f"{path}: {error}")
-        return
-    with handle:
-        try:
-            for index, line in enumerate(bounded_lines(handle, max_document_bytes, counters)):
-                if not line.strip():
-                    continue
-                try:
-                    document = json.loads(line)
-                except (ValueError, UnicodeDecodeError, RecursionError):
-                    count(counters, "bad_json")
-                    continue
-                text = document.get(text_column) if isinstance(document, dict) else None
-                yield {"__key__": f"{name}:{index}", "text": text}
-        except (OSError, EOFError) as error:  # a truncated .gz/.zst ends the file; what was read is kept
-            count(counters, "file_error")
-            from kosmos.stream import warn
-            warn(f"{path}: {error}")
+    for index, document in json_lines(path, counters, max_document_bytes):
+        text = document.get(text_column) if isinstance(document, dict) else None
+        yield {"__key__": f"{name}:{index}", "text": text}
 
 
 class TextSource(Source):
