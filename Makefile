@@ -26,6 +26,7 @@ DOWNLOAD_ARGS ?=
 help:
 	@echo "make setup | test | test-fast | demo | bench | bench-gpu"
 	@echo "make download | pipeline | noun-chunks | ground | expand | write | stats | submit   (docs/pipeline.md, docs/cluster.md)"
+	@echo "make instruct   (grounded instruction data from a GRIT build: docs/instruct.md)"
 	@echo "make calibrate   (the detector's --box-threshold from labelled data: docs/detectors.md)"
 	@echo "make gallery | report | demo-detector | train | predict | score | e2e   (docs/views.md, docs/companion.md)"
 
@@ -93,6 +94,14 @@ write: setup
 
 stats: setup
 	$(PY) -m grit_pipeline stats "$(OUTPUT)"
+
+# Grounded instruction data from a GRIT build (docs/instruct.md): make instruct [GRIT=demo_out/grit]
+#   [INSTRUCT=demo_out/instruct] [INSTRUCT_ARGS='--text-format paper --box-to-expression 2 --engine ray']
+GRIT ?= $(OUTPUT)
+INSTRUCT ?= demo_out/instruct
+.PHONY: instruct
+instruct: setup
+	$(PY) -m grit_pipeline instruct --input "$(GRIT)" --output "$(INSTRUCT)" $(INSTRUCT_ARGS)
 
 # Calibration (docs/detectors.md, "Calibrating a detector"): one grounding pass on labelled shards, then the
 # sweep of --box-threshold / --nms-iou. make calibrate INPUT=labelled_shards DETECTOR=hf MODEL=...
