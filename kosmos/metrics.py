@@ -469,3 +469,63 @@ def _close_meteor(scorer) -> None:
             scorer.meteor_p.wait()
     except Exception:
         pass
+
+
+# --------------------------------------------------------------------------- in-context (Kosmos-1) metrics
+
+def multiple_choice(loglikelihoods: Sequence[float], choice_lengths: Sequence[int], gold: int) -> dict[str, float]:
+    """lm-evaluation-harness's ``acc`` (the choice with the highest summed log-likelihood is right) and ``acc_norm``
+    (the same after dividing each log-likelihood by its choice's length in characters); ties go to the first."""
+    def argmax(values):
+        return max(range(len(values)), key=lambda i: (values[i], -i))
+
+    normalised = [ll / max(n, 1) for ll, n in zip(loglikelihoods, choice_lengths)]
+    return {"acc": float(argmax(list(loglikelihoods)) == gold), "acc_norm": float(argmax(normalised) == gold)}
+
+
+def roc_auc(scores: Sequence[float], labels: Sequence[int]) -> float:
+    """Area under the ROC curve: the probability that a positive scores above a negative, ties counting half
+    (the Mann-Whitney statistic, equal to sklearn's ``roc_auc_score``)."""
+    positives = [s for s, y in zip(scores, labels) if y]
+    negatives = [s for s, y in zip(scores, labels) if not y]
+    if not positives or not negatives:
+        raise ValueError("ROC AUC needs at least one positive and one negative item")
+    ordered = sorted((s, i) for i, s in enumerate(scores))
+    ranks = [0.0] * len(scores)
+    start = 0
+    while start < len(ordered):  # average ranks over ties
+        end = start
+        while end + 1 < len(ordered) and ordered[end + 1][0] == ordered[start][0]:
+            end += 1
+        for position in range(start, end + 1):
+            ranks[ordered[position][1]] = (start + end) / 2 + 1
+        start = end + 1
+    positive_rank_sum = sum(r for r, y in zip(ranks, labels) if y)
+    n_pos, n_neg = len(positives), len(negatives)
+    return (positive_rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
+def squad_normalise(text: str) -> str:
+    """SQuAD v1.1 ``normalize_answer``: lower case, punctuation and articles removed, whitespace collapsed."""
+    import string
+
+    text = "".join(ch for ch in text.lower() if ch not in set(string.punctuation))
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+def squad_em_f1(prediction: str, answers: Sequence[str]) -> tuple[float, float]:
+    """Exact match and token F1 of a prediction, the maximum over the reference answers (SQuAD v1.1 script,
+    which WebSRC's evaluation follows)."""
+    from collections import Counter
+
+    def f1(pred: str, truth: str) -> float:
+        p, t = squad_normalise(pred).split(), squad_normalise(truth).split()
+        common = sum((Counter(p) & Counter(t)).values())
+        if common == 0:
+            return 0.0
+        precision, recall = common / len(p), common / len(t)
+        return 2 * precision * recall / (precision + recall)
+
+    em = max(float(squad_normalise(prediction) == squad_normalise(a)) for a in answers)
+    return em, max(f1(prediction, a) for a in answers)
