@@ -1,0 +1,59 @@
+"""Rendered SST-2 (OpenAI's ``rendered-sst2``: ``test/positive/*.png``, ``test/negative/*.png``), OCR-free sentiment:
+the text is only in the image (Kosmos-1 section 4.4). The two answers are ranked by log-likelihood; accuracy."""
+from __future__ import annotations
+
+from kosmos.evaluate.rank import Option, RankItem
+from kosmos.tasks.base import Inputs, Task, first_existing
+
+PROMPT = "Question: what is the sentiment of the opinion? Answer:"
+ANSWERS = ("negative", "positive")
+
+
+def examples(inputs: Inputs) -> list[dict]:
+    from kosmos.evalfiles import read_labelled_images
+
+    rows = read_labelled_images(inputs.annotations, inputs.images)
+    for row in rows:
+        if row["label"] not in ANSWERS:
+            raise ValueError(f"annotations {inputs.annotations}: {row['id']}: label must be one of {ANSWERS}")
+    return rows
+
+
+def items_for(rows: list[dict], context=lambda row: ()) -> list[RankItem]:
+    return [RankItem(row["id"], [Option((("image", row["image"]),) + context(row) + (("text", PROMPT),), " " + a)
+                                 for a in ANSWERS]) for row in rows]
+
+
+def queries(inputs: Inputs) -> list[RankItem]:
+    return items_for(examples(inputs))
+
+
+def accuracy(predictions: str, rows: list[dict], answers=ANSWERS) -> dict:
+    """Accuracy (percent): the answer with the higher log-likelihood is the label; a missing prediction is wrong."""
+    from kosmos.evalfiles import read_records, record_field
+
+    scores = {str(record_field(r, "id", w, (str, int))): record_field(r, "loglikelihoods", w, list)
+              for w, r in read_records(predictions, "predictions")}
+    hits = missing = 0
+    for row in rows:
+        lls = scores.get(str(row["id"]))
+        if lls is None:
+            missing += 1
+            continue
+        hits += answers[max(range(len(answers)), key=lambda i: (lls[i], -i))] == row["label"]
+    return {"accuracy": round(100 * hits / len(rows), 2) if rows else 0.0, "total": len(rows), "missing": missing}
+
+
+def score(predictions: str, inputs: Inputs) -> dict:
+    return accuracy(predictions, examples(inputs))
+
+
+def find(root):
+    """Suite layout: ``DIR/rendered-sst2/test/{positive,negative}/``."""
+    folder = first_existing(root, "rendered-sst2/test", "sst2/test")
+    return Inputs(annotations=str(folder)) if folder else None
+
+
+TASK = Task(name="sst2", benchmark="Rendered SST-2 (image folder: test/positive, test/negative)", mode="rank",
+            prompt="[image] " + PROMPT + " {positive|negative}", needs=("annotations",), metric="accuracy",
+            queries=queries, score=score, find=find)
