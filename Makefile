@@ -29,6 +29,7 @@ help:
 	@echo "make instruct   (grounded instruction data from a GRIT build: docs/instruct.md)"
 	@echo "make calibrate   (the detector's --box-threshold from labelled data: docs/detectors.md)"
 	@echo "make gallery | report | demo-detector | train | predict | score | e2e   (docs/views.md, docs/companion.md)"
+	@echo "make tasks | eval | eval-suite   (the evaluation tasks and the Kosmos-1 suite: docs/evaluation.md)"
 
 setup: $(STAMP)
 
@@ -167,21 +168,38 @@ TASK ?= rec
 IMAGES ?=
 ANNOTATIONS ?=
 QUESTIONS ?=
-PREDICTIONS ?= $(RUN)/predictions_$(TASK).$(if $(filter caption vqa,$(TASK)),json,jsonl)
+# the predictions file's suffix comes from the task registry (kosmos tasks; evaluated only when used)
+PREDICTIONS ?= $(RUN)/predictions_$(TASK).$(shell $(PY) -m kosmos tasks --suffix $(TASK))
 PREDICT_ARGS ?=
-.PHONY: train predict score e2e
+# make eval TASK=copa ANNOTATIONS=val.jsonl EVAL_ARGS='--train train.jsonl --shots 0 1 4 --trials 3'
+# make eval-suite EVAL_DATA=DIR (every Kosmos-1 task whose files are in DIR; docs/evaluation.md lists the layout)
+EVAL_OUT ?= $(RUN)/eval
+EVAL_DATA ?=
+EVAL_ARGS ?=
+.PHONY: train predict score e2e eval eval-suite tasks
 
 train: setup
 	$(PY) -m kosmos train --data "$(DATA)" --output "$(RUN)" --preset $(PRESET) \
 		$(if $(RAY_ADDRESS),--ray-address "$(RAY_ADDRESS)") $(TRAIN_ARGS)
 
 predict: setup
-	$(PY) -m kosmos predict $(TASK) --model "$(RUN)" --images "$(IMAGES)" --output "$(PREDICTIONS)" \
+	$(PY) -m kosmos predict $(TASK) --model "$(RUN)" $(if $(IMAGES),--images "$(IMAGES)") --output "$(PREDICTIONS)" \
 		$(if $(ANNOTATIONS),--annotations "$(ANNOTATIONS)") $(if $(QUESTIONS),--questions "$(QUESTIONS)") $(PREDICT_ARGS)
 
 score: setup
 	$(PY) -m kosmos score $(TASK) --predictions "$(PREDICTIONS)" --annotations "$(ANNOTATIONS)" \
 		$(if $(QUESTIONS),--questions "$(QUESTIONS)")
+
+eval: setup
+	$(PY) -m kosmos eval $(TASK) --model "$(RUN)" --output "$(EVAL_OUT)" $(if $(IMAGES),--images "$(IMAGES)") \
+		$(if $(ANNOTATIONS),--annotations "$(ANNOTATIONS)") $(if $(QUESTIONS),--questions "$(QUESTIONS)") $(EVAL_ARGS)
+
+eval-suite: setup
+	@test -n "$(EVAL_DATA)" || { echo "usage: make eval-suite EVAL_DATA=DIR [RUN=model] [EVAL_OUT=...] [EVAL_ARGS='--trials 3']"; exit 2; }
+	$(PY) -m kosmos eval --suite kosmos1 --data "$(EVAL_DATA)" --model "$(RUN)" --output "$(EVAL_OUT)" $(EVAL_ARGS)
+
+tasks: setup
+	$(PY) -m kosmos tasks
 
 # make e2e LEVEL=1|2|3 [E2E_INIT=e2e_out/level1/run/best]: the whole loop on a curriculum world (kosmos/e2e.py)
 LEVEL ?= 3

@@ -44,22 +44,30 @@ class EncodedOption:
     images: list[str]       # image files in slot order
 
 
-def encode_option(encoder: SequenceEncoder, option: Option, pixels: ImageCache) -> EncodedOption:
-    """An option as ``<s>`` context continuation (no ``</s>``), with the image behind every slot position."""
-    segments, images = [], []
-    for kind, value in option.context:
-        if kind == "image":
-            segments.append(Image(pixels(value)[0]))
-            images.append(value)
-        else:
-            segments.append(Text(value))
-    row = encoder.encode(segments, add_eos=False)
-    ids = row["input_ids"].tolist()
-    keys: list = [None] * len(ids)
-    slot_positions = [i for i, m in enumerate(row["image_embeds_position_mask"].tolist()) if m]
-    per_image = encoder.num_image_tokens
-    for n, position in enumerate(slot_positions):
-        keys[position] = (images[n // per_image], n % per_image)
+def encode_option(encoder: SequenceEncoder, option: Option, pixels: ImageCache, contexts: dict | None = None
+                  ) -> EncodedOption:
+    """An option as ``<s>`` context continuation (no ``</s>``), with the image behind every slot position.
+    ``contexts`` caches encoded contexts (the options of a multiple-choice item share theirs)."""
+    encoded = contexts.get(option.context) if contexts is not None else None
+    if encoded is None:
+        segments, images = [], []
+        for kind, value in option.context:
+            if kind == "image":
+                segments.append(Image(pixels(value)[0]))
+                images.append(value)
+            else:
+                segments.append(Text(value))
+        row = encoder.encode(segments, add_eos=False)
+        ids = row["input_ids"].tolist()
+        keys: list = [None] * len(ids)
+        slot_positions = [i for i, m in enumerate(row["image_embeds_position_mask"].tolist()) if m]
+        per_image = encoder.num_image_tokens
+        for n, position in enumerate(slot_positions):
+            keys[position] = (images[n // per_image], n % per_image)
+        encoded = (ids, keys, images)
+        if contexts is not None:
+            contexts[option.context] = encoded
+    ids, keys, images = encoded
     continuation = encoder.text_ids(option.continuation)
     if not continuation:
         raise ValueError(f"empty continuation {option.continuation!r}")
@@ -83,10 +91,12 @@ def _embed_rows(model, options: list[EncodedOption], image_embeds: dict[str, tor
     embed = model.get_input_embeddings()
     rows = []
     for option in options:
-        row = embed(torch.tensor(option.ids, device=device)).clone()
-        for position, key in enumerate(option.keys):
-            if key is not None:
-                row[position] = image_embeds[key[0]][key[1]].to(row.dtype)
+        row = embed(torch.tensor(option.ids, device=device))
+        slots = [(p, k) for p, k in enumerate(option.keys) if k is not None]
+        if slots:
+            row = row.clone()
+            positions = torch.tensor([p for p, _ in slots], device=device)
+            row[positions] = torch.stack([image_embeds[f][i] for _, (f, i) in slots]).to(row.dtype)
         rows.append(row)
     return rows
 
@@ -154,7 +164,8 @@ def rank(model, processor, items: list[RankItem], shared_prefix: bool = True, im
                               image_mode)
     pixels = ImageCache(encoder)
     for done, item in enumerate(items, 1):
-        encoded = [encode_option(encoder, option, pixels) for option in item.options]
+        contexts: dict = {}
+        encoded = [encode_option(encoder, option, pixels, contexts) for option in item.options]
         with torch.no_grad():
             scores = score_options(model, encoder, encoded, pixels, shared_prefix)
         yield {"id": item.id, "loglikelihoods": [s["loglikelihood"] for s in scores],
