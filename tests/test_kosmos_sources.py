@@ -380,5 +380,10 @@ def test_kosmos_train_cli_refusals_are_one_line_and_touch_nothing(mixture_files,
     assert main(["train", "--mix", f"text={tmp_path / 'nowhere'}", "--output", str(tmp_path / "r2")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nowhere" in err[0] and not (tmp_path / "r2").exists()
+    for flags, message in ((["--max-images-per-sequence", "0"], "--max-images-per-sequence must be an integer >= 1"),
+                           (["--mmc4-min-similarity", "nan"], "--mmc4-min-similarity must be a finite number")):
+        assert main(base + ["--overwrite"] + flags) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0]
     assert main(base + ["--overwrite", "--loader-workers", "0"]) == 0
     assert (run / "notes.txt").read_text() == "mine" and len((run / "train_log.jsonl").read_text().splitlines()) == 1

@@ -79,6 +79,21 @@ class DataConfig:
         "group": "data", "help": "items held for shuffling per reader (0: file order only)"})
     seed: int = field(default=0, metadata={"cli": False})
 
+    def number_problems(self) -> list[str]:
+        """Data settings out of range (e.g. ``--max-images-per-sequence 0``), one line each."""
+        import math
+
+        rules = {"sequence_length": 8, "max_length": 1, "max_document_bytes": 1, "max_images_per_sequence": 1,
+                 "max_images_per_document": 0, "shuffle_buffer": 0}
+        problems = [f"--{name.replace('_', '-')} must be an integer >= {low}, got {getattr(self, name)!r}"
+                    for name, low in rules.items()
+                    if not (isinstance(getattr(self, name), int) and getattr(self, name) >= low)]
+        for name in ("mmc4_min_similarity", "grounding_prob", "min_box_area_kept"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value)):
+                problems.append(f"--{name.replace('_', '-')} must be a finite number, got {value!r}")
+        return problems
+
 
 def build_source(spec: SourceSpec, encoder, config: DataConfig) -> Source:
     """The source of ``spec.kind`` (one-line ``SourceError`` for an unknown kind)."""

@@ -42,7 +42,8 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
     from kosmos.mix import check_sources
     from kosmos.sources import DataConfig
 
-    problems = cfg.number_problems()
+    data = DataConfig(**{k: v for k, v in cfg.data_options.items() if hasattr(DataConfig, k)})
+    problems = cfg.number_problems() + data.number_problems()
     if problems:
         raise ValueError("; ".join(problems))
     check_run_folder(cfg)
@@ -50,7 +51,7 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
     if resume_dir is not None:  # a crafted state.pt is refused here in one line, before any worker starts
         ckpt.check_state(resume_dir)
     specs = source_specs(cfg.resolved())
-    check_sources(specs, DataConfig(**{k: v for k, v in cfg.data_options.items() if hasattr(DataConfig, k)}))
+    check_sources(specs, data)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     processor = prepare_processor(cfg, log)
