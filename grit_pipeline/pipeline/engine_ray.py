@@ -204,8 +204,9 @@ class OperatorActor:
         except Exception as error:  # noqa: BLE001 - see the class docstring
             self.setup_error = error
 
-    def ready(self) -> bool:
-        return True
+    def commit(self, sink, shard: str, part_names: list[str], params: dict, input_description: str) -> dict:
+        """``parts.commit_shard`` in this actor's process (the fused plan: no other worker to start)."""
+        return commit_shard(sink, self.source, shard, part_names, params, input_description)
 
     def run_shard(self, shard: str) -> Iterator[list[dict[str, Any]]]:
         """Read one shard, run the stages CHUNK_ROWS samples at a time and write each chunk as a part;
@@ -216,6 +217,7 @@ class OperatorActor:
         for start in range(0, len(samples), CHUNK_ROWS):
             chunk = run_stages(self.stages, samples[start:start + CHUNK_ROWS])
             yield write_parts(self.sink_url, chunk, node=current_node())
+            del chunk  # (the image bytes of a chunk are on disk now)
 
     def __call__(self, table: pa.Table) -> Iterator[pa.Table]:
         """A Ray Data batch (the streaming plan): shard names when the operator reads, else samples;
@@ -282,7 +284,9 @@ def _run_fused(config: PipelineConfig, job, operator: Operator, todo: list[str],
 
     An actor that dies (its node lost) gives its shard back to the queue and the others carry on; the
     parts it wrote are either accepted already (a retry's copies of the same keys are then refused by the
-    ledger) or never seen (the retry's are accepted)."""
+    ledger) or never seen (the retry's are accepted). Each ``PartInfo`` carries its actor under "actor",
+    so the shard's commit can run there (before the actor's next shard: Ray runs one caller's calls to an
+    actor in order)."""
     import ray
     from ray.exceptions import ActorDiedError, ActorUnavailableError, ObjectLostError, OwnerDiedError
 
@@ -323,7 +327,8 @@ def _run_fused(config: PipelineConfig, job, operator: Operator, todo: list[str],
                 for other in idle[:len(queue)]:
                     start(other)
                 continue
-            yield from infos
+            for info in infos:
+                yield info | {"actor": actor}
 
 
 def _run_streaming(config: PipelineConfig, job, operators: list[Operator], todo: list[str],
@@ -368,20 +373,30 @@ def _commit_on_workers(config: PipelineConfig, part_infos: Iterator[dict[str, An
     """Account for the parts the workers wrote and have each complete shard committed by a worker."""
     import ray
 
+    from ray.exceptions import ActorDiedError, ActorUnavailableError
+
     commit = ray.remote(commit_shard).options(max_retries=3, **placement(config, LIGHT_CPUS))
     sink_ref, source_ref = ray.put(job.sink), ray.put(job.source)
     ledger = PartLedger()
-    pending: dict[Any, str] = {}
+    pending: dict[Any, tuple[str, list[str], bool]] = {}  # commit ref -> (shard, parts, on an actor)
 
-    def submit(shard: str, parts: list[str]) -> None:
-        ref = commit.remote(sink_ref, source_ref, shard, parts, job.expected[shard], job.describe(shard))
-        pending[ref] = shard
+    def submit(shard: str, parts: list[str], actor=None) -> None:
+        """A commit on ``actor`` (the one that wrote the shard's last part), else as a task on any worker."""
+        args = (shard, parts, job.expected[shard], job.describe(shard))
+        ref = actor.commit.remote(sink_ref, *args) if actor is not None else commit.remote(sink_ref, source_ref, *args)
+        pending[ref] = (shard, parts, actor is not None)
 
     def harvest(timeout: float | None) -> None:
         ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=timeout)
         for ref in ready:
-            shard = pending.pop(ref)
-            result = ray.get(ref)  # a commit that failed all its retries fails the run here
+            shard, parts, on_actor = pending.pop(ref)
+            try:
+                result = ray.get(ref)  # a commit task that failed all its retries fails the run here
+            except (ActorDiedError, ActorUnavailableError):
+                if not on_actor:
+                    raise
+                submit(shard, parts)  # the actor was lost before it committed: a task does it
+                continue
             job.count_node(result["node"], "commits")
             parts = ledger.shards.get(shard)
             job.committed(shard, result["samples"], dict(parts.counts) if parts else {})
@@ -393,7 +408,7 @@ def _commit_on_workers(config: PipelineConfig, part_infos: Iterator[dict[str, An
             job.count_node(info["node"], "parts")
             job.progress.samples_finished(info["shard"], info["shard_total"], len(info["keys"]))
             if ledger.complete(info["shard"]):
-                submit(info["shard"], ledger.shards[info["shard"]].parts)
+                submit(info["shard"], ledger.shards[info["shard"]].parts, info.get("actor"))
         # else: a duplicate attempt's part, never merged, deleted with the shard's staging
         if pending:
             harvest(timeout=0)

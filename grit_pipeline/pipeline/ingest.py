@@ -67,7 +67,10 @@ def read_input_shard(shard: InputShard, check_letterbox: bool = True,
     if shard.has_parquet:
         try:
             parquet_copies: Counter = Counter()
-            for index, row in enumerate(pq.read_table(folder.open(f"{shard.name}.parquet")).to_pylist()):
+            # ParquetFile, not read_table: the same table without importing pyarrow.dataset (~1 s per process)
+            with folder.open(f"{shard.name}.parquet") as f:
+                rows = pq.ParquetFile(f).read().to_pylist()
+            for index, row in enumerate(rows):
                 if row.get("key") is not None:
                     key = str(row["key"])
                     parquet_copies[key] += 1

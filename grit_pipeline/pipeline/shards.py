@@ -109,7 +109,7 @@ class StageSource:
 
     def read(self, shard: str) -> list[dict[str, Any]]:
         with self.folder.open(f"{shard}.parquet") as f:
-            return table_to_rows(pq.read_table(f))
+            return table_to_rows(pq.ParquetFile(f).read())  # (no pyarrow.dataset import)
 
 
 def _parquet_rows(folder: Folder, name: str) -> int | None:
