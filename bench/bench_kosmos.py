@@ -20,7 +20,8 @@ def run() -> dict:
     from kosmos.sequence import SequenceEncoder
     from kosmos.sources import DataConfig, SourceSpec, build_source
     from kosmos.sources.grounded import iter_records
-    from kosmos.stream import SourceStream, expand_urls
+    from kosmos.shards import expand_urls
+    from kosmos.stream import SourceStream
     from kosmos.tokenizer import build_processor, train_tokenizer
     from kosmos.toydata import write_toy_shards
     from kosmos.train import TrainConfig, read_log, train

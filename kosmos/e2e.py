@@ -73,7 +73,7 @@ def training_boxes(grit_dir: Path, min_score: float = 0.65):
     from grit_pipeline.serialize import select_entities
 
     from kosmos.sources.grounded import iter_records
-    from kosmos.stream import expand_urls
+    from kosmos.shards import expand_urls
 
     for record in iter_records(expand_urls(str(grit_dir))):
         for entity in select_entities(record, min_score=min_score):

@@ -42,18 +42,3 @@ def move_box(box, frame, min_area_kept: float = 0.2):
         return None
     return (nx1, ny1, nx2, ny2)
 
-
-def decode_image(data: bytes, what: str = "image"):
-    """Bytes -> PIL RGB image; raises ``kosmos.sources.base.SampleError('decode_error')`` on corrupt data."""
-    import io
-
-    from PIL import Image
-
-    from kosmos.sources.base import SampleError
-
-    try:
-        image = Image.open(io.BytesIO(data))
-        image.load()
-        return image.convert("RGB")
-    except Exception as error:  # PIL raises many types on corrupt data
-        raise SampleError("decode_error", f"{what}: {error}") from None

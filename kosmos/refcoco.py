@@ -13,7 +13,7 @@ import json
 import os
 from pathlib import Path
 
-from kosmos.stream import expand_urls, raw_samples
+from kosmos.shards import expand_urls, raw_samples
 
 
 def truth_lines(truth_dir: str | Path):

@@ -110,3 +110,10 @@ def test_kosmos_evaluation_never_imports_training():
     for unit in ("evaluate", "tasks", "predict", "score", "metrics", "evalfiles"):
         assert "train" not in reachable(graph, unit), f"kosmos/{unit} reaches kosmos/train"
     assert "tasks" not in reachable(graph, "evaluate") and "predict" not in reachable(graph, "evaluate")
+
+
+def test_no_import_cycle_between_kosmos_units():
+    graph = import_graph(KOSMOS)
+    assert "sources" in graph and "stream" in graph  # the walk sees the real packages
+    cycle = find_cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)

@@ -11,7 +11,8 @@ from kosmos.images import crop_frame, move_box, prepare_image
 from kosmos.sequence import SequenceEncoder, collate
 from kosmos.sources import DataConfig, SampleError, SourceSpec
 from kosmos.sources.grounded import GroundedSource, control_token_in, decode_sample, iter_records, training_text
-from kosmos.stream import SourceStream, expand_urls, raw_samples
+from kosmos.shards import expand_urls, raw_samples
+from kosmos.stream import SourceStream
 from kosmos.tokenizer import build_processor, train_tokenizer
 from kosmos.toydata import toy_record, write_toy_shards
 

@@ -31,6 +31,20 @@ class SourceError(ValueError):
     """A source that cannot be used at all (missing, empty, unreadable, wrong kind): one line, before training."""
 
 
+def decode_image(data: bytes, what: str = "image"):
+    """Bytes -> PIL RGB image; raises ``SampleError('decode_error')`` on corrupt data."""
+    import io
+
+    from PIL import Image
+
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+        return image.convert("RGB")
+    except Exception as error:  # PIL raises many types on corrupt data
+        raise SampleError("decode_error", f"{what}: {error}") from None
+
+
 def count(counters: dict[str, int], reason: str, n: int = 1) -> None:
     counters[reason] = counters.get(reason, 0) + n
 

@@ -14,9 +14,9 @@ from typing import Any, Iterator
 
 from grit_pipeline import status as grit_status
 from grit_pipeline.tar_reader import IMAGE_EXTENSIONS
-from kosmos.images import decode_image, move_box
+from kosmos.images import move_box
 from kosmos.sequence import Image, Text
-from kosmos.sources.base import SampleError, Source, SourceError, sample_rng
+from kosmos.sources.base import SampleError, Source, SourceError, decode_image, sample_rng
 
 # grit's reject statuses and img2dataset's failure statuses; "grounded"/"success" are usable.
 FAILED_STATUSES = {s for s in grit_status.ALL if s not in grit_status.KEPT} | {"failed_to_download", "failed_to_resize"}
@@ -133,7 +133,7 @@ class TarSource(Source):
     """Sources whose files are webdataset tar shards."""
 
     def list_files(self) -> list[str]:
-        from kosmos.stream import expand_urls
+        from kosmos.shards import expand_urls
 
         try:
             return expand_urls(self.spec.paths)
@@ -141,7 +141,7 @@ class TarSource(Source):
             raise SourceError(f"{self.spec.label}: {error}") from None
 
     def read(self, path: str, counters: dict[str, int]) -> Iterator[dict[str, Any]]:
-        from kosmos.stream import raw_samples
+        from kosmos.shards import raw_samples
 
         return raw_samples(path, counters)
 
@@ -153,7 +153,7 @@ class TarSource(Source):
 
     def first_record(self) -> dict | None:
         """The json of the first sample that has one (to tell GRIT shards from plain image-caption shards)."""
-        from kosmos.stream import raw_samples
+        from kosmos.shards import raw_samples
 
         for path in self.list_files()[:3]:
             for raw in raw_samples(path, {}):
@@ -192,7 +192,7 @@ class GroundedSource(TarSource):
 
 def iter_records(urls: list[str], counters: dict[str, int] | None = None) -> Iterator[dict[str, Any]]:
     """GRIT records (json only, images not decoded) of all shards in order."""
-    from kosmos.stream import raw_samples
+    from kosmos.shards import raw_samples
 
     counters = counters if counters is not None else {}
     for url in urls:

@@ -24,8 +24,7 @@ import re
 from typing import Any, Iterator
 
 from kosmos.conversation import conversation_segments, conversation_text, turns_of
-from kosmos.images import decode_image
-from kosmos.sources.base import SampleError, Source, SourceError, count
+from kosmos.sources.base import SampleError, Source, SourceError, count, decode_image
 from kosmos.sources.grounded import check_plain_text
 
 JSONL_PATTERNS = ("*.jsonl", "*.jsonl.gz", "*.jsonl.zst", "*.json")
@@ -104,7 +103,7 @@ class InstructionSource(Source):
     plain_text = True   # texts must not spell control tokens (grit_instruct's markup is meant)
 
     def list_files(self) -> list[str]:
-        from kosmos.stream import expand_paths
+        from kosmos.shards import expand_paths
 
         try:
             return expand_paths(self.spec.paths, self.patterns, f"{self.kind} files ({', '.join(self.patterns)})")
@@ -259,7 +258,7 @@ class GritInstructSource(InstructionSource):
     plain_text = False
 
     def list_files(self) -> list[str]:
-        from kosmos.stream import expand_urls
+        from kosmos.shards import expand_urls
 
         try:
             return expand_urls(self.spec.paths)
@@ -267,13 +266,13 @@ class GritInstructSource(InstructionSource):
             raise SourceError(f"{self.spec.label}: {error}") from None
 
     def read(self, path: str, counters: dict[str, int]) -> Iterator[dict[str, Any]]:
-        from kosmos.stream import raw_samples
+        from kosmos.shards import raw_samples
 
         return raw_samples(path, counters)
 
     def check(self) -> None:
         super().check()
-        from kosmos.stream import raw_samples
+        from kosmos.shards import raw_samples
 
         for raw in raw_samples(self.list_files()[0], {}):
             entry = _entry(raw)

@@ -27,9 +27,8 @@ import os
 import re
 from typing import Any, Iterator
 
-from kosmos.images import decode_image
 from kosmos.sequence import IGNORE
-from kosmos.sources.base import SampleError, Source, SourceError, count
+from kosmos.sources.base import SampleError, Source, SourceError, count, decode_image
 from kosmos.sources.grounded import control_token_in
 
 INTERLEAVED_PATTERNS = ("*.jsonl", "*.jsonl.gz", "*.jsonl.zst", "*.parquet", "*.tar")
@@ -165,7 +164,7 @@ class InterleavedSource(Source):
         self.library = ImageLibrary(config.images_from)
 
     def list_files(self) -> list[str]:
-        from kosmos.stream import expand_paths
+        from kosmos.shards import expand_paths
 
         try:
             return expand_paths(self.spec.paths, INTERLEAVED_PATTERNS,
@@ -183,7 +182,7 @@ class InterleavedSource(Source):
     def read(self, path: str, counters: dict[str, int]) -> Iterator[dict[str, Any]]:
         name = path.rsplit("/", 1)[-1]
         if path.endswith(".tar"):
-            from kosmos.stream import raw_samples
+            from kosmos.shards import raw_samples
 
             for raw in raw_samples(path, counters):
                 yield {**raw, "__form__": "tar"}

@@ -51,7 +51,7 @@ def bounded_lines(stream, max_bytes: int, counters: dict[str, int]) -> Iterator[
 
 
 def _file_error(counters: dict[str, int], path: str, error: Exception) -> None:
-    from kosmos.stream import warn
+    from kosmos.shards import warn
 
     count(counters, "file_error")
     warn(f"{path}: {' '.join(str(error).split())[:200]}")
@@ -130,7 +130,7 @@ class TextSource(Source):
     kind = "text"
 
     def list_files(self) -> list[str]:
-        from kosmos.stream import expand_paths
+        from kosmos.shards import expand_paths
 
         try:
             return expand_paths(self.spec.paths, TEXT_PATTERNS, "text corpus files (.jsonl[.gz|.zst], .parquet, .txt)")

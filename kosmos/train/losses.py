@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from kosmos.evaluate.model import resolve_device  # noqa: F401 - the one device rule, re-exported
+
 
 def lr_factor(step: int, warmup: int, total: int, min_ratio: float = 0.0) -> float:
     """Linear warm-up to 1 over ``warmup`` steps, then linear decay to ``min_ratio`` at ``total``."""
@@ -91,12 +93,6 @@ def target_weights(labels: torch.Tensor, location_lookup: torch.Tensor, location
     valid = targets != -100
     loc = valid & location_lookup.to(targets.device)[targets.clamp(min=0)]
     return valid.float() + (location_weight - 1.0) * loc.float()
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def autocast_for(device: torch.device, precision: str):
