@@ -50,7 +50,8 @@ def _add_task_inputs(p, task_help: str, optional: bool = False) -> None:
     d.add_argument("--train", help="the training split's file, in the benchmark's format (demonstrations)")
     d.add_argument("--train-questions", help="vqa: the training split's questions json")
     d.add_argument("--train-images", help="images of the training split (default: --images)")
-    d.add_argument("--seed", type=int, default=1234, help="demonstration seed (each query and trial draws its own, docs/evaluation.md)")
+    d.add_argument("--seed", type=int, default=1234, help="demonstration seed: query q of trial t draws its demonstrations with "
+                        "random.Random(f'{seed}/{t}/{q}') (docs/evaluation.md)")
 
 
 def _inputs(args, shots: int = 0, trial: int = 0):
@@ -90,7 +91,8 @@ def _add_predict(sub) -> None:
                        description="Generate (or rank candidates) with the prompt and settings TASK declares.")
     _add_task_inputs(p, "the task")
     p.add_argument("--shots", type=int, default=0, help="demonstrations per query (from --train)")
-    p.add_argument("--trial", type=int, default=0, help="which trial's demonstrations (seed + trial)")
+    p.add_argument("--trial", type=int, default=0,
+                   help="which trial's demonstrations (query q draws with random.Random(f'{seed}/{trial}/{q}'))")
     p.add_argument("--output", required=True, help="predictions file (JSON lines; json for caption/vqa)")
     _add_run_options(p)
     p.set_defaults(_run=_run_predict)
@@ -197,7 +199,8 @@ def _add_eval(sub) -> None:
     p.add_argument("--suite", choices=("kosmos1",), help="every task of the suite whose files are under --data")
     p.add_argument("--data", help="the suite's folder (docs/evaluation.md lists each task's files there)")
     p.add_argument("--shots", type=int, nargs="+", help="shot counts (default: 0 for one task, the paper's for the suite)")
-    p.add_argument("--trials", type=int, default=1, help="trials per few-shot count (mean and std reported)")
+    p.add_argument("--trials", type=int, default=1,
+                   help="trials per few-shot count, t = 0..N-1, each drawing anew (mean and std reported)")
     p.add_argument("--output", required=True, help="folder for predictions and results")
     _add_run_options(p)
     _add_score_options(p)

@@ -1,10 +1,10 @@
 """Demonstrations for few-shot prompts and the statistics over trials.
 
 Demonstrations are drawn at random from the task's training split (Kosmos-1 section 4), as OpenFlamingo's
-evaluation does: a fixed seed per trial, ``--trials N`` repeats with seeds ``seed + trial``, the metric reported as
-mean and standard deviation over trials. Each query draws its own ``k`` demonstrations from a generator seeded
-by (seed, trial, query id), so a query's demonstrations do not depend on which other queries are evaluated
-(``--limit``), are the same for the same seed, and never include the query itself (same id).
+evaluation does: ``--trials N`` repeats the draw N times (trials 0..N-1), the metric reported as mean and standard
+deviation over trials. Each query draws its own ``k`` demonstrations with ``random.Random(f"{seed}/{trial}/{query
+id}")`` (one generator per seed, trial and query; not ``seed + trial``), so a query's demonstrations do not depend on
+which other queries are evaluated (``--limit``), are the same for the same seed, and never include the query itself (same id).
 """
 from __future__ import annotations
 
