@@ -90,7 +90,8 @@ def test_kill_9_of_the_ray_driver_then_rerun(worlds, tmp_path):
     root, local = worlds
     output = tmp_path / "grit"
     args = [sys.executable, "-m", "grit_pipeline", "run", "--input", str(root / "clean"), "--output", str(output),
-            "--num-cpus", "2", "--text-batch-size", "4", "--ground-batch-size", "2", "--no-progress", *NOOP_FLAGS]
+            "--engine", "ray", "--num-cpus", "2", "--text-batch-size", "4", "--ground-batch-size", "2", "--no-progress",
+            *NOOP_FLAGS]
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
     env.pop("RAY_ADDRESS", None)  # a local in-process Ray, whatever else runs on this machine
     killed = subprocess.run(args, cwd=REPO, env={**env, "GRIT_FAULT_KILL_DRIVER_AFTER_COMMITS": "1"},
