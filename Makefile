@@ -211,5 +211,11 @@ e2e: setup
 mixture-study: setup
 	$(PY) bench/study_mixture.py
 
+# make instruct-study: a tiny model before and after --recipe instruct on a level-1 world: box -> expression and
+# REC on held-out images (bench/study_instruct.py; STUDY_WORLD, STUDY_MODEL, STUDY_TUNE_ARGS)
+.PHONY: instruct-study
+instruct-study: setup
+	$(PY) bench/study_instruct.py
+
 clean:
 	rm -rf demo_out bench_out .pytest_cache
