@@ -12,7 +12,8 @@ from kosmos.tasks.base import Inputs, Task
 MODULES = (
     "rec", "flickr", "reg", "caption", "vqa",
     "storycloze", "hellaswag", "wsc273", "winogrande", "piqa", "boolq", "cb", "copa",
-    "classify", "sst2", "hatefulmemes", "raven", "cot_sst2",
+    "caption_flickr30k", "vizwiz", "classify", "classify_descriptions", "sst2", "hatefulmemes", "websrc", "raven",
+    "cot_sst2",
 )
 
 
