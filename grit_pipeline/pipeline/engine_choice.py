@@ -9,7 +9,8 @@
   local engine's seconds of work for the job (images x the detector's seconds per image on one core), Ray
   is faster when ``W x (1 - 1/k) > RAY_FIXED_S``.
 
-The constants are measured on a 2-core machine (``make bench``, entry ``engines``; docs/benchmarks.md);
+The constants are measured on a 2-core machine shared with other jobs (``make bench``, entry ``engines``;
+docs/benchmarks.md);
 for a detector without a measured cost (``hf``, a registered backend) HEAVY_DETECTOR_S is assumed, so
 those go to Ray from a few dozen images on two or more cores.
 """
@@ -20,10 +21,13 @@ import sys
 
 from .config import PipelineConfig
 
-RAY_FIXED_S = 8.0       # Ray's extra wall seconds on one machine (start-up and shutdown, per-actor start-up)
+# Ray's extra wall seconds on one machine (starting Ray and its workers, stopping it): 6.6-6.9 s measured on
+# 2 cores at load 3, 17 s at load 9 (4.5 runnable processes per core); the rule takes a middle value.
+RAY_FIXED_S = 10.0
 RAY_EFFICIENCY = 0.85   # the Ray engine's rate per actor relative to the local engine, once started
-# The local engine's seconds per image on one core, start-up excluded (images of `grit synth`).
-DETECTOR_SECONDS = {"noop": 0.005, "demo": 0.009}
+# The local engine's seconds per image on one core once started (`grit synth` images; 1.9-2.4 ms and
+# 4.0-4.3 ms of CPU per image measured).
+DETECTOR_SECONDS = {"noop": 0.002, "demo": 0.0045}
 HEAVY_DETECTOR_S = 0.5  # a real detector on a CPU core is slower than this
 SAMPLED_SHARDS = 8      # shards whose size is read to estimate the job (their parquet footers only)
 

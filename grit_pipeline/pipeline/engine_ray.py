@@ -8,15 +8,16 @@ writes, so on a machine or cluster without GPUs one operator does everything and
 Ray's object store:
 
     without GPUs:  shard names --[read, noun chunks, ground, expand, write parts] x one actor per CPU-->
-    with GPUs:     shard names --[read, noun chunks] (--text-pool actors)--> samples
+    with GPUs:     shard names --[read, noun chunks] (max(--text-pool, --read-parallelism) actors)--> samples
                                --[ground] (--ground-pool actors, --num-gpus each)--> samples
                                --[expand, write parts] (one actor)-->
     then:          driver: receives one small row per part (keys, statuses), never samples; when a shard's
-                   parts hold all its samples, a commit task on a worker merges them into the final files,
-                   ``NNNNN.done`` last (see ``parts``).
+                   parts hold all its samples, a worker merges them into the final files, ``NNNNN.done``
+                   last (see ``parts``): without GPUs the actor that wrote the shard's last part, before
+                   its next shard (no other worker process to start), else a commit task.
 
 Without GPUs the operator is a pool of plain Ray actors fed one shard at a time by the driver (``_run_fused``;
-an actor that dies takes its shard back to the queue); the pool has one actor per CPU of the cluster (not
+the shard of an actor that dies goes back to the queue); the pool has one actor per CPU of the cluster (not
 more than the shards to do, nor than its memory holds at ACTOR_MEMORY_BYTES each). With GPUs the three
 operators stream through Ray Data (``_run_streaming``), which applies backpressure between them. Every
 actor and task also asks for a small share of ``config.node_resource`` when set, so a cluster can keep
@@ -26,6 +27,7 @@ size: it holds keys and statuses of the shards in flight only.
 """
 from __future__ import annotations
 
+import math
 import os
 import signal
 import sys
@@ -67,9 +69,9 @@ def init_ray(config: PipelineConfig) -> bool:
         return True
     cpus = config.resolved_num_cpus()
     if config.resolved_num_gpus(cluster_gpus=local_gpus()) > 0:
-        # Separate actor pools: at least enough logical CPUs for both pools plus the light operators, so
-        # the pipeline can always be scheduled on a small machine (Ray oversubscribes; the OS shares).
-        cpus = max(cpus, config.text_pool + config.ground_pool + 2)
+        # The streaming plan: at least enough logical CPUs for all its actor pools and commits, so it can
+        # always be scheduled on a small machine (Ray oversubscribes; the OS shares).
+        cpus = max(cpus, math.ceil(streaming_cpus(config, FUSED)))
     resources = {config.node_resource: 1.0} if config.node_resource else None
     # address="local": always a fresh in-process cluster, never one a `ray start` left on this machine.
     # No worker is started ahead: the actors start their own, and idle ones would only cost start-up CPU.
@@ -106,8 +108,10 @@ class Operator:
         return "".join(words + (["Write"] if self.writes else [])) or "Stages"
 
     def pool_size(self, config: PipelineConfig) -> int:
-        """Actors of this operator in the streaming plan: the largest pool setting of its stages."""
-        return max([cls(config).pool_size() for cls in self.stages] or [1])
+        """Actors of this operator in the streaming plan: the largest pool setting of its stages; the
+        reading operator has at least ``read_parallelism`` (each of its actors reads one shard at a time)."""
+        pools = [cls(config).pool_size() for cls in self.stages] + ([config.read_parallelism] if self.reads else [])
+        return max(pools or [1])
 
     def cpus(self, config: PipelineConfig) -> float:
         return max([cls(config).cpus for cls in self.stages] or [LIGHT_CPUS])
@@ -150,13 +154,17 @@ def placement(config: PipelineConfig, cpus: float, gpus: float = 0) -> dict[str,
     return args
 
 
+def streaming_cpus(config: PipelineConfig, stage_classes=FUSED) -> float:
+    """CPUs the streaming plan holds: its actors for the whole run, plus LIGHT_CPUS for commit tasks."""
+    operators = plan_operators(stage_classes, gpus=True)
+    return sum(op.cpus(config) * op.pool_size(config) for op in operators) + LIGHT_CPUS
+
+
 def check_cluster_cpus(config: PipelineConfig, cluster_cpus: float, stage_classes=FUSED) -> None:
     """Fail fast with a clear message where the streaming plan's actor pools can never all be scheduled
     (Ray would wait). The fused plan is sized from the cluster and always fits."""
-    operators = plan_operators(stage_classes, gpus=True)
     pooled = [cls(config) for cls in stage_classes if cls.pool_setting]
-    # The actors hold their CPUs for the whole run; commit tasks need LIGHT_CPUS beside them.
-    needed = sum(op.cpus(config) * op.pool_size(config) for op in operators) + LIGHT_CPUS
+    needed = streaming_cpus(config, stage_classes)
     if cluster_cpus < needed:
         flags = " + ".join(f"--{s.pool_setting.replace('_', '-')} {s.pool_size()}" for s in pooled) or "no pools"
         light = needed - sum(s.cpus * s.pool_size() for s in pooled)
@@ -320,7 +328,7 @@ def _run_fused(config: PipelineConfig, job, operator: Operator, todo: list[str],
                 actors.remove(actor)
                 queue.appendleft(shard)
                 if not actors:
-                    raise RuntimeError(f"every Ray actor of the pipeline was lost; the last: {error}") from error
+                    raise  # every actor lost: the run stops with the last one's error
                 print(f"[grit] a Ray actor was lost ({type(error).__name__}); shard {shard} goes to another",
                       file=sys.stderr, flush=True)
                 idle = [a for a in actors if a not in {a for a, _ in running.values()}]
