@@ -69,7 +69,7 @@ download: setup
 # rerun one stage with other parameters (make expand BOX_THRESHOLD=T, T from make calibrate) then make write.
 # OVERWRITE=1 rebuilds.
 WORK ?=
-ENGINE ?= ray
+ENGINE ?= auto
 OVERWRITE ?=
 PIPELINE_ARGS ?=
 PIPELINE_FLAGS = --output "$(OUTPUT)" --detector "$(DETECTOR)" $(if $(MODEL),--model "$(MODEL)") \

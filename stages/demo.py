@@ -7,7 +7,7 @@
 4. `grit gallery` and `grit report`, whose paths are printed at the end.
 
 Environment overrides: GRIT_DEMO_IMAGES (default 300), GRIT_DEMO_DIR (default demo_out/demo),
-GRIT_DEMO_ENGINE (ray | local, default ray).
+GRIT_DEMO_ENGINE (auto | ray | local, default auto: the faster engine for the job, as `grit run` picks it).
 
 The demo writes only under its own folder, which no other target defaults to (the Makefile's INPUT and
 OUTPUT are demo_out/shards and demo_out/grit), and starts afresh by emptying only that folder, and only when a
@@ -61,7 +61,7 @@ def main() -> int:
 
     images = int(os.environ.get("GRIT_DEMO_IMAGES", "300"))
     root, shards, build = demo_folders()
-    engine = os.environ.get("GRIT_DEMO_ENGINE", "ray")
+    engine = os.environ.get("GRIT_DEMO_ENGINE", "auto")
     started = time.monotonic()
 
     # A fresh world and build every time: the demo shows a whole run, not a resume.
