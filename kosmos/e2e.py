@@ -135,6 +135,8 @@ def main() -> int:
     run_dir = out / "run"
     if (run_dir / "checkpoints" / "latest").exists():
         train_argv.append("--resume")
+    elif run_dir.exists():  # stopped before its first checkpoint: nothing to resume, start over
+        train_argv.append("--overwrite")
     if not (run_dir / "done").exists():
         timings["train_s"] = _run(train_argv, log)
         (run_dir / "done").write_text("")
