@@ -26,9 +26,10 @@ ICL_FRESH=1, the trained run.
 
 Settings (environment): ICL_DIR (e2e_out/icl), ICL_MINUTES (training budget, 20), ICL_TRAIN_EPISODES (20000),
 ICL_EVAL_EPISODES (200), ICL_RENDERS (40: renders of each shape and colour the training episodes draw from; the
-held-out episodes draw from their own renders), ICL_BATCH (16), ICL_LR (2e-3), ICL_CHECKPOINT_EVERY (500), ICL_THREADS (1),
+held-out episodes draw from their own renders), ICL_BATCH (8), ICL_LR (2e-3), ICL_CHECKPOINT_EVERY (500), ICL_THREADS (1),
 ICL_CAPTIONS (0.3: the share of training documents that are one image with its caption, "A red circle.", so
-that the image features tell colours and shapes apart), ICL_NAMES (how many of ``NAMES`` the episodes draw from, 40), ICL_SEED (0), ICL_TRAIN_ARGS (more ``kosmos train`` flags), ICL_FRESH (1: train again).
+that the image features tell colours and shapes apart), ICL_SHOTS (examples of each name in context, 2), ICL_CONNECTOR (resampler: 18 positions per image; linear,
+67 per image, fits one example per name only), ICL_NAMES (how many of ``NAMES`` the episodes draw from, 2: dax and blicket, bound anew in every episode), ICL_SEED (0), ICL_TRAIN_ARGS (more ``kosmos train`` flags), ICL_FRESH (1: train again).
 """
 from __future__ import annotations
 
@@ -50,7 +51,6 @@ NAMES = ("dax", "blicket", "wug", "toma", "fep", "zup", "kiki", "bouba", "gazzer
 QUESTION = "Question: What is this? Answer:"
 DEMONSTRATION = "This is a {name}"
 IMAGE_SIZE = 64          # the tiny preset's; images are stored at this size (the encoder would resize them)
-WAYS, SHOTS = 2, 2
 
 
 def _env(name: str, default):
@@ -59,6 +59,9 @@ def _env(name: str, default):
         return type(default)(value)
     except ValueError:
         raise SystemExit(f"[icl] {name} must be a {type(default).__name__}, got {value!r}") from None
+
+
+WAYS, SHOTS = 2, _env("ICL_SHOTS", 2)
 
 
 # ----------------------------------------------------------------------------------------------- episodes
@@ -94,7 +97,7 @@ def episode(rng: random.Random, bank: dict, ways: int = WAYS, shots: int = SHOTS
     each in random order, and a query of one of them (another render of its kind). Images are JPEG bytes."""
     from grit_pipeline.synth.vocab import COLOURS, SHAPES
 
-    names = rng.sample(NAMES[:_env("ICL_NAMES", len(NAMES))], ways)
+    names = rng.sample(NAMES[:_env("ICL_NAMES", 2)], ways)
     kinds = list(zip(rng.sample(SHAPES, ways), rng.sample(sorted(COLOURS), ways)))
     answer = rng.randrange(ways)
     renders = {kind: rng.sample(bank[kind], shots + (kind == kinds[answer])) for kind in kinds}
@@ -221,7 +224,8 @@ def main() -> int:
     run = out / "run"
     if _env("ICL_FRESH", 0) or not (run / "checkpoints").is_dir():
         argv = [sys.executable, "-m", "kosmos.cli", "train", "--output", str(run), "--overwrite", "--preset", "tiny",
-                "--connector", "resampler", "--mix", "interleaved=" + ",".join(tars) + f":{_env('ICL_BATCH', 16)}", "--sequence-length", "256",
+                "--connector", _env("ICL_CONNECTOR", "resampler"),
+                "--mix", "interleaved=" + ",".join(tars) + f":{_env('ICL_BATCH', 8)}", "--sequence-length", "256",
                 "--max-images-per-sequence", str(WAYS * SHOTS + 1), "--image-mode", "square",
                 "--lr", str(_env("ICL_LR", 2e-3)),
                 "--steps", "1000000", "--max-minutes", str(minutes), "--threads", str(threads),
@@ -258,7 +262,9 @@ def main() -> int:
     timings["total_s"] = round(time.perf_counter() - started, 1)
     loads["end"] = load_average()
     final = curve[-1] if curve else {}
-    result = {"task": f"fast binding, {WAYS}-way, {SHOTS} examples of each name in context", "names": _env("ICL_NAMES", len(NAMES)), "caption_share": _env("ICL_CAPTIONS", 0.3), "batch": _env("ICL_BATCH", 16), "lr": _env("ICL_LR", 2e-3),
+    result = {"task": f"fast binding, {WAYS}-way, {SHOTS} examples of each name in context",
+              "names": _env("ICL_NAMES", 2), "caption_share": _env("ICL_CAPTIONS", 0.3),
+              "connector": _env("ICL_CONNECTOR", "resampler"), "batch": _env("ICL_BATCH", 8), "lr": _env("ICL_LR", 2e-3),
               "train_episodes": train_episodes, "eval_episodes": len(episodes), "minutes_budget": minutes,
               "threads": threads, "few_shot_accuracy": final.get("few_shot"),
               "zero_shot_accuracy": final.get("zero_shot"), "curve": curve, "loss_curve": loss_curve,
