@@ -1,10 +1,12 @@
 """``make mixture-study``: what the training mixture does to learning, on CPU (a benchmark, not a test).
 
-Two ``make e2e LEVEL=1`` runs side by side (same machine load, tiny preset, the same minutes each): GRIT only, and
+Two ``make e2e LEVEL=1`` runs, one after the other (each with the machine to itself; STUDY_SIDE_BY_SIDE=1 runs them
+at the same time instead, under the same load), tiny preset, the same minutes each: GRIT only, and
 GRIT + image-caption pairs + text + interleaved documents (``kosmos train --mix``, the paper's default
 proportions), both from the synthetic world (``kosmos synth-mixture``). Reports each run's held-out REC (test world)
 and its loss on a held-out text corpus of the world (``kosmos text-loss``), as one JSON object.
-Settings (environment): STUDY_DIR (e2e_out/mixture_study), STUDY_MINUTES (10), plus any E2E_* setting.
+Settings (environment): STUDY_DIR (e2e_out/mixture_study), STUDY_MINUTES (10), STUDY_SIDE_BY_SIDE (0), plus any
+E2E_* setting.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ def main() -> int:
            f"--images-from {world / 'mmc4' / 'images'}")
     runs = {"grit_only": "", "mixture": mix}
     procs = {}
+    side_by_side = os.environ.get("STUDY_SIDE_BY_SIDE") == "1"
     for name, args in runs.items():
         env = {**os.environ, "E2E_LEVEL": "1", "E2E_DIR": str(out / name), "E2E_MINUTES": minutes,
                "E2E_TRAIN_ARGS": (os.environ.get("E2E_TRAIN_ARGS", "") + " " + args).strip()}
@@ -36,6 +39,8 @@ def main() -> int:
         (out / name).mkdir(parents=True, exist_ok=True)
         procs[name] = subprocess.Popen([sys.executable, "-m", "kosmos.e2e"], env=env,
                                        stdout=open(out / name / "study_stdout.json", "w"))
+        if not side_by_side:
+            procs[name].wait()
     results = {}
     for name, proc in procs.items():
         if proc.wait() != 0:
