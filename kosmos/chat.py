@@ -27,7 +27,6 @@ def answer(model, processor, image, question: str, history=(), template: str = "
     """One answer to ``question`` about ``image`` (PIL RGB) after the earlier ``history`` turns (greedy)."""
     import torch
 
-    from grit_pipeline.serialize import parse_grounded_text
     from kosmos.conversation import prompt_segments
     from kosmos.sequence import SequenceEncoder
 
