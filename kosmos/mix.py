@@ -47,13 +47,15 @@ def paper_shares() -> dict[str, float]:
 
 def default_batch_sizes(specs: list[SourceSpec], batch_size: int,
                         shares: dict[str, float] | None = None) -> list[SourceSpec]:
-    """Fill unset batch sizes: ``round(share * batch_size)`` rows, at least one, where ``shares`` (default the
-    paper's Table 7: grounded and captions 1, text 93/1117, interleaved 47/1117) gives each kind's rows per
-    grounded row; a preset may give its own (``Preset.mixture_shares``)."""
+    """Fill unset batch sizes from ``shares`` (default the paper's Table 7: grounded and captions 1, text 93/1117,
+    interleaved 47/1117 rows per grounded row; a preset may give its own, ``Preset.mixture_shares``): the kind with
+    the largest share among those given gets ``batch_size`` rows, every other its proportion of that, at least
+    one (a mixture of text and interleaved documents alone: text ``batch_size``, interleaved 47/93 of it)."""
     shares = shares or paper_shares()
+    top = max(shares[spec.kind] for spec in specs)
     for spec in specs:
         if spec.batch_size is None:
-            spec.batch_size = max(1, round(shares[spec.kind] * batch_size))
+            spec.batch_size = max(1, round(shares[spec.kind] / top * batch_size))
     return specs
 
 

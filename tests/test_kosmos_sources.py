@@ -297,8 +297,15 @@ def test_parse_mix_and_paper_proportions():
     assert [s.batch_size for s in big] == [1117, 93, 47]
     from kosmos.presets import PRESETS
 
-    small = default_batch_sizes(parse_mix(["captions=c", "text=t", "interleaved=i"]), 16, PRESETS["tiny"].mixture_shares)
-    assert [s.batch_size for s in small] == [4, 1, 1] and PRESETS["paper"].mixture_shares is None
+    tiny = PRESETS["tiny"].mixture_shares
+    small = default_batch_sizes(parse_mix(["grounded=g", "captions=c", "text=t", "interleaved=i"]), 16, tiny)
+    assert [s.batch_size for s in small] == [16, 4, 1, 1] and PRESETS["paper"].mixture_shares is None
+    no_grit = default_batch_sizes(parse_mix(["captions=c", "text=t", "interleaved=i"]), 16, tiny)
+    assert [s.batch_size for s in no_grit] == [16, 5, 3]  # the largest share present gets --batch-size
+    alone = default_batch_sizes(parse_mix(["interleaved=i"]), 16)  # a source alone gets --batch-size
+    assert [s.batch_size for s in alone] == [16]
+    kosmos1 = default_batch_sizes(parse_mix(["text=t", "interleaved=i"]), 93)
+    assert [s.batch_size for s in kosmos1] == [93, 47]
     for bad, message in ((["pictures=x"], "unknown source kind"), (["grounded"], "KIND=PATHS"),
                          (["text=a:0"], "at least 1"), (["text=a", "text=b"], "given twice")):
         with pytest.raises(SourceError, match=message):
