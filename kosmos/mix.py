@@ -52,7 +52,7 @@ def default_batch_sizes(specs: list[SourceSpec], batch_size: int,
     the largest share among those given gets ``batch_size`` rows, every other its proportion of that, at least
     one (a mixture of text and interleaved documents alone: text ``batch_size``, interleaved 47/93 of it)."""
     shares = shares or paper_shares()
-    top = max(shares[spec.kind] for spec in specs)
+    top = max((shares[spec.kind] for spec in specs if spec.kind in shares), default=1.0)
     for spec in specs:
         if spec.batch_size is None:
             spec.batch_size = max(1, round(shares[spec.kind] / top * batch_size))

@@ -16,7 +16,7 @@ from grit_pipeline import status as grit_status
 from grit_pipeline.tar_reader import IMAGE_EXTENSIONS
 from kosmos.images import move_box
 from kosmos.sequence import Image, Text
-from kosmos.sources.base import SampleError, Source, SourceError, decode_image, sample_rng
+from kosmos.sources.base import SampleError, Source, SourceError, SourceSpec, decode_image, sample_rng
 
 # grit's reject statuses and img2dataset's failure statuses; "grounded"/"success" are usable.
 FAILED_STATUSES = {s for s in grit_status.ALL if s not in grit_status.KEPT} | {"failed_to_download", "failed_to_resize"}
@@ -129,8 +129,10 @@ def grounded_segments(text: str) -> list[Text]:
     return [Text(text)]
 
 
-class TarSource(Source):
-    """Sources whose files are webdataset tar shards."""
+class TarFiles:
+    """Files of a source that are webdataset tar shards: listed like ``--data``, read by grit's tar reader."""
+
+    spec: SourceSpec
 
     def list_files(self) -> list[str]:
         from kosmos.shards import expand_urls
@@ -144,6 +146,10 @@ class TarSource(Source):
         from kosmos.shards import raw_samples
 
         return raw_samples(path, counters)
+
+
+class TarSource(TarFiles, Source):
+    """Sources whose files are webdataset tar shards of image-text samples."""
 
     def texts(self, raw: dict[str, Any]) -> list[str]:
         try:

@@ -25,7 +25,7 @@ from typing import Any, Iterator
 
 from kosmos.conversation import conversation_segments, conversation_text, turns_of
 from kosmos.sources.base import SampleError, Source, SourceError, count, decode_image
-from kosmos.sources.grounded import check_plain_text
+from kosmos.sources.grounded import TarFiles, check_plain_text
 
 JSONL_PATTERNS = ("*.jsonl", "*.jsonl.gz", "*.jsonl.zst", "*.json")
 MAX_IMAGE_BYTES = 50 << 20
@@ -253,22 +253,9 @@ class FlanSource(InstructionSource):
         return [(key, [(inputs.strip(), targets.strip())], None, "square")]
 
 
-class GritInstructSource(InstructionSource):
+class GritInstructSource(TarFiles, InstructionSource):
     kind = "grit_instruct"
     plain_text = False
-
-    def list_files(self) -> list[str]:
-        from kosmos.shards import expand_urls
-
-        try:
-            return expand_urls(self.spec.paths)
-        except FileNotFoundError as error:
-            raise SourceError(f"{self.spec.label}: {error}") from None
-
-    def read(self, path: str, counters: dict[str, int]) -> Iterator[dict[str, Any]]:
-        from kosmos.shards import raw_samples
-
-        return raw_samples(path, counters)
 
     def check(self) -> None:
         super().check()
