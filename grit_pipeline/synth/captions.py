@@ -285,21 +285,13 @@ def make_caption(rng: random.Random, scene: Scene, level: int = 3) -> Caption:
             b.text(" ")
             governor = b.relation(rel, m1.token)
             b.text(" ")
-        elif clause < 0.75:
+        else:  # a relative clause: "that is left of ..." or "which sits left of ..."
+            pronoun, verb_word, pos = ("that", "is", "AUX") if clause < 0.75 else ("which", "sits", "VERB")
             b.text(" ")
-            that = b.phrase("that", "that", IGNORE, dep="nsubj")
+            subject = b.phrase(pronoun, pronoun, IGNORE, dep="nsubj")
             b.text(" ")
-            verb = b.word("is", "relcl", m1.token, "AUX", "VBZ")
-            b.tokens[that.token].head = verb
-            b.text(" ")
-            governor = b.relation(rel, verb)
-            b.text(" ")
-        else:
-            b.text(" ")
-            which = b.phrase("which", "which", IGNORE, dep="nsubj")
-            b.text(" ")
-            verb = b.word("sits", "relcl", m1.token, "VERB", "VBZ")
-            b.tokens[which.token].head = verb
+            verb = b.word(verb_word, "relcl", m1.token, pos, "VBZ")
+            b.tokens[subject.token].head = verb
             b.text(" ")
             governor = b.relation(rel, verb)
             b.text(" ")
