@@ -12,35 +12,32 @@ import torch
 from PIL import Image as PILImage
 
 from kosmos.conversation import conversation_segments, prompt_segments, turns_of
-from kosmos.sequence import IGNORE, SequenceEncoder, Text
-from kosmos.sources import SOURCES, DataConfig, SourceError, SourceSpec, build_source
-from kosmos.tokenizer import build_processor, train_tokenizer
+from kosmos.sequence import IGNORE, Text
+from kosmos.sources import SOURCES, SourceError
+from kosmos.tokenizer import build_processor
+from kosmos_sources_helpers import SIZE, SLOTS, encoder_of, jpeg, word_processor
+from kosmos_sources_helpers import source as shared_source
 
 torch.set_num_threads(1)
 WORDS = ("Question: Answer: User: Assistant: question answer what is the colour of a red square blue ball it describe this object yes no "
          "write a sentence about dogs translate to french chien user assistant").split()
-SLOTS, SIZE = 4, 32
 
 
-def jpeg(colour=(200, 30, 30)) -> bytes:
-    buffer = io.BytesIO()
-    PILImage.new("RGB", (40, 30), colour).save(buffer, format="JPEG")
-    return buffer.getvalue()
+
+def source(kind, paths, encoder, **options):
+    return shared_source(kind, paths, encoder, **{"sequence_length": 256, **options})
 
 
 @pytest.fixture(scope="module")
 def processor():
-    return build_processor(train_tokenizer([" ".join(WORDS)] * 5, vocab_size=160), image_size=SIZE)
+    return word_processor(WORDS, 160)
 
 
 @pytest.fixture(scope="module")
 def encoder(processor):
-    return SequenceEncoder(processor, SLOTS, SIZE)
+    return encoder_of(processor)
 
 
-def source(kind, paths, encoder, **options):
-    config = DataConfig(image_size=SIZE, num_image_tokens=SLOTS, shuffle_buffer=0, sequence_length=256, **options)
-    return build_source(SourceSpec(kind, [str(p) for p in paths]), encoder, config)
 
 
 def rows_and_counters(src):

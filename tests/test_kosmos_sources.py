@@ -14,34 +14,26 @@ from PIL import Image as PILImage
 
 from kosmos.mix import Mixture, default_batch_sizes, parse_mix
 from kosmos.sequence import IGNORE, Image, SequenceEncoder, Text, collate
-from kosmos.sources import DataConfig, SourceError, SourceSpec, build_source
+from kosmos.sources import DataConfig, SourceError
 from kosmos.stream import SourceStream
-from kosmos.tokenizer import build_processor, train_tokenizer
+from kosmos.tokenizer import build_processor
+from kosmos_sources_helpers import SIZE, SLOTS, encoder_of, jpeg, source, word_processor
 
 torch.set_num_threads(1)
 WORDS = "a red square left of the blue circle . dogs run in a field with flowers and green trees ? yes".split()
-SLOTS, SIZE = 4, 32
 
-
-def jpeg(colour=(200, 30, 30)) -> bytes:
-    buffer = io.BytesIO()
-    PILImage.new("RGB", (40, 30), colour).save(buffer, format="JPEG")
-    return buffer.getvalue()
 
 
 @pytest.fixture(scope="module")
 def processor():
-    return build_processor(train_tokenizer([" ".join(WORDS)] * 5, vocab_size=120), image_size=SIZE)
+    return word_processor(WORDS, 120)
 
 
 @pytest.fixture(scope="module")
 def encoder(processor):
-    return SequenceEncoder(processor, SLOTS, SIZE)
+    return encoder_of(processor)
 
 
-def source(kind, paths, encoder, **options):
-    config = DataConfig(image_size=SIZE, num_image_tokens=SLOTS, shuffle_buffer=0, **options)
-    return build_source(SourceSpec(kind, [str(p) for p in paths]), encoder, config)
 
 
 def rows_of(src, limit=50):
