@@ -32,6 +32,8 @@ def parse_mix(entries: list[str]) -> list[SourceSpec]:  # noqa: C901 - one check
             paths, batch = head, int(tail)
             if batch < 1:
                 raise SourceError(f"--mix {entry!r}: the batch size must be at least 1, got {batch}")
+        if not any(p.strip() for p in paths.split(",")):
+            raise SourceError(f"--mix {entry!r}: no path given; write KIND=PATHS[:BATCH]")
         if any(s.kind == kind for s in specs):
             raise SourceError(f"--mix: {kind} is given twice; list several paths of one source with commas")
         specs.append(SourceSpec(kind=kind, paths=[p for p in paths.split(",") if p.strip()], batch_size=batch))

@@ -299,7 +299,8 @@ def test_parse_mix_and_paper_proportions():
     kosmos1 = default_batch_sizes(parse_mix(["text=t", "interleaved=i"]), 93)
     assert [s.batch_size for s in kosmos1] == [93, 47]
     for bad, message in ((["pictures=x"], "unknown source kind"), (["grounded"], "KIND=PATHS"),
-                         (["text=a:0"], "at least 1"), (["text=a", "text=b"], "given twice")):
+                         (["text=a:0"], "at least 1"), (["text=a", "text=b"], "given twice"),
+                         (["text=:5"], "no path given")):
         with pytest.raises(SourceError, match=message):
             parse_mix(bad)
 
