@@ -73,6 +73,23 @@ def test_another_input_or_other_parameters_are_refused_and_overwrite_replaces_th
     assert json.loads((out / "_run.json").read_text())["params"]["input"] == str(b)
 
 
+def test_an_input_spelt_another_way_resumes_every_finished_shard(tmp_path, capsys, inputs, monkeypatch):
+    """Relative, trailing slash, ``./``, through a symlink: the same input, so no shard is rebuilt (the
+    refusal rule and the ``.done`` check compare the input the same way) and the shards stay byte-identical."""
+    a, _ = inputs
+    out = tmp_path / "grit"
+    assert _main(capsys, "run", "--input", a, "--output", out, *NOOP)[0] == 0
+    shard_files = {name: state for name, state in _state(out).items() if not name.startswith("_")}
+    contents = {name: (out / name).read_bytes() for name in shard_files}
+    (tmp_path / "link").symlink_to(a, target_is_directory=True)
+    monkeypatch.chdir(tmp_path)
+    for spelling in ("a", "./a/", f"{a}/", "link", f"{tmp_path}/link/"):
+        code, stdout, errors = _main(capsys, "run", "--input", spelling, "--output", out, *NOOP)
+        assert code == 0 and stdout.startswith("0 shards written, 3 already done"), (spelling, stdout, errors)
+        assert {name: state for name, state in _state(out).items() if not name.startswith("_")} == shard_files
+    assert {name: (out / name).read_bytes() for name in shard_files} == contents
+
+
 def test_an_input_without_shards_is_refused_naming_the_folder(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     code, _, errors = _main(capsys, "run", "--input", tmp_path / "empty", "--output", tmp_path / "out", *NOOP)

@@ -210,6 +210,14 @@ def conflicting_shards(output_url: str, params: dict[str, Any], keep: list[str] 
         return sorted(s for s, stale in zip(shards, pool.map(differs, shards)) if stale)
 
 
+def same_params(recorded: Any, expected: dict[str, Any]) -> bool:
+    """Whether the parameters a ``.done`` marker records are ``expected``: the same names and values, the input
+    compared as a location (``same_location``: one folder spelt another way is the same input), as the
+    refusal rule compares them."""
+    return (isinstance(recorded, dict) and recorded.keys() == expected.keys()
+            and all(_same(name, recorded[name], new) for name, new in expected.items()))
+
+
 def _same(name: str, old: Any, new: Any) -> bool:
     if old == new:
         return True

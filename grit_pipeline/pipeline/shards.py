@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from .config import PipelineConfig, join_path
 from .ingest import InputShard, list_input_shards, read_input_shard
+from .preflight import same_params
 from .sample import rows_to_table, table_to_rows
 from .storage import Folder
 
@@ -137,7 +138,7 @@ class _Sink:
             marker = self.marker(shard)
         except (FileNotFoundError, ValueError, KeyError):
             return False
-        if marker.get("params") != params:
+        if not same_params(marker.get("params"), params):  # (an input folder spelt another way: the same)
             return False
         sizes = marker.get("files")
         if sizes is None:  # a marker from before sizes were recorded: the files must at least exist
