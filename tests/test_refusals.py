@@ -172,6 +172,32 @@ def test_an_exception_in_a_ray_worker_is_one_line_with_its_cause_and_a_log(tmp_p
     assert not list((tmp_path / "out").glob("*.done"))
 
 
+def test_an_exception_in_a_stage_under_the_local_engine_is_one_line_with_its_cause_and_a_log(tmp_path, capsys,
+                                                                                            monkeypatch):
+    """As under Ray: one line naming the original exception (the innermost of a ``raise ... from``), the full
+    traceback in OUTPUT/_logs/, exit status 1, no shard committed."""
+    from grit_pipeline.pipeline.stages import GroundStage
+
+    def broken_detector(self, samples):
+        try:
+            raise KeyError("box_head.weight")
+        except KeyError as error:
+            raise RuntimeError("the detector cannot run") from error
+
+    monkeypatch.setattr(GroundStage, "process", broken_detector)
+    write_shard(tmp_path / "in", "00000", healthy_samples(0, 4))
+    code, stdout, errors = _main(capsys, "run", "--input", tmp_path / "in", "--output", tmp_path / "out", *NOOP)
+    assert code == 1 and stdout == "" and len(errors) == 1, errors
+    match = re.fullmatch(r"grit run: error: a stage \(local engine\) failed: KeyError: 'box_head.weight' "
+                         r"\(full traceback: (.+\.log)\)", errors[0])
+    assert match, errors[0]
+    log = Path(match.group(1))
+    assert log.parent == tmp_path / "out" / "_logs"
+    assert "Traceback (most recent call last)" in log.read_text() and "in broken_detector" in log.read_text()
+    assert "RuntimeError: the detector cannot run" in log.read_text()
+    assert not list((tmp_path / "out").glob("*.done"))
+
+
 def test_root_cause_is_the_innermost_exception_of_a_traceback_text():
     from grit_pipeline.pipeline.preflight import root_cause
 

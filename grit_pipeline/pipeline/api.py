@@ -169,7 +169,12 @@ def _execute(config: PipelineConfig, label: str, source, stage_classes, sink, ow
         if summary.engine == "local":
             from .engine_local import run_local
 
-            run_local(config, job, stage_classes, todo)
+            try:
+                run_local(config, job, stage_classes, todo)
+            except (OSError, MemoryError):
+                raise  # the machine's, not a stage's (a full disk, no memory): the CLI names them with a hint
+            except Exception as error:  # noqa: BLE001 - raised by a stage: one line, the traceback in a log (as Ray)
+                raise worker_failure(error, config.output, where="a stage (local engine)") from error
         else:
             import ray.exceptions
 

@@ -9,8 +9,9 @@
   (``output_conflicts``; a matching build resumes), and a folder that holds no grit build holds no shard files
   either (``foreign_shard_files``: e.g. an img2dataset folder given as ``--output``).
 
-Worker failures: ``worker_failure`` turns an exception raised in a Ray worker into one line naming its root
-cause (the original exception type and message) and writes the full report to a log file.
+Worker failures: ``worker_failure`` turns an exception raised in a stage (in a Ray worker, or in this process
+under the local engine) into one line naming its root cause (the original exception type and message) and
+writes the full report to a log file.
 """
 from __future__ import annotations
 
@@ -258,13 +259,20 @@ def root_cause(text: str) -> str | None:
     return None
 
 
-def worker_failure(error: BaseException, output_url: str) -> WorkerError:
-    """A ``WorkerError`` for an exception a Ray worker raised: one line with the root cause, the full report
-    (driver and worker tracebacks) written to a log file named in the line."""
+def worker_failure(error: BaseException, output_url: str, where: str = "a worker") -> WorkerError:
+    """A ``WorkerError`` for an exception a stage raised (in a Ray worker, or in this process under the local
+    engine: ``where``): one line with the root cause, the full report (driver and worker tracebacks) written
+    to a log file named in the line."""
     report = "".join(traceback.format_exception(error))
-    cause = root_cause(str(error)) or f"{type(error).__name__}: {' '.join(str(error).split())[:300]}"
+    # A Ray error carries the worker's traceback as text; an exception of this process is the original itself
+    cause = root_cause(str(error)) if type(error).__module__.startswith("ray.") else None
+    if cause is None:  # the innermost explicit cause (``raise ... from``), as it was raised
+        while error.__cause__ is not None:
+            error = error.__cause__
+        message = " ".join(str(error).split())[:300]
+        cause = f"{type(error).__name__}: {message}" if message else type(error).__name__
     log = write_error_log(output_url, _ANSI.sub("", report))
-    return WorkerError(f"a worker failed: {' '.join(cause.split())[:500]} (full traceback: {log})", log)
+    return WorkerError(f"{where} failed: {' '.join(cause.split())[:500]} (full traceback: {log})", log)
 
 
 def write_error_log(output_url: str, report: str) -> str:
