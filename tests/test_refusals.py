@@ -120,6 +120,32 @@ def test_a_detector_or_spacy_pipeline_that_cannot_load_is_one_line_before_anythi
     assert not (tmp_path / "out").exists()
 
 
+_NO_TORCH_BEFORE_WORK = """
+import sys
+from grit_pipeline.cli import main
+from grit_pipeline.pipeline import api
+
+def stop_before_the_stages(config, label, *args, **kwargs):
+    print("torch imported before the work:", "torch" in sys.modules)
+    return api.RunSummary(output=config.output)
+
+api._execute = stop_before_the_stages
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_the_checks_before_a_noop_run_do_not_import_torch(tmp_path):
+    """Arguments, preflight (detector, spaCy pipeline, input, output), lock and run files of a ``noop`` run:
+    no torch in the driver (importing it costs seconds; the demo backend's check reads its checkpoint with
+    torch and does import it)."""
+    write_shard(tmp_path / "in", "00000", healthy_samples(0, 2))
+    result = subprocess.run([sys.executable, "-c", _NO_TORCH_BEFORE_WORK, "run", "--input", tmp_path / "in",
+                             "--output", tmp_path / "out", *NOOP], cwd=REPO, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "torch imported before the work: False" in result.stdout
+
+
 def test_grit_ground_makes_the_same_detector_check(capsys, monkeypatch):
     import io
 

@@ -51,7 +51,7 @@ def available_detectors() -> list[str]:
 
 def get_detector(name: str, **options) -> Detector:
     """Instantiate a registered backend by name with its options (model, device, dtype, ...)."""
-    _load_builtin_backends()
+    _load_builtin_backends(name)
     try:
         factory = _REGISTRY[name]
     except KeyError:
@@ -64,7 +64,7 @@ def check_detector(name: str, **options) -> None:
     ``options`` (unknown backend, missing or unreadable model, hub id out of reach): raises ValueError with
     one line. A backend checks through its optional ``check_options(**options)`` classmethod; the
     pipeline calls this before starting any worker, and ``grit ground`` before reading its input."""
-    _load_builtin_backends()
+    _load_builtin_backends(name)
     if name not in _REGISTRY:
         raise ValueError(f"unknown detector {name!r}; available: {', '.join(sorted(_REGISTRY))}")
     check = getattr(_REGISTRY[name], "check_options", None)
@@ -88,11 +88,18 @@ def detector_parameters(name: str) -> set[str] | None:
     return set(parameters)
 
 
-def _load_builtin_backends() -> None:
-    # Imported lazily so that importing the interface never pulls in torch/transformers.
+BUILTIN_BACKENDS = ("hf", "demo", "noop")
+
+
+def _load_builtin_backends(name: str | None = None) -> None:
+    """Import the built-in backend ``name`` only (all of them for another name or None, so that an unknown
+    name is answered with the full list). Imported lazily so that importing the interface never pulls in
+    torch/transformers, and checking or building ``noop`` never imports ``demo``'s torch model (3 s)."""
     import importlib
 
-    for module in ("hf", "demo", "noop"):
+    if name in _REGISTRY:
+        return
+    for module in (name,) if name in BUILTIN_BACKENDS else BUILTIN_BACKENDS:
         try:
             importlib.import_module(f"grit_pipeline.detectors.{module}")
         except ModuleNotFoundError as error:
