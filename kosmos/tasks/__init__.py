@@ -13,7 +13,7 @@ MODULES = (
     "rec", "flickr", "reg", "caption", "vqa",
     "storycloze", "hellaswag", "wsc273", "winogrande", "piqa", "boolq", "cb", "copa",
     "caption_flickr30k", "vizwiz", "classify", "classify_descriptions", "sst2", "hatefulmemes", "websrc", "raven",
-    "cot_sst2",
+    "cot_sst2", "relativesize", "memorycolor", "colorterms",
 )
 
 
