@@ -410,10 +410,11 @@ def test_progress_eta_from_samples_and_shard_sizes():
 def test_too_small_ray_cluster_fails_fast_with_the_numbers():
     from grit_pipeline.pipeline import PipelineConfig
     from grit_pipeline.pipeline.engine_ray import check_cluster_cpus
+    from grit_pipeline.pipeline.preflight import PreflightError  # (one line, exit status 2)
 
     config = PipelineConfig(input="in", output="out", text_pool=2, ground_pool=1)
     check_cluster_cpus(config, 4)  # 2 + 1 actors + reading and expansion fit
-    with pytest.raises(RuntimeError, match=r"has 2 CPUs but the pipeline needs 4 \(--text-pool 2 \+ --ground-pool 1"):
+    with pytest.raises(PreflightError, match=r"has 2 CPUs but the pipeline needs 4 \(--text-pool 2 \+ --ground-pool 1"):
         check_cluster_cpus(config, 2)
 
 

@@ -224,6 +224,54 @@ def test_an_exception_in_a_stage_under_the_local_engine_is_one_line_with_its_cau
     assert not list((tmp_path / "out").glob("*.done"))
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed again: nothing listens there
+
+
+def test_a_ray_cluster_out_of_reach_is_one_line_before_anything_starts(tmp_path, capsys, inputs):
+    a, _ = inputs
+    flags = ("--no-progress", "--detector", "noop", "--detector-option", "score=hash")
+    port = _free_port()
+    for address, message in ((f"127.0.0.1:{port}", f"cannot reach the Ray cluster at 127.0.0.1:{port} ("),
+                             (f"ray://127.0.0.1:{port}", "cannot reach the Ray cluster at ray://127.0.0.1:"),
+                             ("127.0.0.1:head", "'head' is not a port number")):
+        code, _, errors = _main(capsys, "run", "--input", a, "--output", tmp_path / "out", *flags,
+                                "--ray-address", address)
+        assert code == 2 and len(errors) == 1 and message in errors[0], errors
+        assert not (tmp_path / "out").exists()
+    # --engine local never connects: the address is not checked
+    assert _main(capsys, "run", "--input", a, "--output", tmp_path / "out", *NOOP, "--ray-address",
+                 f"127.0.0.1:{port}")[0] == 0
+
+
+def test_a_ray_init_that_fails_or_gpus_no_node_has_are_one_line(monkeypatch):
+    import ray
+
+    from grit_pipeline.pipeline import PipelineConfig
+    from grit_pipeline.pipeline.engine_ray import init_ray
+    from grit_pipeline.pipeline.preflight import PreflightError, check_cluster_gpus
+
+    def no_cluster(*args, **kwargs):
+        raise ConnectionError("Could not find any running Ray instance.")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", no_cluster)
+    with pytest.raises(PreflightError, match=r"^cannot connect to the Ray cluster at auto: ConnectionError: "
+                                             r"Could not find any running Ray instance\.$"):
+        init_ray(PipelineConfig(ray_address="auto"))
+    check_cluster_gpus(0, [])  # CPUs only: nothing asked
+    check_cluster_gpus(0.5, [0, 1])
+    with pytest.raises(PreflightError, match=r"ask for 1 GPU each \(--num-gpus\) but no node of the Ray cluster "
+                                             r"has that many \(0 GPUs in all, at most 0 on one node\)"):
+        check_cluster_gpus(1, [0, 0])
+    with pytest.raises(PreflightError, match=r"\(4 GPUs in all, at most 1 on one node\)"):
+        check_cluster_gpus(2, [1, 1, 1, 1])
+
+
 def test_root_cause_is_the_innermost_exception_of_a_traceback_text():
     from grit_pipeline.pipeline.preflight import root_cause
 

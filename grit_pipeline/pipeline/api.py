@@ -6,6 +6,7 @@ Both pick the shards to do (skipping finished ones; see ``shards``), run the sta
 from __future__ import annotations
 
 import json
+import os
 import platform
 import sys
 import time
@@ -15,8 +16,8 @@ from typing import Any
 from .config import STAGE_ORDER, PipelineConfig
 from .guard import check_output_is_not_input, output_lock
 from .parts import remove_stale_parts
-from .preflight import (check_detector, check_input_shards, check_output, check_spacy_model, conflicting_shards,
-                        worker_failure)
+from .preflight import (check_detector, check_input_shards, check_output, check_ray_address, check_spacy_model,
+                        conflicting_shards, worker_failure)
 from .progress import Progress
 from .shards import BuildSink, InputSource, StageSink, StageSource
 from .stages import FUSED, STAGE_CLASSES
@@ -136,6 +137,8 @@ def _check(config: PipelineConfig, need_input: bool, grounding: bool = False, te
         check_detector(config)
     if text:
         check_spacy_model(config.spacy_model)
+    if config.engine != "local":  # (checked again, once connected: the resources it asks for)
+        check_ray_address(config.ray_address or os.environ.get("RAY_ADDRESS"))
 
 
 def _execute(config: PipelineConfig, label: str, source, stage_classes, sink, own_params: dict,

@@ -41,6 +41,7 @@ import pyarrow as pa
 from .config import PipelineConfig
 from .engine_local import run_stages
 from .parts import PART_INFO_SCHEMA, PartLedger, commit_shard, current_node, remove_stale_parts, write_parts
+from .preflight import PreflightError, check_cluster_gpus
 from .sample import rows_to_table, table_to_rows
 from .stages import FUSED, LIGHT_CPUS
 
@@ -65,7 +66,12 @@ def init_ray(config: PipelineConfig) -> bool:
         return False
     address = config.ray_address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, configure_logging=False)
+        try:
+            ray.init(address=address, configure_logging=False)
+        except Exception as error:  # noqa: BLE001 - e.g. ConnectionError: one line, not Ray's traceback
+            message = " ".join(str(error).split())[:300]
+            raise PreflightError(f"cannot connect to the Ray cluster at {address}: {type(error).__name__}: "
+                                 f"{message}") from error
         return True
     cpus = config.resolved_num_cpus()
     if config.resolved_num_gpus(cluster_gpus=local_gpus()) > 0:
@@ -169,21 +175,24 @@ def check_cluster_cpus(config: PipelineConfig, cluster_cpus: float, stage_classe
         flags = " + ".join(f"--{s.pool_setting.replace('_', '-')} {s.pool_size()}" for s in pooled) or "no pools"
         light = needed - sum(s.cpus * s.pool_size() for s in pooled)
         where = f" with the resource {config.node_resource!r}" if config.node_resource else ""
-        raise RuntimeError(
+        raise PreflightError(
             f"the Ray cluster has {cluster_cpus:g} CPUs{where} but the pipeline needs {needed:g} "
             f"({flags} actors of 1 CPU, plus {light:g} for reading, expansion and writing); start the "
             f"nodes with more --num-cpus or use smaller pools")
 
 
-def usable_resources(config: PipelineConfig) -> tuple[float, float]:
-    """CPUs and memory (bytes for tasks) of the alive nodes the pipeline may use (those with
-    ``config.node_resource`` when set)."""
+def usable_nodes(config: PipelineConfig) -> list[dict[str, float]]:
+    """The resources of each alive node the pipeline may use (those with ``config.node_resource`` when set)."""
     import ray
 
-    nodes = [n for n in ray.nodes() if n.get("Alive")]
-    if config.node_resource:
-        nodes = [n for n in nodes if n["Resources"].get(config.node_resource, 0) > 0]
-    return (sum(n["Resources"].get("CPU", 0) for n in nodes), sum(n["Resources"].get("memory", 0) for n in nodes))
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    return [n for n in nodes if n.get(config.node_resource, 0) > 0] if config.node_resource else nodes
+
+
+def usable_resources(config: PipelineConfig, nodes: list[dict[str, float]] | None = None) -> tuple[float, float]:
+    """CPUs and memory (bytes for tasks) of the alive nodes the pipeline may use (``nodes``: of usable_nodes)."""
+    nodes = usable_nodes(config) if nodes is None else nodes
+    return sum(n.get("CPU", 0) for n in nodes), sum(n.get("memory", 0) for n in nodes)
 
 
 def check_shared_storage(*urls: str) -> None:
@@ -262,12 +271,14 @@ def run_ray(config: PipelineConfig, job, stage_classes, todo: list[str]) -> None
     started = time.perf_counter()
     started_here = init_ray(config)
     try:
-        cpus, memory = usable_resources(config)
+        nodes = usable_nodes(config)
+        cpus, memory = usable_resources(config, nodes)
         if config.node_resource and not cpus:
-            raise RuntimeError(f"no node of the Ray cluster has the resource {config.node_resource!r} "
-                               f"(start worker nodes with --resources '{{\"{config.node_resource}\": 1}}')")
+            raise PreflightError(f"no node of the Ray cluster has the resource {config.node_resource!r} "
+                                 f"(start worker nodes with --resources '{{\"{config.node_resource}\": 1}}')")
         # Ask the cluster, not this process: a CPU-only head node still drives GPU workers.
         num_gpus = config.resolved_num_gpus(cluster_gpus=ray.cluster_resources().get("GPU", 0))
+        check_cluster_gpus(num_gpus, [n.get("GPU", 0.0) for n in nodes])
         operators = plan_operators(stage_classes, gpus=num_gpus > 0)
         job.add_startup({"ray": time.perf_counter() - started})
         if os.environ.get(DRIVER_WRITES_ENV) == "1":

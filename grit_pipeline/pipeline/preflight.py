@@ -5,6 +5,8 @@
 - the spaCy pipeline: installed or a folder, with a dependency parser (``check_spacy_model``, read from its
   ``config.cfg`` without importing spaCy; the workers still load it for real);
 - the input: at least one shard (``check_input_shards``);
+- a Ray cluster address: well formed and reachable (``check_ray_address``); once connected, GPUs asked for
+  that a node has (``check_cluster_gpus``; the CPU check is ``engine_ray.check_cluster_cpus``);
 - the output: a build already there was made from the same input with the same output-affecting parameters
   (``output_conflicts``; a matching build resumes), and a folder that holds no grit build holds no shard files
   either (``foreign_shard_files``: e.g. an img2dataset folder given as ``--output``).
@@ -112,6 +114,46 @@ def check_input_shards(url: str, shards: list[str], wanted: tuple[str, ...] | No
     if wanted is not None and not set(wanted) & set(shards):
         raise PreflightError(f"none of the shards {', '.join(wanted)} (--shards) is in {url} "
                              f"(it has {', '.join(shards[:5])}{' ...' if len(shards) > 5 else ''})")
+
+
+# --- Ray cluster --------------------------------------------------------------------------------------------
+
+def check_ray_address(address: str | None, timeout_s: float = 5.0) -> None:
+    """Refuse a Ray cluster address with a port that is no number or where nothing listens (``ray.init``
+    would retry for minutes, printing a warning every few seconds), without importing Ray. A Ray Client
+    URL (``ray://HOST:PORT``) is checked like a plain ``HOST:PORT`` (the head's GCS); ``auto``, ``local`` and
+    an address without a port are left to ``ray.init``."""
+    if not address or address in ("auto", "local"):
+        return
+    import socket
+
+    where = address.split("://", 1)[-1].split("/", 1)[0]
+    host, _, port = where.rpartition(":")
+    host = host.strip("[]")  # [IPv6]:port
+    if not host or "]" in port:
+        return  # no port: Ray's own default applies (``init_ray`` still makes its failure one line)
+    if not port.isdigit():
+        raise PreflightError(f"Ray cluster address {address!r}: {port!r} is not a port number (expected "
+                             f"HOST:PORT, e.g. the head node's address and port 6379, or ray://HOST:10001)")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as error:
+        reason = "timed out" if isinstance(error, TimeoutError) else (error.strerror or type(error).__name__)
+        raise PreflightError(f"cannot reach the Ray cluster at {address} ({reason}); check that its head node "
+                             f"runs (`ray start --head`) and the address (--ray-address or $RAY_ADDRESS), or "
+                             f"run on this machine alone without an address") from None
+
+
+def check_cluster_gpus(per_actor: float, node_gpus: list[float]) -> None:
+    """Refuse a GPU request no node of the cluster can meet (the detector's actors would wait for ever):
+    ``per_actor`` GPUs for each detector actor, ``node_gpus`` the GPUs of each usable node."""
+    if per_actor <= 0:
+        return
+    most = max(node_gpus, default=0.0)
+    if most < per_actor:
+        raise PreflightError(f"the detector's actors ask for {per_actor:g} GPU each (--num-gpus) but no node of "
+                             f"the Ray cluster has that many ({sum(node_gpus):g} GPUs in all, at most {most:g} on "
+                             f"one node); use --num-gpus 0 (or --device cpu) to run on CPUs, or add GPU nodes")
 
 
 # --- output -------------------------------------------------------------------------------------------------
