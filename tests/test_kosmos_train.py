@@ -197,3 +197,19 @@ def test_soft_location_targets_share_the_loss_with_neighbouring_cells():
     assert sequence_losses(sharp, labels, lookup, soft_targets=tiny_sigma).objective.item() == pytest.approx(hard[0], rel=1e-4)
     # the logged location loss stays the exact-cell cross entropy
     assert sequence_losses(spread, labels, lookup, soft_targets=(ids, kernel)).loc_sum.item() == pytest.approx(hard[1], rel=1e-5)
+
+
+def test_image_and_patch_size_shape_a_from_scratch_model(shards, tmp_path):
+    """--image-size/--patch-size: the ViT, the linear connector's slots and the processor follow; with --init the
+    model keeps its own, and a side that is not a multiple of the patch is refused."""
+    from kosmos.modeling import load_pretrained
+    from kosmos.tokenizer import load_processor
+
+    train(small_config(shards, tmp_path / "run", steps=2, checkpoint_every=2, image_size=32, patch_size=16))
+    model = load_pretrained(tmp_path / "run" / "checkpoints" / "step_0000002" / "model")
+    assert (model.config.vision_config.image_size, model.config.vision_config.patch_size) == (32, 16)
+    assert model.config.latent_query_num == (32 // 16) ** 2 + 1
+    assert load_processor(tmp_path / "run" / "processor").image_processor.crop_size["height"] == 32
+    assert TrainConfig(data=[shards], output="x", image_size=40, patch_size=16).number_problems() == [
+        "--image-size 40 must be a multiple of --patch-size 16"]
+    assert any("--init" in p for p in TrainConfig(data=[shards], output="x", init="m", image_size=32).number_problems())

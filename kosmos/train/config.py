@@ -44,6 +44,12 @@ class TrainConfig:
         "choices": ("pretrain", "instruct"),
         "help": "instruct: instruction tuning of --init (Kosmos-2 Table 8: 10k steps, lr 1e-5, 375 warm-up, the "
                 "per-step composition; scaled for small presets, docs/instruct.md)"})
+    image_size: int | None = field(default=None, metadata={
+        "help": "a from-scratch model's image side in pixels (default: the preset's); with --patch-size it sets "
+                "the image slots of the linear connector, (image_size / patch_size)^2 + 1"})
+    patch_size: int | None = field(default=None, metadata={
+        "help": "a from-scratch model's ViT patch side in pixels (default: the preset's); fewer patches, fewer "
+                "image slots: more images fit in a sequence"})
     connector: str | None = field(default=None, metadata={
         "choices": CONNECTORS,
         "help": "image connector of a from-scratch model: linear (one slot per ViT token) or resampler "
@@ -115,13 +121,20 @@ class TrainConfig:
             "log_every": (1, True), "checkpoint_every": (1, True), "keep_checkpoints": (1, True),
             "stop_at_step": (1, True), "loader_workers": (0, True), "num_workers": (1, True), "threads": (1, True),
             "eval_every": (0, True), "eval_limit": (1, True), "tokenizer_samples": (1, True),
-            "location_loss_weight": (0, False), "location_sigma": (0, True), "max_minutes": (0, False)}
+            "location_loss_weight": (0, False), "location_sigma": (0, True), "max_minutes": (0, False),
+            "image_size": (1, True), "patch_size": (1, True)}
         problems = []
         for name, (low, inclusive) in rules.items():
             value = getattr(self, name)
             if value is not None and not (finite(value) and (value >= low if inclusive else value > low)):
                 problems.append(f"--{name.replace('_', '-')} must be a finite number "
                                 f"{'>=' if inclusive else '>'} {low}, got {value!r}")
+        if (self.image_size or self.patch_size) and (self.init or self.resume):
+            problems.append("--image-size/--patch-size shape a from-scratch model: an --init or resumed model keeps "
+                            "its own")
+        side, patch = self.model_preset_sizes()
+        if finite(side) and finite(patch) and side >= 1 and patch >= 1 and side % patch:
+            problems.append(f"--image-size {side} must be a multiple of --patch-size {patch}")
         if self.recipe == "instruct" and not self.init:
             problems.append("--recipe instruct tunes a pretrained model: give it with --init MODEL")
         if not (all(finite(b) and 0 <= b < 1 for b in self.betas)):
@@ -129,6 +142,17 @@ class TrainConfig:
         if self.min_lr_ratio is not None and finite(self.min_lr_ratio) and self.min_lr_ratio > 1:
             problems.append(f"--min-lr-ratio must be at most 1, got {self.min_lr_ratio!r}")
         return problems
+
+    def model_preset_sizes(self) -> tuple:
+        preset = get_preset(self.preset)
+        return self.image_size or preset.image_size, self.patch_size or preset.patch_size
+
+    def model_preset(self):
+        """The preset of a from-scratch model, with ``--image-size``/``--patch-size`` applied."""
+        from dataclasses import replace
+
+        side, patch = self.model_preset_sizes()
+        return replace(get_preset(self.preset), image_size=side, patch_size=patch)
 
     def resolved(self) -> "TrainConfig":
         """Unset values filled: the preset's from scratch, fine-tuning defaults with ``init``."""

@@ -21,8 +21,13 @@ def prepare_processor(cfg: TrainConfig, log=print):
     out = Path(cfg.output) / "processor"
     if cfg.resume and out.exists():
         return load_processor(out)
-    if cfg.init or cfg.tokenizer:
-        processor = load_processor(cfg.init or cfg.tokenizer)
+    if cfg.init:
+        processor = load_processor(cfg.init)
+    elif cfg.tokenizer:
+        processor = load_processor(cfg.tokenizer)
+        side = cfg.model_preset().image_size
+        if processor.image_processor.crop_size.get("height") != side:  # preprocess for the model about to be built
+            processor = build_processor(processor.tokenizer, side)
     else:
         preset = get_preset(cfg.preset)
         specs = source_specs(cfg.resolved())
@@ -31,7 +36,7 @@ def prepare_processor(cfg: TrainConfig, log=print):
         texts = [t for spec in specs for t in build_source(spec, None, config).sample_texts(share)]
         log(f"learning a {preset.tokenizer_vocab}-token BPE tokenizer on {len(texts)} texts of "
             f"{', '.join(s.label for s in specs)}")
-        processor = build_processor(train_tokenizer(texts, preset.tokenizer_vocab), preset.image_size)
+        processor = build_processor(train_tokenizer(texts, preset.tokenizer_vocab), cfg.model_preset().image_size)
     processor.save_pretrained(out)
     return processor
 
@@ -47,7 +52,7 @@ def build_or_load_model(cfg: TrainConfig, processor, resume_dir: Path | None):
                              f"{model.config.text_config.vocab_size}")
         return model
     tok = processor.tokenizer
-    return build_model(get_preset(cfg.preset), len(tok), seed=cfg.seed, connector=cfg.connector,
+    return build_model(cfg.model_preset(), len(tok), seed=cfg.seed, connector=cfg.connector,
                        vision_position_init=cfg.vision_position_init,
                        pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
 
