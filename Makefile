@@ -206,7 +206,7 @@ LEVEL ?= 3
 e2e: setup
 	E2E_LEVEL=$(LEVEL) $(PY) -m kosmos.e2e
 
-# make e2e-icl: in-context learning on CPU, fast binding of nonsense names to shapes (bench/e2e_icl.py; ICL_MINUTES,
+# make e2e-icl: in-context learning on CPU (~13 minutes), fast binding of nonsense names to shapes (bench/e2e_icl.py; ICL_MINUTES,
 # ICL_DIR, ICL_TRAIN_ARGS ...): a tiny model trained on interleaved episodes, 2-way 2-shot vs zero-shot accuracy
 .PHONY: e2e-icl
 e2e-icl: setup

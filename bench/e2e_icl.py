@@ -11,11 +11,14 @@ synthetic world, different shapes and different colours), so nothing but the con
 Images are one-object level-1 scenes of ``grit_pipeline.synth`` (background, position, size and rotation vary)
 with the episode's shape and colour.
 
-1. Training episodes are written as webdataset documents (``KEY.json`` = ``{"texts", "images"}``, images as
-   ``KEY.img0.jpg`` ...), the mixture's ``interleaved`` source.
-2. ``kosmos train --mix interleaved=...`` trains the tiny preset from scratch (resampler connector: 18 positions
-   per image, so five images fit in its 256 positions) for a time budget, keeping a checkpoint every few hundred
-   steps.
+1. Training documents are written as webdataset documents (``KEY.json`` = ``{"texts", "images"}``, images as
+   ``KEY.img0.jpg`` ...), the mixture's ``interleaved`` source: episodes; a share of one-image captions ("A red
+   circle.", so that the image features learn colours and shapes); and a share of the same episodes in words, each
+   image replaced by its description ("A red circle. This is a dax ..."), from which the decoder learns the binding
+   itself on tokens it can already tell apart.
+2. ``kosmos train --mix interleaved=...`` trains the tiny preset from scratch at 32-pixel images in 16-pixel
+   patches (``--image-size 32 --patch-size 16``: the linear connector's 5 slots per image, so five images take 35
+   of the 256 positions) for a time budget, keeping a checkpoint every few hundred steps.
 3. Every checkpoint is evaluated on held-out episodes (new renders): the two names are ranked by log-likelihood
    after the prompt (``kosmos.evaluate.rank``, the registry's ranker), 2-way with 2 examples of each name in
    context, and zero-shot (the query image and the question alone).
@@ -24,12 +27,13 @@ Prints and writes ``OUT/icl.json``: the training loss curve, few-shot and zero-s
 the time of every stage and the machine's load average. Rerunning reuses the episodes and, unless
 ICL_FRESH=1, the trained run.
 
-Settings (environment): ICL_DIR (e2e_out/icl), ICL_MINUTES (training budget, 20), ICL_TRAIN_EPISODES (20000),
+Settings (environment): ICL_DIR (e2e_out/icl), ICL_MINUTES (training budget, 12), ICL_TRAIN_EPISODES (20000),
 ICL_EVAL_EPISODES (200), ICL_RENDERS (40: renders of each shape and colour the training episodes draw from; the
-held-out episodes draw from their own renders), ICL_BATCH (8), ICL_LR (2e-3), ICL_CHECKPOINT_EVERY (500), ICL_THREADS (1),
-ICL_CAPTIONS (0.3: the share of training documents that are one image with its caption, "A red circle.", so
-that the image features tell colours and shapes apart), ICL_SHOTS (examples of each name in context, 2), ICL_CONNECTOR (resampler: 18 positions per image; linear,
-67 per image, fits one example per name only), ICL_NAMES (how many of ``NAMES`` the episodes draw from, 2: dax and blicket, bound anew in every episode), ICL_SEED (0), ICL_TRAIN_ARGS (more ``kosmos train`` flags), ICL_FRESH (1: train again).
+held-out episodes draw from their own renders), ICL_BATCH (32), ICL_LR (1e-3), ICL_CHECKPOINT_EVERY (500),
+ICL_THREADS (1), ICL_CAPTIONS (0.3: the share of one-image caption documents), ICL_WORDS (0.3: the share of
+episodes in words), ICL_SHOTS (examples of each name in context, 2), ICL_CONNECTOR (linear), ICL_IMAGE_SIZE (32),
+ICL_PATCH_SIZE (16), ICL_NAMES (how many of ``NAMES`` the episodes draw from, 2: dax and blicket, bound anew in
+every episode), ICL_SEED (0), ICL_TRAIN_ARGS (more ``kosmos train`` flags), ICL_FRESH (1: train again).
 """
 from __future__ import annotations
 
@@ -50,7 +54,7 @@ NAMES = ("dax", "blicket", "wug", "toma", "fep", "zup", "kiki", "bouba", "gazzer
          "kalp", "mulx")
 QUESTION = "Question: What is this? Answer:"
 DEMONSTRATION = "This is a {name}"
-IMAGE_SIZE = 64          # the tiny preset's; images are stored at this size (the encoder would resize them)
+IMAGE_SIZE = 64          # renders are stored at this size; the encoder resizes them to the model's (ICL_IMAGE_SIZE)
 
 
 def _env(name: str, default):
@@ -106,23 +110,38 @@ def episode(rng: random.Random, bank: dict, ways: int = WAYS, shots: int = SHOTS
     return {"names": names, "kinds": kinds, "answer": answer, "context": context, "query": renders[kinds[answer]][-1]}
 
 
-def episode_document(ep: dict) -> tuple[dict, list[bytes]]:
-    """An episode as an OBELICS-style document (Frozen's order: each image before its sentence)."""
+def describe(kind: tuple[str, str]) -> str:
+    """A kind (shape, colour) in words, as the caption documents write it: "A red circle."."""
+    return f"A {kind[1]} {kind[0]}."
+
+
+def episode_document(ep: dict, in_words: bool = False) -> tuple[dict, list[bytes]]:
+    """An episode as an OBELICS-style document (Frozen's order: each image before its sentence); ``in_words``:
+    every image replaced by its description, a text-only document."""
+    kind_of = dict(zip(ep["names"], ep["kinds"]))
     texts, images, data = [], [], []
-    for name, image in ep["context"]:
-        texts += [None, DEMONSTRATION.format(name=name)]
-        images += [f"img{len(data)}.jpg", None]
+
+    def add(image: bytes, kind: tuple[str, str], sentence: str):
+        if in_words:
+            texts.extend([describe(kind), sentence])
+            images.extend([None, None])
+            return
+        texts.extend([None, sentence])
+        images.extend([f"img{len(data)}.jpg", None])
         data.append(image)
-    texts += [None, f"{QUESTION} {ep['names'][ep['answer']]}"]
-    images += [f"img{len(data)}.jpg", None]
-    data.append(ep["query"])
+
+    for name, image in ep["context"]:
+        add(image, kind_of[name], DEMONSTRATION.format(name=name))
+    answer = ep["names"][ep["answer"]]
+    add(ep["query"], kind_of[answer], f"{QUESTION} {answer}")
     return {"texts": texts, "images": images}, data
 
 
 def write_training_tars(folder: Path, episodes: int, seed: int, bank: dict, captions: float = 0.0,
-                        per_tar: int = 5000) -> list[str]:
+                        words: float = 0.0, per_tar: int = 5000) -> list[str]:
     """Training documents as webdataset tars (``KEY.json`` + ``KEY.img0.jpg`` ...), the interleaved source's form:
-    episodes, and a share ``captions`` of one-image documents captioned with the object's colour and shape."""
+    episodes, a share ``captions`` of one-image documents captioned with the object's colour and shape, and a
+    share ``words`` of episodes with every image replaced by its description."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for shard, start in enumerate(range(0, episodes, per_tar)):
@@ -134,12 +153,13 @@ def write_training_tars(folder: Path, episodes: int, seed: int, bank: dict, capt
         with tarfile.open(tmp, "w") as tar:
             for index in range(start, min(episodes, start + per_tar)):
                 rng = random.Random(f"train/{seed}/{index}")
-                if rng.random() < captions:  # an image-caption document: "[image] A red circle."
+                draw = rng.random()
+                if draw < captions:  # an image-caption document: "[image] A red circle."
                     kind = rng.choice(sorted(bank))
-                    document, images = {"texts": [None, f"A {kind[1]} {kind[0]}."], "images": ["img0.jpg", None]}, \
+                    document, images = {"texts": [None, describe(kind)], "images": ["img0.jpg", None]}, \
                         [rng.choice(bank[kind])]
                 else:
-                    document, images = episode_document(episode(rng, bank))
+                    document, images = episode_document(episode(rng, bank), in_words=draw < captions + words)
                 key = f"{index:08d}"
                 members = [(f"{key}.json", json.dumps(document).encode())]
                 members += [(f"{key}.img{i}.jpg", image) for i, image in enumerate(images)]
@@ -206,7 +226,7 @@ def main() -> int:
     import torch
 
     out = Path(_env("ICL_DIR", "e2e_out/icl")).resolve()
-    minutes = _env("ICL_MINUTES", 20.0)
+    minutes = _env("ICL_MINUTES", 12.0)
     train_episodes, eval_episodes = _env("ICL_TRAIN_EPISODES", 20000), _env("ICL_EVAL_EPISODES", 200)
     seed, threads = _env("ICL_SEED", 0), _env("ICL_THREADS", 1)
     torch.set_num_threads(threads)
@@ -215,7 +235,7 @@ def main() -> int:
 
     renders = _env("ICL_RENDERS", 40)
     tars = write_training_tars(out / "train", train_episodes, seed, image_bank(f"train/{seed}", renders),
-                               _env("ICL_CAPTIONS", 0.3))
+                               _env("ICL_CAPTIONS", 0.3), _env("ICL_WORDS", 0.3))
     episodes = write_eval_episodes(out / "eval", eval_episodes, seed, image_bank(f"eval/{seed}", SHOTS + 1))
     timings["episodes_s"] = round(time.perf_counter() - started, 1)
     print(f"[icl] {train_episodes} training episodes in {len(tars)} tars, {len(episodes)} held-out episodes "
@@ -224,10 +244,11 @@ def main() -> int:
     run = out / "run"
     if _env("ICL_FRESH", 0) or not (run / "checkpoints").is_dir():
         argv = [sys.executable, "-m", "kosmos.cli", "train", "--output", str(run), "--overwrite", "--preset", "tiny",
-                "--connector", _env("ICL_CONNECTOR", "resampler"),
-                "--mix", "interleaved=" + ",".join(tars) + f":{_env('ICL_BATCH', 8)}", "--sequence-length", "256",
+                "--connector", _env("ICL_CONNECTOR", "linear"), "--image-size", str(_env("ICL_IMAGE_SIZE", 32)),
+                "--patch-size", str(_env("ICL_PATCH_SIZE", 16)),
+                "--mix", "interleaved=" + ",".join(tars) + f":{_env('ICL_BATCH', 32)}", "--sequence-length", "256",
                 "--max-images-per-sequence", str(WAYS * SHOTS + 1), "--image-mode", "square",
-                "--lr", str(_env("ICL_LR", 2e-3)),
+                "--lr", str(_env("ICL_LR", 1e-3)),
                 "--steps", "1000000", "--max-minutes", str(minutes), "--threads", str(threads),
                 "--checkpoint-every", str(_env("ICL_CHECKPOINT_EVERY", 500)), "--keep-checkpoints", "1000",
                 "--log-every", "25", "--device", "cpu", "--seed", str(seed)]
@@ -264,7 +285,9 @@ def main() -> int:
     final = curve[-1] if curve else {}
     result = {"task": f"fast binding, {WAYS}-way, {SHOTS} examples of each name in context",
               "names": _env("ICL_NAMES", 2), "caption_share": _env("ICL_CAPTIONS", 0.3),
-              "connector": _env("ICL_CONNECTOR", "resampler"), "batch": _env("ICL_BATCH", 8), "lr": _env("ICL_LR", 2e-3),
+              "words_share": _env("ICL_WORDS", 0.3), "connector": _env("ICL_CONNECTOR", "linear"),
+              "image_size": _env("ICL_IMAGE_SIZE", 32), "patch_size": _env("ICL_PATCH_SIZE", 16),
+              "batch": _env("ICL_BATCH", 32), "lr": _env("ICL_LR", 1e-3),
               "train_episodes": train_episodes, "eval_episodes": len(episodes), "minutes_budget": minutes,
               "threads": threads, "few_shot_accuracy": final.get("few_shot"),
               "zero_shot_accuracy": final.get("zero_shot"), "curve": curve, "loss_curve": loss_curve,
