@@ -212,4 +212,6 @@ def test_image_and_patch_size_shape_a_from_scratch_model(shards, tmp_path):
     assert load_processor(tmp_path / "run" / "processor").image_processor.crop_size["height"] == 32
     assert TrainConfig(data=[shards], output="x", image_size=40, patch_size=16).number_problems() == [
         "--image-size 40 must be a multiple of --patch-size 16"]
+    assert "more than the tiny preset's 256 positions" in " ".join(
+        TrainConfig(data=[shards], output="x", image_size=128, patch_size=4).number_problems())
     assert any("--init" in p for p in TrainConfig(data=[shards], output="x", init="m", image_size=32).number_problems())

@@ -133,8 +133,14 @@ class TrainConfig:
             problems.append("--image-size/--patch-size shape a from-scratch model: an --init or resumed model keeps "
                             "its own")
         side, patch = self.model_preset_sizes()
-        if finite(side) and finite(patch) and side >= 1 and patch >= 1 and side % patch:
-            problems.append(f"--image-size {side} must be a multiple of --patch-size {patch}")
+        if finite(side) and finite(patch) and side >= 1 and patch >= 1:
+            preset = get_preset(self.preset)
+            slots = (side // patch) ** 2 + 1  # the linear connector's: one per ViT token
+            if side % patch:
+                problems.append(f"--image-size {side} must be a multiple of --patch-size {patch}")
+            elif (self.connector or preset.connector) == "linear" and slots + 4 > preset.max_positions:
+                problems.append(f"--image-size {side} in --patch-size {patch} patches makes {slots} image slots: "
+                                f"more than the {preset.name} preset's {preset.max_positions} positions hold")
         if self.recipe == "instruct" and not self.init:
             problems.append("--recipe instruct tunes a pretrained model: give it with --init MODEL")
         if not (all(finite(b) and 0 <= b < 1 for b in self.betas)):
