@@ -21,8 +21,8 @@ import sys
 
 from .config import PipelineConfig
 
-# Ray's extra wall seconds on one machine (starting Ray and its workers, stopping it): 6.6-6.9 s measured on
-# 2 cores at load 3, 17 s at load 9 (4.5 runnable processes per core); the rule takes a middle value.
+# Ray's extra wall seconds on one machine (starting Ray and its workers, stopping it): 10.2 s measured on 2 cores
+# at load 3.3-4.9 (docs/benchmarks.md), 17 s at load 9 (4.5 runnable processes per core).
 RAY_FIXED_S = 10.0
 RAY_EFFICIENCY = 0.85   # the Ray engine's rate per actor relative to the local engine, once started
 # The local engine's seconds per image on one core once started (`grit synth` images; 1.9-2.4 ms and
