@@ -132,9 +132,9 @@ class TrainConfig:
         if (self.image_size or self.patch_size) and (self.init or self.resume):
             problems.append("--image-size/--patch-size shape a from-scratch model: an --init or resumed model keeps "
                             "its own")
-        side, patch = self.model_preset_sizes()
+        preset = self.model_preset()
+        side, patch = preset.image_size, preset.patch_size
         if finite(side) and finite(patch) and side >= 1 and patch >= 1:
-            preset = get_preset(self.preset)
             slots = (side // patch) ** 2 + 1  # the linear connector's: one per ViT token
             if side % patch:
                 problems.append(f"--image-size {side} must be a multiple of --patch-size {patch}")
@@ -149,16 +149,13 @@ class TrainConfig:
             problems.append(f"--min-lr-ratio must be at most 1, got {self.min_lr_ratio!r}")
         return problems
 
-    def model_preset_sizes(self) -> tuple:
-        preset = get_preset(self.preset)
-        return self.image_size or preset.image_size, self.patch_size or preset.patch_size
-
     def model_preset(self):
         """The preset of a from-scratch model, with ``--image-size``/``--patch-size`` applied."""
         from dataclasses import replace
 
-        side, patch = self.model_preset_sizes()
-        return replace(get_preset(self.preset), image_size=side, patch_size=patch)
+        preset = get_preset(self.preset)
+        return replace(preset, image_size=self.image_size or preset.image_size,
+                       patch_size=self.patch_size or preset.patch_size)
 
     def resolved(self) -> "TrainConfig":
         """Unset values filled: the preset's from scratch, fine-tuning defaults with ``init``."""
