@@ -215,3 +215,33 @@ def test_image_and_patch_size_shape_a_from_scratch_model(shards, tmp_path):
     assert "more than the tiny preset's 256 positions" in " ".join(
         TrainConfig(data=[shards], output="x", image_size=128, patch_size=4).number_problems())
     assert any("--init" in p for p in TrainConfig(data=[shards], output="x", init="m", image_size=32).number_problems())
+
+
+def test_source_weights_parse_and_refuse_in_one_line(shards):
+    cfg = TrainConfig(data=[shards], output="x", mix=["text=a.jsonl", "interleaved=d.parquet"],
+                      source_weights=["text=0.3", "interleaved=0"])
+    assert cfg.source_weight_map() == {"text": 0.3, "interleaved": 0.0} and cfg.number_problems() == []
+    assert TrainConfig(data=[shards], output="x", source_weights=["captions=2"]).number_problems() == [
+        "--source-weights captions=...: the mixture has no captions source"]
+    for bad in ("text", "txt=1", "text=-1", "text=nan", "text=heavy"):
+        problems = TrainConfig(data=[shards], output="x", source_weights=[bad]).number_problems()
+        assert len(problems) == 1 and problems[0].startswith(f"--source-weights {bad!r}: write KIND=WEIGHT, KIND ")
+        assert problems[0].endswith("WEIGHT a finite number >= 0")
+
+
+def test_source_weights_reach_the_optimiser(shards, tmp_path):
+    """One step of GRIT + a text corpus from the same start: weighting the text's targets moves the weights
+    differently, and a weight of 1 is the plain token mean."""
+    from kosmos.modeling import load_pretrained
+
+    (tmp_path / "t.jsonl").write_text("".join(
+        json.dumps({"text": f"a red square number {i} is left of a blue circle\nand a green star"}) + "\n"
+        for i in range(8)))
+    weights = {}
+    for name, source_weights in (("plain", None), ("one", ["text=1"]), ("light", ["text=0.2"])):
+        train(small_config(shards, tmp_path / name, steps=1, checkpoint_every=1, source_weights=source_weights,
+                           mix=[f"text={tmp_path / 't.jsonl'}:2"]), log=lambda m: None)
+        model = load_pretrained(tmp_path / name / "checkpoints" / "step_0000001" / "model")
+        weights[name] = model.text_model.model.embed_tokens.weight.detach().clone()
+    assert torch.equal(weights["plain"], weights["one"])
+    assert not torch.allclose(weights["plain"], weights["light"])

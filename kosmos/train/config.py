@@ -34,6 +34,10 @@ class TrainConfig:
         "nargs": "+", "help": "sources of the training mixture (besides --data), one KIND=PATHS[:BATCH] each, KIND "
         "one of grounded, captions, text, interleaved (e.g. captions=shards/:16 text=corpus.jsonl); a source "
         "without :BATCH gets the paper's share of the step (docs/companion.md)"})
+    source_weights: list[str] | None = field(default=None, metadata={
+        "nargs": "+", "help": "loss weight of a mixture source's targets, KIND=WEIGHT each (default 1 for every "
+        "source: the step's loss is the token mean over all targets); e.g. text=0.3 interleaved=0.3 gives a small "
+        "model's capacity to grounding"})
     overwrite: bool = field(default=False, metadata={
         "group": RUN, "help": "start over in an OUTPUT that already holds a run (its files are replaced)"})
     preset: str = field(default="tiny", metadata={"choices": tuple(sorted(PRESETS)), "help": "model size"})
@@ -141,6 +145,15 @@ class TrainConfig:
             elif (self.connector or preset.connector) == "linear" and slots + 4 > preset.max_positions:
                 problems.append(f"--image-size {side} in --patch-size {patch} patches makes {slots} image slots: "
                                 f"more than the {preset.name} preset's {preset.max_positions} positions hold")
+        try:
+            weighted = self.source_weight_map()
+        except ValueError as error:
+            problems.append(str(error))
+        else:
+            present = {entry.partition("=")[0].strip() for entry in self.mix or []}
+            present |= {"grounded"} if self.data else set()
+            for kind in sorted(set(weighted) - present):
+                problems.append(f"--source-weights {kind}=...: the mixture has no {kind} source")
         if self.recipe == "instruct" and not self.init:
             problems.append("--recipe instruct tunes a pretrained model: give it with --init MODEL")
         if not (all(finite(b) and 0 <= b < 1 for b in self.betas)):
@@ -148,6 +161,23 @@ class TrainConfig:
         if self.min_lr_ratio is not None and finite(self.min_lr_ratio) and self.min_lr_ratio > 1:
             problems.append(f"--min-lr-ratio must be at most 1, got {self.min_lr_ratio!r}")
         return problems
+
+    def source_weight_map(self) -> dict[str, float]:
+        """``--source-weights`` as {kind: weight} (ValueError naming a malformed entry)."""
+        from kosmos.sources import SOURCES
+
+        weights: dict[str, float] = {}
+        for entry in self.source_weights or []:
+            kind, sep, value = entry.partition("=")
+            try:
+                weight = float(value)
+            except ValueError:
+                weight = None
+            if not sep or kind not in SOURCES or weight is None or not math.isfinite(weight) or weight < 0:
+                raise ValueError(f"--source-weights {entry!r}: write KIND=WEIGHT, KIND one of {sorted(SOURCES)}, "
+                                 "WEIGHT a finite number >= 0")
+            weights[kind] = weight
+        return weights
 
     def model_preset(self):
         """The preset of a from-scratch model, with ``--image-size``/``--patch-size`` applied."""

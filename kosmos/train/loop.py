@@ -45,6 +45,7 @@ def run_training(cfg: TrainConfig, processor, rank: int = 0, world_size: int = 1
     config = data_config(cfg, model.config, get_preset(cfg.preset))
     specs = source_specs(cfg)
     labels_of_sources = [spec.label for spec in specs]
+    source_scales = [cfg.source_weight_map().get(spec.kind, 1.0) for spec in specs]  # --source-weights
     if is_main:
         log(f"model: {count_parameters(model) / 1e6:.2f}M parameters, image {config.image_size}px, "
             f"{config.num_image_tokens} image slots ({connector_of(model.config)} connector), "
@@ -109,18 +110,19 @@ def run_training(cfg: TrainConfig, processor, rank: int = 0, world_size: int = 1
             batches = mixture.next_step()
             on_device = [{k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in b.items()}
                          for b in batches.values()]
-            # every target of the step weighs the same, whichever source it comes from
-            weight_total = sum(float(target_weights(b["labels"], location_lookup, cfg.location_loss_weight).sum())
-                               for b in on_device)
+            # every target of the step weighs the same, whichever source it comes from (times its source's weight)
+            weight_total = sum(
+                scale * float(target_weights(b["labels"], location_lookup, cfg.location_loss_weight).sum())
+                for scale, b in zip(source_scales, on_device))
             sync = nullcontext() if not distributed or micro == cfg.grad_accum - 1 else step_model.no_sync()
             with sync:
                 with autocast_for(device, cfg.precision):
                     all_logits = step_model(on_device)
                 objective = 0.0
-                for label, batch, logits in zip(batches, on_device, all_logits):
+                for label, batch, logits, scale in zip(batches, on_device, all_logits, source_scales):
                     losses = sequence_losses(logits, batch["labels"], location_lookup, cfg.location_loss_weight,
                                              soft_targets)
-                    objective = objective + losses.weighted_sum / max(weight_total, 1e-6)
+                    objective = objective + scale * losses.weighted_sum / max(weight_total, 1e-6)
                     for key in LOGGED[:5]:
                         window[label][key] += float(getattr(losses, key))
                     window[label]["tokens"] += int(batch["attention_mask"].sum())
