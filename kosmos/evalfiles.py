@@ -384,6 +384,12 @@ def record_field(record: dict, name: str, where: str, kind=str):
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif")
 
 
+def read_loglikelihoods(path) -> dict[str, list]:
+    """A ranking task's predictions jsonl as {id (as text): its candidates' log-likelihoods}."""
+    return {str(record_field(r, "id", w, (str, int))): record_field(r, "loglikelihoods", w, list)
+            for w, r in read_records(path, "predictions")}
+
+
 def read_labelled_images(path, images_dir=None, what: str = "annotations") -> list[dict]:
     """``[{"id", "image", "label"}]`` from an image folder with one subfolder per class (``CLASS/x.png``; the id is
     the path inside the folder) or a JSON list / JSON lines of ``{"image", "label"}`` (images relative to

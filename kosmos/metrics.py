@@ -473,14 +473,16 @@ def _close_meteor(scorer) -> None:
 
 # --------------------------------------------------------------------------- in-context (Kosmos-1) metrics
 
+def best_choice(values: Sequence[float]) -> int:
+    """The index of the highest value; ties go to the first."""
+    return max(range(len(values)), key=lambda i: (values[i], -i))
+
+
 def multiple_choice(loglikelihoods: Sequence[float], choice_lengths: Sequence[int], gold: int) -> dict[str, float]:
     """lm-evaluation-harness's ``acc`` (the choice with the highest summed log-likelihood is right) and ``acc_norm``
     (the same after dividing each log-likelihood by its choice's length in characters); ties go to the first."""
-    def argmax(values):
-        return max(range(len(values)), key=lambda i: (values[i], -i))
-
     normalised = [ll / max(n, 1) for ll, n in zip(loglikelihoods, choice_lengths)]
-    return {"acc": float(argmax(list(loglikelihoods)) == gold), "acc_norm": float(argmax(normalised) == gold)}
+    return {"acc": float(best_choice(list(loglikelihoods)) == gold), "acc_norm": float(best_choice(normalised) == gold)}
 
 
 def roc_auc(scores: Sequence[float], labels: Sequence[int]) -> float:

@@ -88,6 +88,8 @@ def score_generation(predictions: str, inputs: Inputs) -> dict:
 
 
 def score_rank(predictions: str, inputs: Inputs) -> dict:
+    from kosmos.metrics import best_choice
+
     rows, names = examples(inputs)
     choices = sorted(set(names.values()))
     found = _predictions(predictions)
@@ -95,7 +97,7 @@ def score_rank(predictions: str, inputs: Inputs) -> dict:
     for row in rows:
         lls = found.get(str(row["id"]), {}).get("loglikelihoods")
         if lls is not None:
-            hits += choices[max(range(len(lls)), key=lambda i: (lls[i], -i))] == names[row["label"]]
+            hits += choices[best_choice(lls)] == names[row["label"]]
     return {"accuracy": round(100 * hits / len(rows), 2), "total": len(rows)}
 
 

@@ -48,10 +48,10 @@ def queries(inputs: Inputs) -> list[RankItem]:
 
 
 def score(predictions: str, inputs: Inputs) -> dict:
-    from kosmos.evalfiles import read_records, record_field
+    from kosmos.evalfiles import read_loglikelihoods
+    from kosmos.metrics import best_choice
 
-    scores = {str(record_field(r, "id", w, (str, int))): record_field(r, "loglikelihoods", w, list)
-              for w, r in read_records(predictions, "predictions")}
+    scores = read_loglikelihoods(predictions)
     rows = examples(inputs)
     hits = missing = 0
     for row in rows:
@@ -59,7 +59,7 @@ def score(predictions: str, inputs: Inputs) -> dict:
         if lls is None:
             missing += 1
             continue
-        hits += max(range(len(lls)), key=lambda i: (lls[i], -i)) == row["answer"]
+        hits += best_choice(lls) == row["answer"]
     return {"accuracy": round(100 * hits / len(rows), 2) if rows else 0.0, "total": len(rows), "missing": missing}
 
 

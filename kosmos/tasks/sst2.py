@@ -30,17 +30,17 @@ def queries(inputs: Inputs) -> list[RankItem]:
 
 def accuracy(predictions: str, rows: list[dict], answers=ANSWERS) -> dict:
     """Accuracy (percent): the answer with the higher log-likelihood is the label; a missing prediction is wrong."""
-    from kosmos.evalfiles import read_records, record_field
+    from kosmos.evalfiles import read_loglikelihoods
+    from kosmos.metrics import best_choice
 
-    scores = {str(record_field(r, "id", w, (str, int))): record_field(r, "loglikelihoods", w, list)
-              for w, r in read_records(predictions, "predictions")}
+    scores = read_loglikelihoods(predictions)
     hits = missing = 0
     for row in rows:
         lls = scores.get(str(row["id"]))
         if lls is None:
             missing += 1
             continue
-        hits += answers[max(range(len(answers)), key=lambda i: (lls[i], -i))] == row["label"]
+        hits += answers[best_choice(lls[:len(answers)])] == row["label"]
     return {"accuracy": round(100 * hits / len(rows), 2) if rows else 0.0, "total": len(rows), "missing": missing}
 
 
