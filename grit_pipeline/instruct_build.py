@@ -313,29 +313,14 @@ class InstructSink(BuildSink):
 def run_instruct(config: InstructConfig):
     """Build instruction data from ``config.input`` into ``config.output``; returns the pipeline's
     ``RunSummary``. Resumable: finished shards (same parameters, intact files) are skipped."""
-    from grit_pipeline.pipeline.api import _check, _execute, _selected
-    from grit_pipeline.pipeline.guard import output_lock
-    from grit_pipeline.pipeline.preflight import check_input_shards, check_output, conflicting_shards
+    from grit_pipeline.pipeline.api import _check, build_output
 
     problems = config.instruct_params().problems()
     if problems:
         raise ValueError("; ".join(problems))
     _check(config, need_input=True)
-    source = InstructSource(config)
-    shards = source.shards()
-    check_input_shards(config.input, shards, config.shards)
-    params = config.output_params()
-    if not config.overwrite:
-        check_output(config.output, params)
-    with output_lock(config.output, "instruct"):
-        sink = InstructSink(config)
-        if config.overwrite:
-            for shard in conflicting_shards(config.output, params, keep=_selected(shards, config)):
-                sink.clear(shard)
-        _write_run_file(config, None)
-        summary = _execute(config, "instruct", source, STAGES, sink, own_params=params, shards=shards)
-        _write_run_file(config, summary)
-    return summary
+    return build_output(config, "instruct", InstructSource(config), STAGES, InstructSink, config.output_params(),
+                        lambda summary: _write_run_file(config, summary))
 
 
 def _write_run_file(config: InstructConfig, summary) -> None:

@@ -53,20 +53,28 @@ def run_pipeline(config: PipelineConfig) -> RunSummary:
     another input or with other output-affecting parameters (``config.overwrite`` replaces such a build:
     its shards that this run does not rebuild are removed, so a build never mixes two runs)."""
     _check(config, need_input=True, grounding=True, text=True)
-    source = InputSource(config)
+    return build_output(config, "run", InputSource(config), FUSED, BuildSink, config.params_through("write"),
+                        lambda summary: write_run_files(config, summary, mode="fused"))
+
+
+def build_output(config: PipelineConfig, label: str, source, stage_classes, make_sink, params: dict,
+                 write_run_file) -> RunSummary:
+    """Input shards through ``stage_classes`` into ``config.output``, the one sequence of ``grit run`` and
+    ``grit instruct``: at least one input shard; an output holding another build refused (``--overwrite``:
+    its shards this run does not rebuild are removed); under the output's lock, the run file written before
+    (what the folder is being built from, even if stopped) and after."""
     shards = source.shards()
     check_input_shards(config.input, shards, config.shards)
-    params = config.params_through("write")
     if not config.overwrite:
         check_output(config.output, params)
-    with output_lock(config.output, "run"):
-        sink = BuildSink(config)
+    with output_lock(config.output, label):
+        sink = make_sink(config)
         if config.overwrite:
             for shard in conflicting_shards(config.output, params, keep=_selected(shards, config)):
                 sink.clear(shard)
-        write_run_files(config, None, mode="fused")  # what the folder is being built from, even if stopped
-        summary = _execute(config, "run", source, FUSED, sink, own_params=params, shards=shards)
-        write_run_files(config, summary, mode="fused")
+        write_run_file(None)
+        summary = _execute(config, label, source, stage_classes, sink, own_params=params, shards=shards)
+        write_run_file(summary)
     return summary
 
 
