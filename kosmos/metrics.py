@@ -478,6 +478,19 @@ def best_choice(values: Sequence[float]) -> int:
     return max(range(len(values)), key=lambda i: (values[i], -i))
 
 
+def ranked_accuracy(rows: Sequence[dict], loglikelihoods: dict[str, list], is_right) -> dict:
+    """Accuracy (percent) of ranked predictions (``{id: log-likelihoods}``): ``is_right(row, lls)`` judges one item;
+    an item without a prediction counts as wrong and as ``missing``."""
+    hits = missing = 0
+    for row in rows:
+        lls = loglikelihoods.get(str(row["id"]))
+        if lls is None:
+            missing += 1
+            continue
+        hits += bool(is_right(row, lls))
+    return {"accuracy": round(100 * hits / len(rows), 2) if rows else 0.0, "total": len(rows), "missing": missing}
+
+
 def multiple_choice(loglikelihoods: Sequence[float], choice_lengths: Sequence[int], gold: int) -> dict[str, float]:
     """lm-evaluation-harness's ``acc`` (the choice with the highest summed log-likelihood is right) and ``acc_norm``
     (the same after dividing each log-likelihood by its choice's length in characters); ties go to the first."""

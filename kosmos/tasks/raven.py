@@ -49,18 +49,10 @@ def queries(inputs: Inputs) -> list[RankItem]:
 
 def score(predictions: str, inputs: Inputs) -> dict:
     from kosmos.evalfiles import read_loglikelihoods
-    from kosmos.metrics import best_choice
+    from kosmos.metrics import best_choice, ranked_accuracy
 
-    scores = read_loglikelihoods(predictions)
-    rows = examples(inputs)
-    hits = missing = 0
-    for row in rows:
-        lls = scores.get(str(row["id"]))
-        if lls is None:
-            missing += 1
-            continue
-        hits += best_choice(lls) == row["answer"]
-    return {"accuracy": round(100 * hits / len(rows), 2) if rows else 0.0, "total": len(rows), "missing": missing}
+    return ranked_accuracy(examples(inputs), read_loglikelihoods(predictions),
+                           lambda row, lls: best_choice(lls) == row["answer"])
 
 
 def find(root):

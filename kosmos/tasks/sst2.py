@@ -31,17 +31,10 @@ def queries(inputs: Inputs) -> list[RankItem]:
 def accuracy(predictions: str, rows: list[dict], answers=ANSWERS) -> dict:
     """Accuracy (percent): the answer with the higher log-likelihood is the label; a missing prediction is wrong."""
     from kosmos.evalfiles import read_loglikelihoods
-    from kosmos.metrics import best_choice
+    from kosmos.metrics import best_choice, ranked_accuracy
 
-    scores = read_loglikelihoods(predictions)
-    hits = missing = 0
-    for row in rows:
-        lls = scores.get(str(row["id"]))
-        if lls is None:
-            missing += 1
-            continue
-        hits += answers[best_choice(lls[:len(answers)])] == row["label"]
-    return {"accuracy": round(100 * hits / len(rows), 2) if rows else 0.0, "total": len(rows), "missing": missing}
+    return ranked_accuracy(rows, read_loglikelihoods(predictions),
+                           lambda row, lls: answers[best_choice(lls[:len(answers)])] == row["label"])
 
 
 def score(predictions: str, inputs: Inputs) -> dict:
