@@ -84,6 +84,51 @@ def init_vision_positions(model: Kosmos2ForConditionalGeneration, how: str = "si
         weight[0] = 0.0
 
 
+VISION_SIZES = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "image_size",
+                "patch_size")
+
+
+def check_vision_tower(source: str | Path, sizes: dict[str, int]):
+    """The CLIP vision config at ``source`` (a hub id or ``save_pretrained`` directory of a ``CLIPModel`` or
+    ``CLIPVisionModel``) when its ``VISION_SIZES`` are ``sizes``; otherwise one ``ValueError`` line. Reads the
+    config only, so the driver checks it before anything starts."""
+    from transformers import CLIPVisionConfig
+
+    try:
+        config = CLIPVisionConfig.from_pretrained(str(source))
+    except (OSError, ValueError, KeyError) as error:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ValueError(f"--vision-init {source}: not a loadable CLIP vision model ({reason})") from None
+    differ = [f"{name} {getattr(config, name)} (the model's {sizes[name]})" for name in VISION_SIZES
+              if getattr(config, name) != sizes[name]]
+    if differ:
+        raise ValueError(f"--vision-init {source}: its vision tower does not fit the model: " + ", ".join(differ))
+    return config
+
+
+def load_vision_tower(model: Kosmos2ForConditionalGeneration, source: str | Path) -> None:
+    """Start the model's ViT from a CLIP vision tower, as Kosmos-1 and Kosmos-2 start from CLIP ViT-L/14
+    (``check_vision_tower`` first; safetensors weights only)."""
+    from transformers import CLIPVisionModel
+
+    ours = model.config.vision_config
+    check_vision_tower(source, {name: getattr(ours, name) for name in VISION_SIZES})
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # a CLIPModel's text tower is "unexpected" here, by design: not worth a table
+    try:
+        clip = CLIPVisionModel.from_pretrained(str(source), use_safetensors=True)
+    except (OSError, ValueError) as error:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ValueError(f"--vision-init {source}: its weights cannot be loaded ({reason})") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    # transformers 5 keeps CLIPVisionModel's layers at its top level, 4.x under .vision_model
+    tower = getattr(clip, "vision_model", clip)
+    model.vision_model.model.load_state_dict(tower.state_dict())
+
+
 def vision_tokens(config: Kosmos2Config) -> int:
     """ViT tokens per image: patches plus the class token."""
     vision = config.vision_config

@@ -41,6 +41,12 @@ class Preset:
     mixture_shares: dict | None = None
     extra: dict = field(default_factory=dict)
 
+    def vision_sizes(self) -> dict[str, int]:
+        """The ViT's sizes under their ``Kosmos2VisionConfig`` (and ``CLIPVisionConfig``) names."""
+        return dict(hidden_size=self.vision_hidden, intermediate_size=self.vision_ffn,
+                    num_hidden_layers=self.vision_layers, num_attention_heads=self.vision_heads,
+                    image_size=self.image_size, patch_size=self.patch_size)
+
 
 # The small presets train on one CPU or GPU, where every image costs: image-caption pairs at a quarter of the grounded
 # rows (the paper: as many) keep a mixture step near 1.5x a GRIT-only step; text and interleaved keep Table 7's share.
@@ -95,11 +101,7 @@ def build_config(preset: Preset, vocab_size: int, pad_token_id: int = 1, bos_tok
         dropout=preset.dropout, attention_dropout=preset.dropout, pad_token_id=pad_token_id,
         bos_token_id=bos_token_id, eos_token_id=eos_token_id,
     )
-    vision = dict(
-        hidden_size=preset.vision_hidden, intermediate_size=preset.vision_ffn,
-        num_hidden_layers=preset.vision_layers, num_attention_heads=preset.vision_heads,
-        image_size=preset.image_size, patch_size=preset.patch_size,
-    )
+    vision = preset.vision_sizes()
     if connector == "linear":
         slots = (preset.image_size // preset.patch_size) ** 2 + 1
         return Kosmos2Config(text_config=text, vision_config=vision, latent_query_num=slots, connector="linear")

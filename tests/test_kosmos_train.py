@@ -245,3 +245,40 @@ def test_source_weights_reach_the_optimiser(shards, tmp_path):
         weights[name] = model.text_model.model.embed_tokens.weight.detach().clone()
     assert torch.equal(weights["plain"], weights["one"])
     assert not torch.allclose(weights["plain"], weights["light"])
+
+
+def test_vision_init_starts_the_vit_from_a_clip_tower(shards, tmp_path):
+    """--vision-init: a from-scratch model's ViT starts as a CLIP vision tower (a full CLIPModel directory, as
+    openai's are published); a tower of other sizes, a missing folder and --init are refused in one line before
+    anything is written."""
+    from transformers import CLIPConfig, CLIPModel
+
+    from kosmos.modeling import load_pretrained
+    from kosmos.presets import get_preset
+
+    sizes = {**get_preset("tiny").vision_sizes(), "image_size": 32, "patch_size": 16}
+    torch.manual_seed(3)
+    clip = CLIPModel(CLIPConfig(vision_config=sizes, text_config=dict(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, vocab_size=50)))
+    clip.save_pretrained(tmp_path / "clip")
+    train(small_config(shards, tmp_path / "run", steps=1, checkpoint_every=1, lr=1e-9, image_size=32, patch_size=16,
+                       vision_init=str(tmp_path / "clip")))
+    model = load_pretrained(tmp_path / "run" / "checkpoints" / "step_0000001" / "model")
+    theirs = clip.vision_model.state_dict()
+    ours = model.vision_model.model.state_dict()
+    assert sorted(ours) == sorted(theirs)
+    for name, value in theirs.items():
+        assert torch.allclose(ours[name], value, atol=1e-5), name
+    fresh = small_config(shards, tmp_path / "fresh", image_size=32, patch_size=16)
+    assert fresh.vision_init is None
+    for overrides, message in (
+            (dict(image_size=None, patch_size=None), "does not fit the model: image_size 32 (the model's 64), "
+                                                     "patch_size 16 (the model's 8)"),
+            (dict(vision_init=str(tmp_path / "nowhere")), "not a loadable CLIP vision model")):
+        settings = dict(steps=1, image_size=32, patch_size=16, vision_init=str(tmp_path / "clip")) | overrides
+        with pytest.raises(ValueError, match="--vision-init") as raised:
+            train(small_config(shards, tmp_path / "refused", **settings))
+        assert message in str(raised.value) and "\n" not in str(raised.value)
+        assert not (tmp_path / "refused").exists()
+    assert any("--vision-init" in p for p in TrainConfig(data=[shards], output="x", init="m",
+                                                         vision_init="c").number_problems())

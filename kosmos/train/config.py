@@ -62,6 +62,10 @@ class TrainConfig:
         "choices": VISION_POSITION_INITS,
         "help": "how a from-scratch ViT's position embeddings start: sincos2d (a 2D sine-cosine code of the patch "
                 "centres, which learns to localise faster) or random (transformers' initialisation)"})
+    vision_init: str | None = field(default=None, metadata={
+        "help": "start a from-scratch model's ViT from a CLIP vision tower (hub id or save_pretrained directory of "
+                "a CLIPModel or CLIPVisionModel, of the model's vision sizes), as the papers start from CLIP "
+                "ViT-L/14; default: a ViT from scratch"})
     location_loss_weight: float | None = field(default=None, metadata={
         "help": f"weight of location-token targets in the loss (default {DEFAULT_LOCATION_LOSS_WEIGHT:g} from "
                 "scratch, 1 with --init)"})
@@ -136,6 +140,9 @@ class TrainConfig:
         if (self.image_size or self.patch_size) and (self.init or self.resume):
             problems.append("--image-size/--patch-size shape a from-scratch model: an --init or resumed model keeps "
                             "its own")
+        if self.vision_init and (self.init or self.resume):
+            problems.append("--vision-init starts a from-scratch model's ViT: an --init or resumed model keeps its "
+                            "own")
         preset = self.model_preset()
         side, patch = preset.image_size, preset.patch_size
         if finite(side) and finite(patch) and side >= 1 and patch >= 1:

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from kosmos import checkpoint as ckpt
+from kosmos.modeling import check_vision_tower
 from kosmos.train.config import TrainConfig, source_specs
 from kosmos.train.loop import run_training
 from kosmos.train.runfiles import read_log
@@ -46,6 +47,8 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
     problems = cfg.number_problems() + data.number_problems()
     if problems:
         raise ValueError("; ".join(problems))
+    if cfg.vision_init:
+        check_vision_tower(cfg.vision_init, cfg.model_preset().vision_sizes())
     check_run_folder(cfg)
     resume_dir = find_resume_dir(cfg)
     if resume_dir is not None:  # a crafted state.pt is refused here in one line, before any worker starts

@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 
 from kosmos import checkpoint as ckpt
-from kosmos.modeling import load_pretrained
+from kosmos.modeling import load_pretrained, load_vision_tower
 from kosmos.presets import build_model, get_preset
 from kosmos.train.config import TrainConfig
 
@@ -52,9 +52,12 @@ def build_or_load_model(cfg: TrainConfig, processor, resume_dir: Path | None):
                              f"{model.config.text_config.vocab_size}")
         return model
     tok = processor.tokenizer
-    return build_model(cfg.model_preset(), len(tok), seed=cfg.seed, connector=cfg.connector,
-                       vision_position_init=cfg.vision_position_init,
-                       pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    model = build_model(cfg.model_preset(), len(tok), seed=cfg.seed, connector=cfg.connector,
+                        vision_position_init=cfg.vision_position_init,
+                        pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    if cfg.vision_init:
+        load_vision_tower(model, cfg.vision_init)
+    return model
 
 
 def find_resume_dir(cfg: TrainConfig) -> Path | None:
