@@ -129,6 +129,22 @@ def load_vision_tower(model: Kosmos2ForConditionalGeneration, source: str | Path
     model.vision_model.model.load_state_dict(tower.state_dict())
 
 
+FREEZE_VISION = ("none", "all-but-last")
+
+
+def freeze_vision(model: Kosmos2ForConditionalGeneration, how: str = "none") -> None:
+    """``all-but-last``: the ViT's embeddings, first layer norm and every encoder layer but the last stop training
+    (Kosmos-1 freezes its CLIP ViT-L/14 but the last layer); the last layer, the final norm, the connector and the
+    decoder train. ``none`` trains everything."""
+    if how not in FREEZE_VISION:
+        raise ValueError(f"unknown --freeze-vision {how!r}; choose one of {FREEZE_VISION}")
+    if how == "none":
+        return
+    tower = model.vision_model.model
+    for module in (tower.embeddings, tower.pre_layrnorm, *tower.encoder.layers[:-1]):
+        module.requires_grad_(False)
+
+
 def vision_tokens(config: Kosmos2Config) -> int:
     """ViT tokens per image: patches plus the class token."""
     vision = config.vision_config

@@ -249,7 +249,7 @@ def test_source_weights_reach_the_optimiser(shards, tmp_path):
 
 def test_vision_init_starts_the_vit_from_a_clip_tower(shards, tmp_path):
     """--vision-init: a from-scratch model's ViT starts as a CLIP vision tower (a full CLIPModel directory, as
-    openai's are published); a tower of other sizes, a missing folder and --init are refused in one line before
+    openai's are published), and --freeze-vision all-but-last keeps all of it but its last layer; a tower of other sizes, a missing folder and --init are refused in one line before
     anything is written."""
     from transformers import CLIPConfig, CLIPModel
 
@@ -269,8 +269,14 @@ def test_vision_init_starts_the_vit_from_a_clip_tower(shards, tmp_path):
     assert sorted(ours) == sorted(theirs)
     for name, value in theirs.items():
         assert torch.allclose(ours[name], value, atol=1e-5), name
-    fresh = small_config(shards, tmp_path / "fresh", image_size=32, patch_size=16)
-    assert fresh.vision_init is None
+    # --freeze-vision all-but-last (Kosmos-1's CLIP): at a real lr the embeddings and first layer stay CLIP's
+    train(small_config(shards, tmp_path / "frozen", steps=2, checkpoint_every=2, lr=1e-2, image_size=32,
+                       patch_size=16, vision_init=str(tmp_path / "clip"), freeze_vision="all-but-last"))
+    frozen = load_pretrained(tmp_path / "frozen" / "checkpoints" / "step_0000002" / "model")
+    ours = frozen.vision_model.model.state_dict()
+    last = f"encoder.layers.{len(frozen.vision_model.model.encoder.layers) - 1}."
+    for name, value in theirs.items():
+        assert torch.equal(ours[name], value) != name.startswith((last, "post_layernorm")), name
     for overrides, message in (
             (dict(image_size=None, patch_size=None), "does not fit the model: image_size 32 (the model's 64), "
                                                      "patch_size 16 (the model's 8)"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
-from kosmos.modeling import CONNECTORS, VISION_POSITION_INITS
+from kosmos.modeling import CONNECTORS, FREEZE_VISION, VISION_POSITION_INITS
 from kosmos.presets import PRESETS, get_preset
 
 DATA, RUN = "data", "run"
@@ -66,6 +66,10 @@ class TrainConfig:
         "help": "start a from-scratch model's ViT from a CLIP vision tower (hub id or save_pretrained directory of "
                 "a CLIPModel or CLIPVisionModel, of the model's vision sizes), as the papers start from CLIP "
                 "ViT-L/14; default: a ViT from scratch"})
+    freeze_vision: str = field(default="none", metadata={
+        "choices": FREEZE_VISION,
+        "help": "all-but-last: the ViT's embeddings and every layer but its last stop training, as Kosmos-1 keeps "
+                "CLIP (with --vision-init); none: everything trains"})
     location_loss_weight: float | None = field(default=None, metadata={
         "help": f"weight of location-token targets in the loss (default {DEFAULT_LOCATION_LOSS_WEIGHT:g} from "
                 "scratch, 1 with --init)"})

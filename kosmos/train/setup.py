@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 
 from kosmos import checkpoint as ckpt
-from kosmos.modeling import load_pretrained, load_vision_tower
+from kosmos.modeling import freeze_vision, load_pretrained, load_vision_tower
 from kosmos.presets import build_model, get_preset
 from kosmos.train.config import TrainConfig
 
@@ -42,6 +42,13 @@ def prepare_processor(cfg: TrainConfig, log=print):
 
 
 def build_or_load_model(cfg: TrainConfig, processor, resume_dir: Path | None):
+    """The model to train (resumed, --init or new; --vision-init's ViT), with --freeze-vision applied."""
+    model = _build_or_load(cfg, processor, resume_dir)
+    freeze_vision(model, cfg.freeze_vision)
+    return model
+
+
+def _build_or_load(cfg: TrainConfig, processor, resume_dir: Path | None):
     # safetensors only, as kosmos predict: a pytorch_model.bin is a pickle, and loading one could run code
     if resume_dir is not None:
         return load_pretrained(resume_dir / "model", use_safetensors=True)
