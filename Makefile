@@ -218,7 +218,8 @@ mixture-study: setup
 	$(PY) bench/study_mixture.py
 
 # make instruct-study: a tiny model before and after --recipe instruct on a level-1 world: box -> expression and
-# REC on held-out images (bench/study_instruct.py; STUDY_WORLD, STUDY_MODEL, STUDY_TUNE_ARGS)
+# REC on held-out images, its ViT from a CLIP trained on the world (bench/study_instruct.py; STUDY_WORLD, STUDY_MODEL,
+# STUDY_VISION_STEPS, STUDY_TUNE_ARGS)
 .PHONY: instruct-study
 instruct-study: setup
 	$(PY) bench/study_instruct.py
