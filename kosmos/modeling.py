@@ -84,6 +84,7 @@ def init_vision_positions(model: Kosmos2ForConditionalGeneration, how: str = "si
         weight[0] = 0.0
 
 
+CLIP_MODEL_TYPES = ("clip", "clip_vision_model")
 VISION_SIZES = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "image_size",
                 "patch_size")
 
@@ -95,10 +96,16 @@ def check_vision_tower(source: str | Path, sizes: dict[str, int]):
     from transformers import CLIPVisionConfig
 
     try:
+        kind = CLIPVisionConfig.get_config_dict(str(source))[0].get("model_type")
         config = CLIPVisionConfig.from_pretrained(str(source))
     except (OSError, ValueError, KeyError) as error:
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise ValueError(f"--vision-init {source}: not a loadable CLIP vision model ({reason})") from None
+    # transformers reads any config with a vision part (a Kosmos-2's too) as a CLIP vision config, then leaves
+    # every weight it cannot match at random: only a CLIP is taken
+    if kind not in CLIP_MODEL_TYPES:
+        raise ValueError(f"--vision-init {source}: a {kind or 'untyped'} model, not a CLIP (model_type "
+                         f"{' or '.join(CLIP_MODEL_TYPES)})")
     differ = [f"{name} {getattr(config, name)} (the model's {sizes[name]})" for name in VISION_SIZES
               if getattr(config, name) != sizes[name]]
     if differ:
@@ -118,12 +125,16 @@ def load_vision_tower(model: Kosmos2ForConditionalGeneration, source: str | Path
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # a CLIPModel's text tower is "unexpected" here, by design: not worth a table
     try:
-        clip = CLIPVisionModel.from_pretrained(str(source), use_safetensors=True)
+        clip, loading = CLIPVisionModel.from_pretrained(str(source), use_safetensors=True, output_loading_info=True)
     except (OSError, ValueError) as error:
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise ValueError(f"--vision-init {source}: its weights cannot be loaded ({reason})") from None
     finally:
         hf_logging.set_verbosity(verbosity)
+    if loading["missing_keys"]:
+        missing = sorted(loading["missing_keys"])
+        raise ValueError(f"--vision-init {source}: its weights lack {len(missing)} of the vision tower's tensors "
+                         f"(e.g. {missing[0]})")
     # transformers 5 keeps CLIPVisionModel's layers at its top level, 4.x under .vision_model
     tower = getattr(clip, "vision_model", clip)
     model.vision_model.model.load_state_dict(tower.state_dict())
