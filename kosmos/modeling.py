@@ -117,11 +117,10 @@ def load_vision_tower(model: Kosmos2ForConditionalGeneration, source: str | Path
     """Start the model's ViT from a CLIP vision tower, as Kosmos-1 and Kosmos-2 start from CLIP ViT-L/14
     (``check_vision_tower`` first; safetensors weights only)."""
     from transformers import CLIPVisionModel
+    from transformers.utils import logging as hf_logging
 
     ours = model.config.vision_config
     check_vision_tower(source, {name: getattr(ours, name) for name in VISION_SIZES})
-    from transformers.utils import logging as hf_logging
-
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # a CLIPModel's text tower is "unexpected" here, by design: not worth a table
     try:
