@@ -94,12 +94,11 @@ def read_pairs(folder: Path, image_size: int):
     from kosmos.images import prepare_image
     from kosmos.tokenizer import build_image_processor
 
+    from grit_pipeline.evaluate import load_truth
+
     processor = build_image_processor(image_size)
-    truth = {}
-    for path in sorted((folder / "truth").glob("*.jsonl")):
-        for line in path.read_text().splitlines():
-            record = json.loads(line)
-            truth[record["key"]] = record["objects"][0]["label"] if record["objects"] else ""
+    truth = {key: record["objects"][0]["label"] if record["objects"] else ""
+             for key, record in load_truth(folder / "truth").items()}
     pixels, captions, labels = [], [], []
     for shard in sorted(folder.glob("*.tar")):
         with tarfile.open(shard) as tar:
@@ -262,11 +261,9 @@ def heldout_questions(questions: Path, truth_dir: Path) -> list[dict]:
     from PIL import Image
     from torchvision.ops import box_iou
 
-    truth = {}
-    for path in sorted(truth_dir.glob("*.jsonl")):
-        for line in path.read_text().splitlines():
-            record = json.loads(line)
-            truth[record["key"]] = record
+    from grit_pipeline.evaluate import load_truth
+
+    truth = load_truth(truth_dir)
     items = []
     for index in sorted(questions.glob("*.parquet")):
         if index.name.endswith("_rejects.parquet"):
