@@ -288,6 +288,8 @@ def test_vision_init_starts_the_vit_from_a_clip_tower(shards, tmp_path):
         assert not (tmp_path / "refused").exists()
     assert any("--vision-init" in p for p in TrainConfig(data=[shards], output="x", init="m",
                                                          vision_init="c").number_problems())
+    assert TrainConfig(data=[shards], output="x", freeze_vision="half").number_problems() == [
+        "--freeze-vision must be one of none, all-but-last, got 'half'"]
     # a Kosmos-2 folder has a vision config too: refused, not read as a CLIP with its weights left random
     load_pretrained(tmp_path / "run" / "checkpoints" / "step_0000001" / "model").save_pretrained(tmp_path / "kosmos")
     with pytest.raises(ValueError, match="a kosmos-2 model, not a CLIP"):

@@ -144,6 +144,8 @@ class TrainConfig:
         if (self.image_size or self.patch_size) and (self.init or self.resume):
             problems.append("--image-size/--patch-size shape a from-scratch model: an --init or resumed model keeps "
                             "its own")
+        if self.freeze_vision not in FREEZE_VISION:
+            problems.append(f"--freeze-vision must be one of {', '.join(FREEZE_VISION)}, got {self.freeze_vision!r}")
         if self.vision_init and (self.init or self.resume):
             problems.append("--vision-init starts a from-scratch model's ViT: an --init or resumed model keeps its "
                             "own")
