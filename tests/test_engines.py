@@ -133,3 +133,36 @@ def test_the_streaming_plan_gives_the_local_build(clean_world, clean_build, tmp_
     assert summary.engine == "ray" and len(summary.shards_written) == 3
     assert snapshot(output) == snapshot(clean_build)
     assert not (output / "_parts").exists()
+
+
+@pytest.mark.ray
+def test_a_ray_the_run_started_is_stopped_with_every_process_it_started(clean_world, clean_build, tmp_path,
+                                                                          monkeypatch):
+    """The run's own local Ray is killed at the end, the raylet's agents and workers too: none outlives it."""
+    import psutil
+    import ray
+
+    from grit_pipeline.pipeline import engine_ray
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    ray.shutdown()  # a Ray left by another test: this run starts its own
+    started, below = [], []
+    stop = engine_ray.stop_ray
+
+    def stop_and_watch():
+        from ray._private.worker import _global_node
+
+        for infos in _global_node.all_processes.values():
+            for info in infos:
+                top = psutil.Process(info.process.pid)
+                started.append(top)
+                below.extend(top.children(recursive=True))
+        stop()
+
+    monkeypatch.setattr(engine_ray, "stop_ray", stop_and_watch)
+    output = tmp_path / "grit"
+    summary = run_pipeline(local_config(clean_world, output, engine="ray"))
+    assert summary.engine == "ray" and snapshot(output) == snapshot(clean_build)
+    assert not ray.is_initialized()
+    assert len(started) >= 4 and below  # GCS, raylet, dashboard, monitors; the raylet's agents
+    assert [p for p in started + below if engine_ray._running(p)] == []
