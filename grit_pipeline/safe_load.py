@@ -33,10 +33,22 @@ def load_torch_file(path: str | Path) -> Any:
                               f"{' '.join(str(error).split())[:200]})") from None
 
 
+# What ``torch.save`` of tensors in dicts and lists names, all on torch's ``weights_only`` allow-list (a test checks
+# that): a file whose pickle names these only passes ``check_torch_file`` without importing torch (seconds on a
+# driver that never runs the model); any other name or layout goes to torch's own check.
+PLAIN_TENSOR_GLOBALS = frozenset({
+    "collections.OrderedDict", "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_parameter",
+    *(f"torch.{kind}Storage" for kind in ("Float", "Double", "Half", "BFloat16", "Long", "Int", "Short", "Char",
+                                          "Byte", "Bool"))})
+MAX_PICKLE_BYTES = 64 << 20  # a larger data.pkl (not tensors: they are stored beside it) goes to torch's check
+
+
 def check_torch_file(path: str | Path) -> None:
     """Refuse (``UnsafeFileError``) a torch file that names anything ``weights_only`` would not build,
     without loading its tensors: a cheap check for a process that hands the file to others (the driver of
     a distributed training run), so the refusal is one line there rather than a failure inside a worker."""
+    if plain_tensor_file(path):
+        return
     from torch.serialization import get_unsafe_globals_in_checkpoint
 
     try:
@@ -49,3 +61,28 @@ def check_torch_file(path: str | Path) -> None:
     if unsafe:
         raise UnsafeFileError(f"{path}: refused to load: it holds more than tensors and plain values, so loading "
                               f"it could run code (it names {', '.join(sorted(unsafe)[:5])})")
+
+
+def plain_tensor_file(path: str | Path) -> bool:
+    """True when ``path`` is a ``torch.save`` archive whose pickle imports nothing but ``PLAIN_TENSOR_GLOBALS``
+    (read with ``pickletools``, without torch); False for anything else, which is left to torch to judge."""
+    import pickletools
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+            pickles = [m for m in members if m.filename.count("/") == 1 and m.filename.endswith("/data.pkl")]
+            if (len(pickles) != 1 or pickles[0].file_size > MAX_PICKLE_BYTES
+                    or any(m.filename.endswith("/constants.pkl") for m in members)):  # TorchScript: torch's call
+                return False
+            data = archive.read(pickles[0])
+        for opcode, argument, _ in pickletools.genops(data):
+            if opcode.name == "GLOBAL":
+                if argument.replace(" ", ".", 1) not in PLAIN_TENSOR_GLOBALS:
+                    return False
+            elif opcode.name in ("STACK_GLOBAL", "INST", "OBJ", "EXT1", "EXT2", "EXT4"):
+                return False  # other ways to name a callable
+        return True
+    except Exception:  # noqa: BLE001 - not a zip, a broken pickle, ...: torch's check says what it is
+        return False

@@ -6,8 +6,8 @@ import torch
 from PIL import Image
 
 from grit_pipeline.detectors.base import Detection, available_detectors, get_detector
-from grit_pipeline.detectors.demo import (DemoDetector, DemoGroundingModel, WordVocabulary, default_checkpoint,
-                                          save_checkpoint)
+from grit_pipeline.detectors.demo import DemoDetector, default_checkpoint
+from grit_pipeline.detectors.demo_model import DemoGroundingModel, WordVocabulary, save_checkpoint
 from grit_pipeline.evaluate import box_iou
 from grit_pipeline.grounding import filter_detections
 from grit_pipeline.synth.scene import Scene, SceneObject, object_extent, render_scene

@@ -79,3 +79,46 @@ def test_kosmos_train_resume_from_a_crafted_checkpoint_is_one_line(tmp_path, cap
     err = capsys.readouterr().err.strip()
     assert code != 0 and "Traceback" not in err and len(err.splitlines()) == 1 and "refused to load" in err
     assert not marker.exists()
+
+
+def test_plain_tensor_files_pass_the_check_without_torch_and_anything_else_goes_to_torch(tmp_path):
+    """The torch-free fast path accepts only names torch's weights_only accepts; other files get torch's verdict."""
+    from collections import Counter, OrderedDict
+
+    from torch._weights_only_unpickler import _get_allowed_globals
+
+    from grit_pipeline.safe_load import PLAIN_TENSOR_GLOBALS, check_torch_file, plain_tensor_file
+
+    assert PLAIN_TENSOR_GLOBALS <= set(_get_allowed_globals())
+    plain = tmp_path / "plain.pt"
+    torch.save({"state_dict": OrderedDict(w=torch.ones(2), n=torch.arange(3)),
+                "more": [torch.zeros(1, dtype=dtype) for dtype in (torch.float16, torch.bfloat16, torch.bool,
+                                                                   torch.uint8, torch.int8, torch.int32)],
+                "p": torch.nn.Parameter(torch.ones(1)), "config": {"lr": 1e-3, "name": "x", "sizes": (1, 2)}}, plain)
+    assert plain_tensor_file(plain)
+    check_torch_file(plain)
+    allowed_elsewhere = tmp_path / "counter.pt"  # on torch's allow-list, not on the fast path's: torch decides
+    torch.save({"counts": Counter("aab")}, allowed_elsewhere)
+    assert not plain_tensor_file(allowed_elsewhere)
+    check_torch_file(allowed_elsewhere)
+    evil = _crafted(tmp_path / "evil.pt", tmp_path / "pwned")
+    assert not plain_tensor_file(evil)
+    with pytest.raises(UnsafeFileError, match="it names posix.system"):
+        check_torch_file(evil)
+    (tmp_path / "text.pt").write_text("not a zip")
+    assert not plain_tensor_file(tmp_path / "text.pt")
+    with pytest.raises(UnsafeFileError, match="not a readable torch file"):
+        check_torch_file(tmp_path / "text.pt")
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_the_demo_detectors_driver_check_imports_no_torch():
+    """A Ray run's driver checks the demo checkpoint without paying for torch (its workers load it)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from grit_pipeline.detectors.base import check_detector; check_detector('demo'); "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip() == "False"

@@ -1,4 +1,5 @@
-"""Train the demo detector (``grit_pipeline/detectors/demo.py``) on the synthetic world, on the CPU.
+"""Train the demo detector (``grit_pipeline/detectors/demo.py``, its network ``demo_model.py``) on the synthetic
+world, on the CPU.
 
 Read top to bottom: build a training set of synthetic scenes (JPEG round trip, 128x128), then a plain
 AdamW loop with a cosine schedule. Targets, FCOS-style: the grid cells near an object's centre regress its
@@ -29,7 +30,7 @@ from ..synth.captions import OBJECT
 from ..synth.scene import Scene
 from ..synth.vocab import COLOURS, COUNT_WORDS, LARGE_WORDS, PLURAL, SHAPES, SMALL_WORDS, article, vocabulary
 from ..synth.writer import make_sample
-from .demo import INPUT_SIZE, DemoGroundingModel, WordVocabulary, save_checkpoint
+from .demo_model import INPUT_SIZE, DemoGroundingModel, WordVocabulary, save_checkpoint
 
 MAX_OBJECTS = 5
 MAX_PHRASES = 12
