@@ -43,7 +43,7 @@ def test_a_named_engine_or_a_cluster_address_decides(monkeypatch):
 
 def test_on_one_machine_ray_only_when_its_cores_win_back_its_start_up(monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    # 1,024 demo images in 4 shards on 2 cores: ~5 s of work, Ray would save ~2 s but costs ~10 s.
+    # 1,024 demo images in 4 shards on 2 cores: ~5 s of work, Ray would save ~2 s but costs ~4 s.
     engine, why = choose(shards(4, 256), detector="demo")
     assert engine == "local" and "1,024 images of demo" in why and "2 of 2 cores" in why
     # 100 shards of 10,000: Ray's two actors save far more than its start-up.

@@ -21,13 +21,13 @@ import sys
 
 from .config import PipelineConfig
 
-# Ray's extra wall seconds on one machine (starting Ray and its workers, stopping it): 10.2 s measured on 2 cores
-# at load 3.3-4.9 (docs/benchmarks.md), 17 s at load 9 (4.5 runnable processes per core).
-RAY_FIXED_S = 10.0
-RAY_EFFICIENCY = 0.85   # the Ray engine's rate per actor relative to the local engine, once started
-# The local engine's seconds per image on one core once started (`grit synth` images; 1.9-2.4 ms and
-# 4.0-4.3 ms of CPU per image measured).
-DETECTOR_SECONDS = {"noop": 0.002, "demo": 0.0045}
+# Ray's extra wall seconds on one machine (starting Ray and its workers, stopping it): 2.5-3.4 s measured on
+# 2 cores at load 1-2 (docs/benchmarks.md); 10 s and more under load (4.5 runnable processes per core: 17 s).
+RAY_FIXED_S = 4.0
+RAY_EFFICIENCY = 0.85   # the Ray engine's rate per actor relative to the local engine, once started (0.86-0.94)
+# The local engine's seconds per image on one core once started (`grit synth` images; 2.3-2.4 ms and
+# 3.7-4.5 ms measured).
+DETECTOR_SECONDS = {"noop": 0.0024, "demo": 0.0045}
 HEAVY_DETECTOR_S = 0.5  # a real detector on a CPU core is slower than this
 SAMPLED_SHARDS = 8      # shards whose size is read to estimate the job (their parquet footers only)
 
