@@ -74,7 +74,9 @@ def plain_tensor_file(path: str | Path) -> bool:
             members = archive.infolist()
             pickles = [m for m in members if m.filename.count("/") == 1 and m.filename.endswith("/data.pkl")]
             if (len(pickles) != 1 or pickles[0].file_size > MAX_PICKLE_BYTES
-                    or any(m.filename.endswith("/constants.pkl") for m in members)):  # TorchScript: torch's call
+                    # torch's archive has a version record; a TorchScript one a constants.pkl: torch's call
+                    or pickles[0].filename[:-len("data.pkl")] + "version" not in archive.namelist()
+                    or any(m.filename.endswith("/constants.pkl") for m in members)):
                 return False
             data = archive.read(pickles[0])
         for opcode, argument, _ in pickletools.genops(data):

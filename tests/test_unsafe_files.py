@@ -105,6 +105,13 @@ def test_plain_tensor_files_pass_the_check_without_torch_and_anything_else_goes_
     assert not plain_tensor_file(evil)
     with pytest.raises(UnsafeFileError, match="it names posix.system"):
         check_torch_file(evil)
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "no_version.pt", "w") as archive:  # a pickle without torch's archive around it
+        archive.writestr("a/data.pkl", b"\x80\x02}q\x00.")
+    assert not plain_tensor_file(tmp_path / "no_version.pt")
+    with pytest.raises(UnsafeFileError, match="not a readable torch file"):
+        check_torch_file(tmp_path / "no_version.pt")
     (tmp_path / "text.pt").write_text("not a zip")
     assert not plain_tensor_file(tmp_path / "text.pt")
     with pytest.raises(UnsafeFileError, match="not a readable torch file"):
