@@ -18,6 +18,8 @@ DEFAULT_LOCATION_LOSS_WEIGHT = 10.0
 # A 1,024-way classification learns each cell separately; a Gaussian target of 1.5 cells shares the gradient
 # with the neighbours: on the level-1 world the location loss fell about twice as fast per step.
 DEFAULT_LOCATION_SIGMA = 1.5
+# --max-minutes without --steps: the time budget alone ends the run (and sets the lr decay)
+TIME_BUDGET_STEPS = 10**9
 
 
 @dataclass
@@ -91,7 +93,9 @@ class TrainConfig:
     tokenizer: str | None = field(default=None, metadata={
         "help": "processor directory to reuse instead of learning a tokenizer"})
     tokenizer_samples: int = field(default=100_000, metadata={"help": "captions read to learn a tokenizer"})
-    steps: int | None = field(default=None, metadata={"help": "optimiser steps (preset default; paper 60000)"})
+    steps: int | None = field(default=None, metadata={
+        "help": "optimiser steps (preset default; paper 60000; with --max-minutes and no --steps the time budget "
+                "alone ends the run)"})
     batch_size: int | None = field(default=None, metadata={
         "help": "samples per worker per micro-step (preset default)"})
     grad_accum: int = field(default=1, metadata={"help": "micro-steps per optimiser step"})
@@ -217,6 +221,8 @@ class TrainConfig:
             from kosmos.sources.instruct_recipe import recipe_defaults
 
             defaults = tuple(recipe_defaults(preset).items()) + defaults
+        if values["steps"] is None and self.max_minutes:
+            values["steps"] = TIME_BUDGET_STEPS
         for name, default in defaults:
             if values[name] is None:
                 values[name] = default

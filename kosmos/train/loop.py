@@ -21,7 +21,7 @@ from kosmos.mix import Mixture
 from kosmos.modeling import MixtureStep, connector_of
 from kosmos.presets import count_parameters, get_preset
 from kosmos.sequence import SequenceEncoder
-from kosmos.train.config import TrainConfig, data_config, source_specs
+from kosmos.train.config import TIME_BUDGET_STEPS, TrainConfig, data_config, source_specs
 from kosmos.train.losses import (autocast_for, location_soft_targets, location_token_mask, lr_factor,
                                      resolve_device, sequence_losses, target_weights)
 from kosmos.train.runfiles import read_best, save_best, truncate_log
@@ -145,9 +145,9 @@ def run_training(cfg: TrainConfig, processor, rank: int = 0, world_size: int = 1
             skipped = sum_skipped(mixture.skipped(), distributed)
             entry = log_entry(step, window, labels_of_sources, distributed, device, scheduler, grad_norm, skipped)
             if is_main:
-                log(f"step {step}/{cfg.steps} loss {entry['loss']} text {entry['text_loss']} loc {entry['loc_loss']} "
-                    f"loc acc {entry['loc_acc']} lr {entry['lr']:.2e} {entry['tokens_per_s']:.0f} tok/s "
-                    f"{entry['samples_per_s']:.1f} samples/s"
+                log(f"step {progress_of(step, cfg, started)} loss {entry['loss']} text {entry['text_loss']} "
+                    f"loc {entry['loc_loss']} loc acc {entry['loc_acc']} lr {entry['lr']:.2e} "
+                    f"{entry['tokens_per_s']:.0f} tok/s {entry['samples_per_s']:.1f} samples/s"
                     + ("".join(f" | {k} {v['loss']}" for k, v in entry["sources"].items()) if len(specs) > 1 else ""))
                 with open(log_path, "a") as handle:
                     handle.write(json.dumps(entry) + "\n")
@@ -186,6 +186,13 @@ def run_training(cfg: TrainConfig, processor, rank: int = 0, world_size: int = 1
 
 
 # --------------------------------------------------------------------------- log window, across ranks
+
+def progress_of(step: int, cfg: TrainConfig, started: float) -> str:
+    """``12/400``, or ``12 (1.5/10 min)`` when the time budget alone ends the run."""
+    if cfg.steps >= TIME_BUDGET_STEPS:
+        return f"{step} ({(time.perf_counter() - started) / 60:.1f}/{cfg.max_minutes:g} min)"
+    return f"{step}/{cfg.steps}"
+
 
 def new_window(sources: list[str]) -> dict:
     window: dict[str, Any] = {label: dict.fromkeys(LOGGED, 0.0) for label in sources}
