@@ -186,34 +186,59 @@ def image_embeddings(model, pixel_values: torch.Tensor) -> torch.Tensor | None:
     return model.get_image_features(pixel_values, return_dict=True).pooler_output
 
 
-def sequence_logits(model, batch: dict, image_embeds: torch.Tensor | None = None) -> torch.Tensor:
-    """Next-token logits of a batch whose rows carry 0..N images each (``kosmos.sequence.collate``): the image
-    embeddings go into the ``image_embeds_position_mask`` positions in row order; text-only rows need none."""
+def decoder_states(model, batch: dict, image_embeds: torch.Tensor | None = None) -> torch.Tensor:
+    """The decoder's last hidden states of a batch whose rows carry 0..N images each (``kosmos.sequence.collate``):
+    the image embeddings go into the ``image_embeds_position_mask`` positions in row order; text-only rows need none."""
     if image_embeds is None and batch.get("pixel_values") is not None:
         image_embeds = image_embeddings(model, batch["pixel_values"])
-    return model.text_model(
+    return model.text_model.model(
         input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], image_embeds=image_embeds,
         image_embeds_position_mask=batch["image_embeds_position_mask"] if image_embeds is not None else None,
-    ).logits
+        use_cache=False,
+    ).last_hidden_state
+
+
+def sequence_logits(model, batch: dict, image_embeds: torch.Tensor | None = None) -> torch.Tensor:
+    """Next-token logits at every position of a batch (``decoder_states`` through the LM head)."""
+    return model.text_model.lm_head(decoder_states(model, batch, image_embeds))
+
+
+def next_token_targets(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(positions whose next token is a target, those targets): the mask over ``labels[:, :-1]``'s positions and
+    the target ids in row-major order."""
+    targets = labels[:, 1:]
+    where = targets != -100
+    return where, targets[where]
+
+
+def target_logits(model, batch: dict, image_embeds: torch.Tensor | None = None) -> torch.Tensor:
+    """Next-token logits at the target positions only, row-major, (targets, vocab): what training needs. Image
+    slots, prompts and padding, most of a grounded row, never go through the LM head (on the tiny preset the head
+    over every position was about a third of a step's arithmetic)."""
+    where, _ = next_token_targets(batch["labels"])
+    return model.text_model.lm_head(decoder_states(model, batch, image_embeds)[:, :-1][where])
 
 
 class MixtureStep(nn.Module):
     """One training forward over the batches of every source of a step, for DistributedDataParallel to wrap
     (one forward, one backward per micro-step): the vision tower and connector run once over all images of
-    the step, then the decoder over each source's batch."""
+    the step, then the decoder over each source's batch. ``targets_only``: each source's ``target_logits``
+    (what the loss reads) instead of the logits at every position."""
 
-    def __init__(self, model):
+    def __init__(self, model, targets_only: bool = False):
         super().__init__()
         self.model = model
+        self.targets_only = targets_only
 
     def forward(self, batches: list[dict]) -> list[torch.Tensor]:
         counts = [int(b["pixel_values"].size(0)) for b in batches]
         embeds = None
         if sum(counts):
             embeds = image_embeddings(self.model, torch.cat([b["pixel_values"] for b in batches if b["pixel_values"].size(0)]))
+        head = target_logits if self.targets_only else sequence_logits
         logits, start = [], 0
         for batch, n in zip(batches, counts):
             part = embeds[start:start + n] if n else None
             start += n
-            logits.append(sequence_logits(self.model, batch, part))
+            logits.append(head(self.model, batch, part))
         return logits

@@ -39,6 +39,8 @@ class Preset:
     max_length: int = 128  # text tokens after the image slots
     # rows of each mixture source per grounded row when --mix gives no batch size; None: the paper's Table 7
     mixture_shares: dict | None = None
+    # loss weight of each mixture source's targets when training from scratch (--source-weights overrides); 1 if absent
+    mixture_loss_weights: dict | None = None
     extra: dict = field(default_factory=dict)
 
     def vision_sizes(self) -> dict[str, int]:
@@ -51,6 +53,10 @@ class Preset:
 # The small presets train on one CPU or GPU, where every image costs: image-caption pairs at a quarter of the grounded
 # rows (the paper: as many) keep a mixture step near 1.5x a GRIT-only step; text and interleaved keep Table 7's share.
 SMALL_MIXTURE_SHARES = {"grounded": 1.0, "captions": 0.25, "text": 93 / 1117, "interleaved": 47 / 1117}
+# A text row fills its whole sequence with targets (a tiny preset's 256 against ~10 of a grounded row's), so at weight
+# 1 one text and one interleaved row were about half of a step's objective and grounding learnt at half speed per
+# step; at a quarter they are about a fifth, and the language target still holds (docs/companion.md).
+SMALL_MIXTURE_LOSS_WEIGHTS = {"text": 0.25, "interleaved": 0.25}
 
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(
@@ -58,12 +64,14 @@ PRESETS: dict[str, Preset] = {
         vision_ffn=128, text_hidden=128, text_layers=2, text_heads=4, text_ffn=256, latent_query_num=16,
         max_positions=256, dropout=0.0, tokenizer_vocab=400, lr=1e-3, warmup_steps=20, max_steps=400,
         batch_size=16, max_length=64, mixture_shares=SMALL_MIXTURE_SHARES,
+        mixture_loss_weights=SMALL_MIXTURE_LOSS_WEIGHTS,
     ),
     "small": Preset(
         name="small", image_size=224, patch_size=16, vision_hidden=384, vision_layers=6, vision_heads=6,
         vision_ffn=1536, text_hidden=512, text_layers=8, text_heads=8, text_ffn=2048, latent_query_num=64,
         max_positions=512, dropout=0.1, tokenizer_vocab=8000, lr=5e-4, warmup_steps=375, max_steps=20_000,
         batch_size=64, max_length=96, mixture_shares=SMALL_MIXTURE_SHARES,
+        mixture_loss_weights=SMALL_MIXTURE_LOSS_WEIGHTS,
     ),
     "paper": Preset(
         name="paper", image_size=224, patch_size=14, vision_hidden=1024, vision_layers=24, vision_heads=16,

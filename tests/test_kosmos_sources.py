@@ -121,6 +121,35 @@ def test_model_writes_each_rows_images_in_order_and_runs_text_only_rows(processo
     assert logits[1].shape[:2] == (1, text["input_ids"].numel())
 
 
+def test_training_reads_logits_at_the_targets_only_and_gets_the_same_losses(processor, encoder):
+    from kosmos.modeling import MixtureStep, next_token_targets
+    from kosmos.presets import PRESETS, build_model
+    from kosmos.train.losses import location_soft_targets, location_token_mask, sequence_losses, target_losses
+
+    torch.manual_seed(0)
+    model = build_model(PRESETS["tiny"], len(processor.tokenizer)).eval()
+    slots, side = model.config.latent_query_num, model.config.vision_config.image_size
+    enc = SequenceEncoder(build_processor(processor.tokenizer, side), slots, side)
+    red = enc.pixels(PILImage.new("RGB", (8, 8), (255, 0, 0)))[0]
+    linked = "<phrase>a red square</phrase><object><patch_index_0001><patch_index_0066></object>"
+    grounded = collate([enc.encode([Image(red), Text(linked)]), enc.encode([Text("dogs run far")])], enc.pad)
+    lookup = location_token_mask(processor.tokenizer)
+    soft = location_soft_targets(processor.tokenizer, 1.5)
+    with torch.no_grad():
+        full = MixtureStep(model)([grounded])[0]
+        at_targets = MixtureStep(model, targets_only=True)([grounded])[0]
+    where, targets = next_token_targets(grounded["labels"])
+    # one row per target, none for the image slots, prompt and padding
+    assert at_targets.shape == (int(where.sum()), full.size(-1)) and targets.numel() == at_targets.size(0)
+    assert at_targets.size(0) < full.size(0) * full.size(1) / 4
+    assert torch.allclose(at_targets, full[:, :-1][where], atol=1e-5)
+    everywhere = sequence_losses(full, grounded["labels"], lookup, 10.0, soft)
+    selected = target_losses(at_targets, targets, lookup, 10.0, soft)
+    assert int(selected.loc_n) == 2
+    for name in ("objective", "weighted_sum", "loss_sum", "loc_sum", "loc_correct", "loc_n", "n"):
+        assert float(getattr(selected, name)) == pytest.approx(float(getattr(everywhere, name)), rel=1e-5)
+
+
 # --------------------------------------------------------------------------- text corpora
 
 def write_corpus(tmp_path):

@@ -236,6 +236,13 @@ def test_source_weights_parse_and_refuse_in_one_line(shards):
     cfg = TrainConfig(data=[shards], output="x", mix=["text=a.jsonl", "interleaved=d.parquet"],
                       source_weights=["text=0.3", "interleaved=0"])
     assert cfg.source_weight_map() == {"text": 0.3, "interleaved": 0.0} and cfg.number_problems() == []
+    # the small presets' defaults from scratch, overridden one kind at a time; none when fine-tuning
+    mix = ["text=t.jsonl", "interleaved=docs.jsonl"]
+    assert TrainConfig(data=[shards], output="x", mix=mix).source_loss_weights() == {"text": 0.25, "interleaved": 0.25}
+    assert TrainConfig(data=[shards], output="x", mix=mix, source_weights=["text=1"]).source_loss_weights() == {
+        "text": 1.0, "interleaved": 0.25}
+    assert TrainConfig(data=[shards], output="x", mix=mix, init="m").source_loss_weights() == {}
+    assert TrainConfig(data=[shards], output="x", mix=mix, preset="paper").source_loss_weights() == {}
     assert TrainConfig(data=[shards], output="x", source_weights=["captions=2"]).number_problems() == [
         "--source-weights captions=...: the mixture has no captions source"]
     for bad in ("text", "txt=1", "text=-1", "text=nan", "text=heavy"):
@@ -246,20 +253,20 @@ def test_source_weights_parse_and_refuse_in_one_line(shards):
 
 def test_source_weights_reach_the_optimiser(shards, tmp_path):
     """One step of GRIT + a text corpus from the same start: weighting the text's targets moves the weights
-    differently, and a weight of 1 is the plain token mean."""
+    differently, and the tiny preset's default is text=0.25."""
     from kosmos.modeling import load_pretrained
 
     (tmp_path / "t.jsonl").write_text("".join(
         json.dumps({"text": f"a red square number {i} is left of a blue circle\nand a green star"}) + "\n"
         for i in range(8)))
     weights = {}
-    for name, source_weights in (("plain", None), ("one", ["text=1"]), ("light", ["text=0.2"])):
+    for name, source_weights in (("default", None), ("quarter", ["text=0.25"]), ("one", ["text=1"])):
         train(small_config(shards, tmp_path / name, steps=1, checkpoint_every=1, source_weights=source_weights,
                            mix=[f"text={tmp_path / 't.jsonl'}:2"]), log=lambda m: None)
         model = load_pretrained(tmp_path / name / "checkpoints" / "step_0000001" / "model")
         weights[name] = model.text_model.model.embed_tokens.weight.detach().clone()
-    assert torch.equal(weights["plain"], weights["one"])
-    assert not torch.allclose(weights["plain"], weights["light"])
+    assert torch.equal(weights["default"], weights["quarter"])
+    assert not torch.allclose(weights["default"], weights["one"])
 
 
 def test_vision_init_starts_the_vit_from_a_clip_tower(shards, tmp_path):

@@ -37,9 +37,9 @@ class TrainConfig:
         "one of grounded, captions, text, interleaved (e.g. captions=shards/:16 text=corpus.jsonl); a source "
         "without :BATCH gets the paper's share of the step (docs/companion.md)"})
     source_weights: list[str] | None = field(default=None, metadata={
-        "nargs": "+", "help": "loss weight of a mixture source's targets, KIND=WEIGHT each (default 1 for every "
-        "source: the step's loss is the token mean over all targets); e.g. text=0.3 interleaved=0.3 gives a small "
-        "model's capacity to grounding"})
+        "nargs": "+", "help": "loss weight of a mixture source's targets, KIND=WEIGHT each; the step's loss is the "
+        "weighted mean over all targets; default 1 for every source, except text=0.25 interleaved=0.25 for the tiny "
+        "and small presets from scratch (docs/companion.md)"})
     overwrite: bool = field(default=False, metadata={
         "group": RUN, "help": "start over in an OUTPUT that already holds a run (its files are replaced)"})
     preset: str = field(default="tiny", metadata={"choices": tuple(sorted(PRESETS)), "help": "model size"})
@@ -195,6 +195,13 @@ class TrainConfig:
                                  "WEIGHT a finite number >= 0")
             weights[kind] = weight
         return weights
+
+    def source_loss_weights(self) -> dict[str, float]:
+        """Loss weight of each source kind: ``--source-weights`` over the preset's defaults for from-scratch
+        pretraining (``Preset.mixture_loss_weights``); a kind named by neither weighs 1."""
+        preset = get_preset(self.preset)
+        defaults = preset.mixture_loss_weights if not self.init and self.recipe == "pretrain" else None
+        return {**(defaults or {}), **self.source_weight_map()}
 
     def model_preset(self):
         """The preset of a from-scratch model, with ``--image-size``/``--patch-size`` applied."""

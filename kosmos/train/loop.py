@@ -18,12 +18,12 @@ import torch
 
 from kosmos import checkpoint as ckpt
 from kosmos.mix import Mixture
-from kosmos.modeling import MixtureStep, connector_of
+from kosmos.modeling import MixtureStep, connector_of, next_token_targets
 from kosmos.presets import count_parameters, get_preset
 from kosmos.sequence import SequenceEncoder
 from kosmos.train.config import TIME_BUDGET_STEPS, TrainConfig, data_config, source_specs
 from kosmos.train.losses import (autocast_for, location_soft_targets, location_token_mask, lr_factor,
-                                     resolve_device, sequence_losses, target_weights)
+                                     resolve_device, target_losses, target_weights)
 from kosmos.train.runfiles import read_best, save_best, truncate_log
 from kosmos.train.setup import build_or_load_model, configure_optimizer, find_resume_dir
 
@@ -45,7 +45,7 @@ def run_training(cfg: TrainConfig, processor, rank: int = 0, world_size: int = 1
     config = data_config(cfg, model.config, get_preset(cfg.preset))
     specs = source_specs(cfg)
     labels_of_sources = [spec.label for spec in specs]
-    source_scales = [cfg.source_weight_map().get(spec.kind, 1.0) for spec in specs]  # --source-weights
+    source_scales = [cfg.source_loss_weights().get(spec.kind, 1.0) for spec in specs]  # --source-weights
     if is_main:
         log(f"model: {count_parameters(model) / 1e6:.2f}M parameters, image {config.image_size}px, "
             f"{config.num_image_tokens} image slots ({connector_of(model.config)} connector), "
@@ -75,7 +75,7 @@ def run_training(cfg: TrainConfig, processor, rank: int = 0, world_size: int = 1
         ckpt.set_rng_state(state["rng"][rank] if rank < len(state["rng"]) else state["rng"][0])
         if is_main:
             log(f"resumed from {resume_dir} at step {step}")
-    step_model = MixtureStep(model)
+    step_model = MixtureStep(model, targets_only=True)
     if distributed:  # text-only sources leave the vision tower unused in some forwards
         step_model = torch.nn.parallel.DistributedDataParallel(
             step_model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
@@ -120,8 +120,8 @@ def run_training(cfg: TrainConfig, processor, rank: int = 0, world_size: int = 1
                     all_logits = step_model(on_device)
                 objective = 0.0
                 for label, batch, logits, scale in zip(batches, on_device, all_logits, source_scales):
-                    losses = sequence_losses(logits, batch["labels"], location_lookup, cfg.location_loss_weight,
-                                             soft_targets)
+                    losses = target_losses(logits, next_token_targets(batch["labels"])[1], location_lookup,
+                                           cfg.location_loss_weight, soft_targets)
                     objective = objective + scale * losses.weighted_sum / max(weight_total, 1e-6)
                     for key in LOGGED[:5]:
                         window[label][key] += float(getattr(losses, key))

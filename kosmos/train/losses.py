@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from kosmos.evaluate.model import resolve_device  # noqa: F401 - the one device rule, re-exported
+from kosmos.modeling import next_token_targets
 
 
 def lr_factor(step: int, warmup: int, total: int, min_ratio: float = 0.0) -> float:
@@ -58,17 +59,21 @@ class SequenceLosses:
 
 def sequence_losses(logits: torch.Tensor, labels: torch.Tensor, location_lookup: torch.Tensor,
                     location_weight: float = 1.0, soft_targets=None) -> SequenceLosses:
-    """Next-token cross entropy over the targets (labels != -100), location-token targets weighted
-    ``location_weight``: objective = sum(w_i * loss_i) / sum(w_i). With ``soft_targets`` (from
-    ``location_soft_targets``) a location target's loss in the objective is the cross entropy against its
-    Gaussian neighbourhood; the logged location loss stays the exact-cell cross entropy."""
-    logits = logits[:, :-1].float()
-    targets = labels[:, 1:].reshape(-1)
-    flat = logits.reshape(-1, logits.size(-1))
-    per_token = F.cross_entropy(flat, targets, ignore_index=-100, reduction="none")
-    valid = targets != -100
-    loc = valid & location_lookup.to(targets.device)[targets.clamp(min=0)]
-    weights = valid.float() + (location_weight - 1.0) * loc.float()
+    """``target_losses`` of a batch's logits at every position (batch, length, vocab) and its labels."""
+    where, targets = next_token_targets(labels)
+    return target_losses(logits[:, :-1][where], targets, location_lookup, location_weight, soft_targets)
+
+
+def target_losses(logits: torch.Tensor, targets: torch.Tensor, location_lookup: torch.Tensor,
+                  location_weight: float = 1.0, soft_targets=None) -> SequenceLosses:
+    """Next-token cross entropy of the targets (``logits``: (targets, vocab), ``kosmos.modeling.target_logits``),
+    location-token targets weighted ``location_weight``: objective = sum(w_i * loss_i) / sum(w_i). With
+    ``soft_targets`` (from ``location_soft_targets``) a location target's loss in the objective is the cross
+    entropy against its Gaussian neighbourhood; the logged location loss stays the exact-cell cross entropy."""
+    flat = logits.float()
+    per_token = F.cross_entropy(flat, targets, reduction="none")
+    loc = location_lookup.to(targets.device)[targets]
+    weights = 1.0 + (location_weight - 1.0) * loc.float()
     trained = per_token
     if soft_targets is not None and bool(loc.any()):
         ids, kernel = (t.to(flat.device) for t in soft_targets)
@@ -83,7 +88,7 @@ def sequence_losses(logits: torch.Tensor, labels: torch.Tensor, location_lookup:
     with torch.no_grad():
         loc_correct = (flat[loc].argmax(-1) == targets[loc]).sum()
     return SequenceLosses(objective, weighted_sum, per_token.detach().sum(), per_token[loc].detach().sum(), loc_correct,
-                          loc.sum(), valid.sum())
+                          loc.sum(), torch.tensor(targets.numel(), device=targets.device))
 
 
 def target_weights(labels: torch.Tensor, location_lookup: torch.Tensor, location_weight: float) -> torch.Tensor:
