@@ -13,7 +13,7 @@ def heldout_text_loss(model, processor, paths: list[str], sequence_length: int |
     import torch
     import torch.nn.functional as F
 
-    from kosmos.modeling import sequence_logits
+    from kosmos.modeling import next_token_targets, target_logits
     from kosmos.sequence import SequenceEncoder, collate
     from kosmos.sources import DataConfig, SourceSpec
     from kosmos.sources.text import TextSource
@@ -45,10 +45,7 @@ def heldout_text_loss(model, processor, paths: list[str], sequence_length: int |
         for start in range(0, len(rows), batch_size):
             batch = collate(rows[start:start + batch_size], encoder.pad)
             batch = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
-            logits = sequence_logits(model, batch)[:, :-1].float()
-            targets = batch["labels"][:, 1:]
-            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100,
-                                   reduction="sum")
-            total += float(loss)
-            n += int((targets != -100).sum())
+            _, targets = next_token_targets(batch["labels"])
+            total += float(F.cross_entropy(target_logits(model, batch).float(), targets, reduction="sum"))
+            n += targets.numel()
     return {"text_loss": round(total / max(n, 1), 4), "rows": len(rows), "tokens": n}
