@@ -1,6 +1,8 @@
 """How an image is fitted to the model's square input, and where a box lands in what the model sees."""
 from __future__ import annotations
 
+from typing import Any
+
 
 def crop_frame(width: int, height: int, image_mode: str) -> tuple[int, int, int, int]:
     """Pixel box (left, top, right, bottom) of the region the model sees."""
@@ -13,13 +15,27 @@ def crop_frame(width: int, height: int, image_mode: str) -> tuple[int, int, int,
     return left, top, left + side, top + side
 
 
-def prepare_image(image, image_size: int, image_mode: str = "crop"):
+def random_region(region: tuple[int, int, int, int], min_scale: float, rng) -> tuple[int, int, int, int]:
+    """A random part of a pixel ``region``: each side ``s`` times the region's (``s`` uniform in
+    [min_scale, 1], the same for both sides, so the shape is kept), at a uniform position inside it."""
+    left, top, right, bottom = region
+    scale = rng.uniform(min_scale, 1.0)
+    width, height = max(1, round((right - left) * scale)), max(1, round((bottom - top) * scale))
+    x0 = left + rng.randint(0, right - left - width)
+    y0 = top + rng.randint(0, bottom - top - height)
+    return x0, y0, x0 + width, y0 + height
+
+
+def prepare_image(image, image_size: int, image_mode: str = "crop", zoom: tuple[float, Any] | None = None):
     """Resize (+ centre crop) to ``image_size`` square; returns (image, frame) where frame is the visible
-    region as normalised (x0, y0, w, h) of the original image (predict maps boxes back with it)."""
+    region as normalised (x0, y0, w, h) of the original image (predict maps boxes back with it).
+    ``zoom``: (min_scale, rng): the model sees a random part of that region instead (``random_region``)."""
     from PIL import Image
 
     width, height = image.size
     left, top, right, bottom = crop_frame(width, height, image_mode)
+    if zoom is not None and zoom[0] < 1.0:
+        left, top, right, bottom = random_region((left, top, right, bottom), zoom[0], zoom[1])
     if (left, top, right, bottom) != (0, 0, width, height):
         image = image.crop((left, top, right, bottom))
     image = image.resize((image_size, image_size), Image.BICUBIC)
@@ -42,3 +58,9 @@ def move_box(box, frame, min_area_kept: float = 0.2):
         return None
     return (nx1, ny1, nx2, ny2)
 
+
+
+def mirror_box(box):
+    """A normalised box -> the same box in the left-right mirrored image."""
+    x1, y1, x2, y2 = box
+    return (1.0 - x2, y1, 1.0 - x1, y2)

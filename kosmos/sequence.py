@@ -61,13 +61,13 @@ class SequenceEncoder:
     def text_ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def pixels(self, image, image_mode: str | None = None):
+    def pixels(self, image, image_mode: str | None = None, zoom=None):
         """A PIL image -> ((3, H, W) pixel values, frame): fitted to the model's square input (``image_mode``,
-        default the encoder's: square resize or centre crop), then the image processor. ``frame`` is the visible
-        region of the original image (``kosmos.images.prepare_image``)."""
+        default the encoder's: square resize or centre crop; ``zoom``: a random part of it), then the image
+        processor. ``frame`` is the visible region of the original image (``kosmos.images.prepare_image``)."""
         from kosmos.images import prepare_image
 
-        image, frame = prepare_image(image, self.image_size, image_mode or self.image_mode)
+        image, frame = prepare_image(image, self.image_size, image_mode or self.image_mode, zoom)
         return self.processor.image_processor(image, return_tensors="pt")["pixel_values"][0], frame
 
     def image_length(self) -> int:

@@ -10,6 +10,7 @@ import torch
 from kosmos.images import crop_frame, move_box, prepare_image
 from kosmos.sequence import SequenceEncoder, collate
 from kosmos.sources import DataConfig, SampleError, SourceSpec
+from kosmos.sources.base import sample_rng
 from kosmos.sources.grounded import GroundedSource, control_token_in, decode_sample, iter_records, training_text
 from kosmos.shards import expand_urls, raw_samples
 from kosmos.stream import SourceStream
@@ -124,6 +125,60 @@ def test_training_text_uses_the_serializer_and_the_grounding_fraction():
     # the cat's box lies outside a left-half view: its phrase stays plain text
     cropped = training_text(record, (0.0, 0.0, 0.5, 1.0), DataConfig(grounding_prob=1.0), random.Random(0))
     assert cropped.count("<phrase>") == 1 and cropped.endswith(" and a cat")
+
+
+def test_mirrored_sample_flips_pixels_boxes_and_left_right_words(shards, processor):
+    from grit_pipeline.serialize import parse_grounded_text
+
+    from kosmos.sources.grounded import swap_left_right
+
+    assert swap_left_right("Left of the RIGHT box, leftmost; lefty") == "Right of the LEFT box, rightmost; lefty"
+    record = {"caption": "the left dog", "noun_chunks": [], "ref_exps": [[0, 12, 0.1, 0.2, 0.3, 0.6, 0.9]]}
+    config = DataConfig(grounding_prob=1.0)
+    plain = parse_grounded_text(training_text(record, (0, 0, 1, 1), config, random.Random(0)))
+    mirrored = parse_grounded_text(training_text(record, (0, 0, 1, 1), config, random.Random(0), mirrored=True))
+    assert plain.caption == "the left dog" and mirrored.caption == "the right dog"
+    (x1, y1, x2, y2), (m1, n1, m2, n2) = plain.entities[0].boxes[0], mirrored.entities[0].boxes[0]
+    assert (n1, n2) == (y1, y2) and m1 == pytest.approx(1 - x2, abs=1 / 32) and m2 == pytest.approx(1 - x1, abs=1 / 32)
+
+    raw = next(iter(raw_samples(str(shards / "pipeline" / "00000.tar"))))
+    base = DataConfig(image_size=32, num_image_tokens=4, grounding_prob=1.0)
+    never, always = encode_sample(raw, processor, base), encode_sample(raw, processor, DataConfig(
+        image_size=32, num_image_tokens=4, grounding_prob=1.0, flip_prob=1.0))
+    assert torch.equal(always["pixel_values"], never["pixel_values"].flip(-1))
+    assert always["text"] != never["text"] and always["text"].count("<object>") == never["text"].count("<object>")
+    # flip_prob 0 draws nothing: every sample's text is what it was before the option existed
+    image, decoded = decode_sample(raw)
+    frame = prepare_image(image, 32, base.image_mode)[1]
+    assert never["text"] == training_text(decoded, frame, base, sample_rng(0, never["key"], 0))
+    assert DataConfig(flip_prob=1.5).number_problems() == ["--flip-prob must be at least 0 and at most 1, got 1.5"]
+
+
+def test_zoomed_sample_sees_a_random_part_with_its_boxes_moved(shards, processor):
+    from PIL import Image as PILImage
+
+    from kosmos.images import random_region
+
+    rng = random.Random(0)
+    for _ in range(200):
+        left, top, right, bottom = random_region((10, 0, 210, 100), 0.5, rng)
+        assert 10 <= left < right <= 210 and 0 <= top < bottom <= 100
+        assert 0.5 <= (right - left) / 200 <= 1.0 and (right - left) / (bottom - top) == pytest.approx(2, rel=0.03)
+    image, frame = prepare_image(PILImage.new("RGB", (200, 100)), 32, "square", zoom=(0.5, random.Random(3)))
+    assert image.size == (32, 32) and 0.5 <= frame[2] <= 1 and frame[2] == pytest.approx(frame[3], abs=0.02)
+
+    raw = next(iter(raw_samples(str(shards / "pipeline" / "00000.tar"))))
+    config = DataConfig(image_size=32, num_image_tokens=4, grounding_prob=1.0, zoom_min_scale=0.5)
+    first, again, later = (encode_sample(raw, processor, config, epoch) for epoch in (0, 0, 1))
+    assert torch.equal(first["pixel_values"], again["pixel_values"]) and first["text"] == again["text"]
+    assert not torch.equal(first["pixel_values"], later["pixel_values"])  # a new part each epoch
+    # the text's boxes are the record's, moved into the part the model sees
+    decoded = decode_sample(raw)[1]
+    rng = sample_rng(0, first["key"], 0)
+    frame = prepare_image(decode_sample(raw)[0], 32, config.image_mode, zoom=(0.5, rng))[1]
+    assert first["text"] == training_text(decoded, frame, config, rng)
+    assert DataConfig(zoom_min_scale=0).number_problems() == [
+        "--zoom-min-scale must be above 0 and at most 1, got 0"]
 
 
 def test_encoded_sample_labels_and_image_slots(shards, processor):

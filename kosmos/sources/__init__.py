@@ -36,6 +36,14 @@ class DataConfig:
         "group": "data", "help": "drop a box keeping less of its area inside the crop"})
     grounding_prob: float = field(default=0.5, metadata={
         "group": "data", "help": "share of grounded samples trained with <grounding> and boxes; others as plain captions"})
+    zoom_min_scale: float = field(default=1.0, metadata={
+        "group": "data",
+        "help": "grounded samples show a random part of the image, each side this to 1 times the whole, boxes "
+                "moved into it (--min-box-area-kept drops the cut ones); 1: the whole image, the released loader's"})
+    flip_prob: float = field(default=0.0, metadata={
+        "group": "data",
+        "help": "share of grounded samples mirrored left-right (image and boxes; the words left and right swap in "
+                "the text, as MDETR's flip does); 0: none, the released loader's"})
     min_score: float | None = field(default=0.65, metadata={
         "group": "data", "help": "box score threshold of the serializer"})
     phrase_mode: str = field(default="expression", metadata={
@@ -92,6 +100,11 @@ class DataConfig:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value)):
                 problems.append(f"--{name.replace('_', '-')} must be a finite number, got {value!r}")
+        for name, zero_allowed in (("grounding_prob", True), ("flip_prob", True), ("zoom_min_scale", False)):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and (0 <= value if zero_allowed else 0 < value) and value <= 1):
+                problems.append(f"--{name.replace('_', '-')} must be {'at least 0' if zero_allowed else 'above 0'} "
+                                f"and at most 1, got {value!r}")
         return problems
 
 

@@ -14,7 +14,7 @@ from typing import Any, Iterator
 
 from grit_pipeline import status as grit_status
 from grit_pipeline.tar_reader import IMAGE_EXTENSIONS
-from kosmos.images import move_box
+from kosmos.images import mirror_box, move_box
 from kosmos.sequence import Image, Text
 from kosmos.sources.base import SampleError, Source, SourceError, SourceSpec, decode_image, sample_rng
 
@@ -71,16 +71,33 @@ def decode_sample(raw: dict[str, Any]):
     return image, {"key": key, "caption": record["caption"], **spans}
 
 
-def training_text(record: dict[str, Any], frame, config, rng: random.Random) -> str:
+_LEFT_OR_RIGHT = re.compile(r"\b(left|right)(?=(?:most|ward|wards|hand)?\b)", re.IGNORECASE)
+_MIRRORED_WORD = {"left": "right", "right": "left"}
+
+
+def swap_left_right(text: str) -> str:
+    """``left`` <-> ``right`` (and -most/-ward/-hand forms), case kept: the text of a mirrored image."""
+    def swap(match: re.Match) -> str:
+        word = match.group(1)
+        mirrored = _MIRRORED_WORD[word.lower()]
+        if word.isupper():
+            return mirrored.upper()
+        return mirrored.capitalize() if word[0].isupper() else mirrored
+
+    return _LEFT_OR_RIGHT.sub(swap, text)
+
+
+def training_text(record: dict[str, Any], frame, config, rng: random.Random, mirrored: bool = False) -> str:
     """The training text of a record: grounded (``<grounding>`` + links, boxes in the visible frame) with
     probability ``config.grounding_prob``, else the plain caption. Uses the pipeline's serializer.
 
     As the released loader (``obj_utils.process_grounding_data``) does, boxes are moved into the view
     before contained expressions are dropped (an expression whose container lost every box to the crop
-    keeps its own), and a sample left without any box is the plain caption, without ``<grounding>``."""
+    keeps its own), and a sample left without any box is the plain caption, without ``<grounding>``.
+    ``mirrored``: the image was flipped left-right; boxes are mirrored and left/right swap in the text."""
     from grit_pipeline.serialize import select_entities, serialize_entities
 
-    caption = record["caption"]
+    caption = swap_left_right(record["caption"]) if mirrored else record["caption"]
     if not rng.random() < config.grounding_prob:
         return caption
     column = "ref_exps" if config.phrase_mode == "expression" else "noun_chunks"
@@ -88,11 +105,13 @@ def training_text(record: dict[str, Any], frame, config, rng: random.Random) -> 
     for start, end, *box, score in record.get(column) or []:
         moved = move_box(box, frame, config.min_box_area_kept)
         if moved is not None:
-            visible.append([start, end, *moved, score])
+            visible.append([start, end, *(mirror_box(moved) if mirrored else moved), score])
     entities = select_entities({column: visible}, min_score=config.min_score, phrase_mode=config.phrase_mode)
     if not entities:
         return caption
-    return serialize_entities(caption, entities, fmt="hf", cell_rule=config.cell_rule)
+    text = serialize_entities(record["caption"], entities, fmt="hf", cell_rule=config.cell_rule)
+    # swapped after serialising: the spans index the original caption, and "left"/"right" differ in length
+    return swap_left_right(text) if mirrored else text
 
 
 def control_token_in(text: str, tokenizer) -> str | None:
@@ -188,8 +207,14 @@ class GroundedSource(TarSource):
         config, encoder = self.config, self.encoder
         image, record = decode_sample(raw)
         check_plain_text(record["caption"], encoder.tokenizer, f"caption of {record['key']!r}")
-        pixels, frame = encoder.pixels(image, config.image_mode)
-        text = training_text(record, frame, config, sample_rng(config.seed, record["key"], epoch))
+        rng = sample_rng(config.seed, record["key"], epoch)
+        # at the defaults (no zoom, no flip) nothing is drawn here: every sample is what it was before the options
+        pixels, frame = encoder.pixels(image, config.image_mode,
+                                       zoom=(config.zoom_min_scale, rng) if config.zoom_min_scale < 1 else None)
+        mirrored = config.flip_prob > 0 and rng.random() < config.flip_prob
+        if mirrored:
+            pixels = pixels.flip(-1)
+        text = training_text(record, frame, config, rng, mirrored)
         row = encoder.encode([Image(pixels), *grounded_segments(text)],
                              max_tokens=encoder.image_length() + 1 + config.max_length)
         row["key"], row["text"] = record["key"], text
