@@ -84,6 +84,30 @@ def init_vision_positions(model: Kosmos2ForConditionalGeneration, how: str = "si
         weight[0] = 0.0
 
 
+LOCATION_EMBEDDING_INITS = ("sincos2d", "random")
+
+
+def init_location_embeddings(model: Kosmos2ForConditionalGeneration, location_ids, grid: int = 32,
+                             how: str = "sincos2d") -> None:
+    """Set the embeddings of the location tokens (``location_ids``: ``<patch_index_0000..>`` in cell order, row
+    by row) to a 2D sine-cosine code of their cells' centres, at the scale of the other tokens' (``init_std``
+    per component). The LM head shares these rows, so from the first step a hidden state that points at one
+    cell scores the cells around it nearly as high; ``random`` leaves transformers' initialisation."""
+    if how not in LOCATION_EMBEDDING_INITS:
+        raise ValueError(f"unknown location embedding init {how!r}; choose one of {LOCATION_EMBEDDING_INITS}")
+    if how == "random":
+        return
+    ids = torch.as_tensor(location_ids)
+    if ids.numel() != grid * grid:
+        raise ValueError(f"expected {grid * grid} location tokens, got {ids.numel()}")
+    cell = torch.arange(grid * grid)
+    xs, ys = ((cell % grid).float() + 0.5) / grid, ((cell // grid).float() + 0.5) / grid
+    with torch.no_grad():
+        weight = model.get_input_embeddings().weight
+        code = sincos2d(xs, ys, weight.size(1), max_cycles=grid / 2)
+        weight[ids] = (code * model.config.text_config.init_std).to(weight)
+
+
 CLIP_MODEL_TYPES = ("clip", "clip_vision_model")
 VISION_SIZES = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "image_size",
                 "patch_size")

@@ -164,6 +164,35 @@ def test_sincos2d_codes_have_unit_rms_and_encode_distance():
     assert odd.shape == (4, 66) and torch.allclose(odd.pow(2).mean(1), torch.ones(4), atol=1e-5)
 
 
+def test_location_embedding_init_codes_cells_in_the_tied_head(processor, tmp_path):
+    """sincos2d: each ``<patch_index_i>`` row is the code of cell i's centre (row by row) at the token init's
+    scale, in the embeddings and the LM head they share; the other rows and ``random`` keep transformers'."""
+    from kosmos.modeling import init_location_embeddings, sincos2d
+    from kosmos.train.losses import location_token_ids
+
+    ids = location_token_ids(processor.tokenizer)
+    model = build_model(get_preset("tiny"), len(processor.tokenizer), seed=0)
+    before = model.get_input_embeddings().weight.detach().clone()
+    init_location_embeddings(model, ids)
+    weight = model.get_input_embeddings().weight.detach()
+    assert torch.equal(model.get_output_embeddings().weight, model.get_input_embeddings().weight)
+    # cell 33 is row 1, column 1 of the 32x32 grid: centre (1.5/32, 1.5/32)
+    expected = sincos2d(torch.tensor([1.5 / 32]), torch.tensor([1.5 / 32]), weight.size(1), 16.0)[0] * 0.02
+    assert torch.allclose(weight[ids[33]], expected, atol=1e-7)
+    others = torch.ones(len(weight), dtype=torch.bool)
+    others[ids] = False
+    assert torch.equal(weight[others], before[others])
+    # neighbouring cells score alike: the head's rows of cells 33 and 34 are closer than 33 and 990
+    assert torch.dot(weight[ids[33]], weight[ids[34]]) > torch.dot(weight[ids[33]], weight[ids[990]])
+    plain = build_model(get_preset("tiny"), len(processor.tokenizer), seed=0)
+    init_location_embeddings(plain, ids, how="random")
+    assert torch.equal(plain.get_input_embeddings().weight, before)
+    with pytest.raises(ValueError, match="unknown location embedding init"):
+        init_location_embeddings(model, ids, how="learned")
+    with pytest.raises(ValueError, match="expected 1024 location tokens"):
+        init_location_embeddings(model, ids[:10])
+
+
 def test_vision_position_init_sets_a_2d_code_that_saves_and_loads(processor, tmp_path):
     """sincos2d: each patch's position embedding is the code of its centre (row-major, class token 0) at the
     patch content's scale; random keeps transformers' init (std 0.02); the choice survives save/load."""

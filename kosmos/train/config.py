@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
-from kosmos.modeling import CONNECTORS, FREEZE_VISION, VISION_POSITION_INITS
+from kosmos.modeling import CONNECTORS, FREEZE_VISION, LOCATION_EMBEDDING_INITS, VISION_POSITION_INITS
 from kosmos.presets import PRESETS, get_preset
 
 DATA, RUN = "data", "run"
@@ -64,6 +64,10 @@ class TrainConfig:
         "choices": VISION_POSITION_INITS,
         "help": "how a from-scratch ViT's position embeddings start: sincos2d (a 2D sine-cosine code of the patch "
                 "centres, which learns to localise faster) or random (transformers' initialisation)"})
+    location_embedding_init: str = field(default="random", metadata={
+        "choices": LOCATION_EMBEDDING_INITS,
+        "help": "how a from-scratch model's location-token embeddings (and LM-head rows, which they share) start: "
+                "sincos2d (a 2D sine-cosine code of each cell's centre) or random (transformers')"})
     vision_init: str | None = field(default=None, metadata={
         "help": "start a from-scratch model's ViT from a CLIP vision tower (hub id or save_pretrained directory of "
                 "a CLIPModel or CLIPVisionModel, of the model's vision sizes), as the papers start from CLIP "

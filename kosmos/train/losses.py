@@ -21,12 +21,17 @@ def lr_factor(step: int, warmup: int, total: int, min_ratio: float = 0.0) -> flo
     return min_ratio + (1.0 - min_ratio) * (1.0 - progress)
 
 
+def location_token_ids(tokenizer, grid: int = 32) -> torch.Tensor:
+    """Ids of ``<patch_index_0000..>`` in cell order (row by row)."""
+    vocab = tokenizer.get_vocab()
+    return torch.tensor([vocab[f"<patch_index_{i:04d}>"] for i in range(grid * grid)])
+
+
 def location_soft_targets(tokenizer, sigma: float, grid: int = 32):
     """(ids of ``<patch_index_0000..>`` in cell order, (cells x cells) target distributions): for a target
     cell, a 2D Gaussian of ``sigma`` cells around it over the location tokens, so neighbouring cells share
     the gradient (a box one cell off is nearly as good as the exact one)."""
-    vocab = tokenizer.get_vocab()
-    ids = torch.tensor([vocab[f"<patch_index_{i:04d}>"] for i in range(grid * grid)])
+    ids = location_token_ids(tokenizer, grid)
     rows, cols = torch.arange(grid * grid) // grid, torch.arange(grid * grid) % grid
     d2 = (rows[:, None] - rows[None, :]).float() ** 2 + (cols[:, None] - cols[None, :]).float() ** 2
     kernel = torch.exp(-d2 / (2 * sigma * sigma))

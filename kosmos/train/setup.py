@@ -6,9 +6,10 @@ from pathlib import Path
 import torch
 
 from kosmos import checkpoint as ckpt
-from kosmos.modeling import freeze_vision, load_pretrained, load_vision_tower
+from kosmos.modeling import freeze_vision, init_location_embeddings, load_pretrained, load_vision_tower
 from kosmos.presets import build_model, get_preset
 from kosmos.train.config import TrainConfig
+from kosmos.train.losses import location_token_ids
 
 
 def prepare_processor(cfg: TrainConfig, log=print):
@@ -62,6 +63,7 @@ def _build_or_load(cfg: TrainConfig, processor, resume_dir: Path | None):
     model = build_model(cfg.model_preset(), len(tok), seed=cfg.seed, connector=cfg.connector,
                         vision_position_init=cfg.vision_position_init,
                         pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    init_location_embeddings(model, location_token_ids(tok), how=cfg.location_embedding_init)
     if cfg.vision_init:
         load_vision_tower(model, cfg.vision_init)
     return model
