@@ -59,7 +59,6 @@ def move_box(box, frame, min_area_kept: float = 0.2):
     return (nx1, ny1, nx2, ny2)
 
 
-
 def mirror_box(box):
     """A normalised box -> the same box in the left-right mirrored image."""
     x1, y1, x2, y2 = box

@@ -410,7 +410,8 @@ def test_kosmos_train_cli_refusals_are_one_line_and_touch_nothing(mixture_files,
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nowhere" in err[0] and not (tmp_path / "r2").exists()
     for flags, message in ((["--max-images-per-sequence", "0"], "--max-images-per-sequence must be an integer >= 1"),
-                           (["--mmc4-min-similarity", "nan"], "--mmc4-min-similarity must be a finite number")):
+                           (["--mmc4-min-similarity", "nan"], "--mmc4-min-similarity must be a finite number"),
+                           (["--flip-prob", "2"], "--flip-prob must be at least 0 and at most 1, got 2.0")):
         assert main(base + ["--overwrite"] + flags) == 1
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0]

@@ -96,14 +96,13 @@ class DataConfig:
         problems = [f"--{name.replace('_', '-')} must be an integer >= {low}, got {getattr(self, name)!r}"
                     for name, low in rules.items()
                     if not (isinstance(getattr(self, name), int) and getattr(self, name) >= low)]
-        for name in ("mmc4_min_similarity", "grounding_prob", "min_box_area_kept"):
+        shares = {"grounding_prob": True, "flip_prob": True, "zoom_min_scale": False}  # name -> 0 allowed
+        for name in ("mmc4_min_similarity", "min_box_area_kept", *shares):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value)):
                 problems.append(f"--{name.replace('_', '-')} must be a finite number, got {value!r}")
-        for name, zero_allowed in (("grounding_prob", True), ("flip_prob", True), ("zoom_min_scale", False)):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and (0 <= value if zero_allowed else 0 < value) and value <= 1):
-                problems.append(f"--{name.replace('_', '-')} must be {'at least 0' if zero_allowed else 'above 0'} "
+            elif name in shares and not ((0 <= value if shares[name] else 0 < value) and value <= 1):
+                problems.append(f"--{name.replace('_', '-')} must be {'at least 0' if shares[name] else 'above 0'} "
                                 f"and at most 1, got {value!r}")
         return problems
 
