@@ -41,6 +41,8 @@ class Preset:
     mixture_shares: dict | None = None
     # loss weight of each mixture source's targets when training from scratch (--source-weights overrides); 1 if absent
     mixture_loss_weights: dict | None = None
+    # data options (DataConfig fields) of from-scratch pretraining when not given on the command line
+    data_defaults: dict | None = None
     extra: dict = field(default_factory=dict)
 
     def vision_sizes(self) -> dict[str, int]:
@@ -57,6 +59,10 @@ SMALL_MIXTURE_SHARES = {"grounded": 1.0, "captions": 0.25, "text": 93 / 1117, "i
 # 1 one text and one interleaved row were about half of a step's objective and grounding learnt at half speed per
 # step; at a quarter they are about a fifth, and the language target still holds (docs/companion.md).
 SMALL_MIXTURE_LOSS_WEIGHTS = {"text": 0.25, "interleaved": 0.25}
+# The tiny preset learns to localise in minutes on CPU only with every grounded sample carrying its boxes and a
+# random part of the image in view: on two level-1 worlds of new seeds, 86.5% and 90.5% held-out REC in 8,500 steps
+# against 77.0% and 85.5% with the released loader's 0.5 and whole images (docs/companion.md).
+TINY_DATA_DEFAULTS = {"grounding_prob": 1.0, "zoom_min_scale": 0.6}
 
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(
@@ -64,7 +70,7 @@ PRESETS: dict[str, Preset] = {
         vision_ffn=128, text_hidden=128, text_layers=2, text_heads=4, text_ffn=256, latent_query_num=16,
         max_positions=256, dropout=0.0, tokenizer_vocab=400, lr=1e-3, warmup_steps=20, max_steps=400,
         batch_size=16, max_length=64, mixture_shares=SMALL_MIXTURE_SHARES,
-        mixture_loss_weights=SMALL_MIXTURE_LOSS_WEIGHTS,
+        mixture_loss_weights=SMALL_MIXTURE_LOSS_WEIGHTS, data_defaults=TINY_DATA_DEFAULTS,
     ),
     "small": Preset(
         name="small", image_size=224, patch_size=16, vision_hidden=384, vision_layers=6, vision_heads=6,

@@ -232,6 +232,8 @@ class TrainConfig:
             from kosmos.sources.instruct_recipe import recipe_defaults
 
             defaults = tuple(recipe_defaults(preset).items()) + defaults
+        if not self.init and self.recipe == "pretrain":  # the preset's data defaults, under what was given
+            values["data_options"] = {**(preset.data_defaults or {}), **values["data_options"]}
         if values["steps"] is None and self.max_minutes:
             values["steps"] = TIME_BUDGET_STEPS
         for name, default in defaults:
