@@ -60,8 +60,8 @@ SMALL_MIXTURE_SHARES = {"grounded": 1.0, "captions": 0.25, "text": 93 / 1117, "i
 # step; at a quarter they are about a fifth, and the language target still holds (docs/companion.md).
 SMALL_MIXTURE_LOSS_WEIGHTS = {"text": 0.25, "interleaved": 0.25}
 # The tiny preset learns to localise in minutes on CPU only with every grounded sample carrying its boxes and a
-# random part of the image in view: on two level-1 worlds of new seeds, 86.5% and 90.5% held-out REC in 8,500 steps
-# against 77.0% and 85.5% with the released loader's 0.5 and whole images (docs/companion.md).
+# random part of the image in view: on three level-1 worlds of new seeds, 85.0-90.5% held-out REC in 8,500 steps
+# against 76-85.5% with the released loader's 0.5 and whole images (docs/companion.md).
 TINY_DATA_DEFAULTS = {"grounding_prob": 1.0, "zoom_min_scale": 0.6}
 
 PRESETS: dict[str, Preset] = {
