@@ -13,6 +13,7 @@ def run() -> dict:
     import torch
 
     from kosmos.mix import Mixture, default_batch_sizes, parse_mix
+    from kosmos.presets import get_preset
     from kosmos.sequence import SequenceEncoder
     from kosmos.sources import DataConfig, build_source
     from kosmos.stream import SourceStream
@@ -29,9 +30,12 @@ def run() -> dict:
         entries = [f"grounded={root / 'grit'}:16", f"captions={world['captions']}:16", f"text={world['text']}",
                    f"interleaved={world['mmc4']},{world['obelics']}"]
         specs = default_batch_sizes(parse_mix(entries), 16)
-        processor = build_processor(train_tokenizer(["a red square left of a blue circle"] * 10, 400), 64)
-        config = DataConfig(image_size=64, num_image_tokens=65, sequence_length=256, images_from=world["mmc4_images"])
-        encoder = SequenceEncoder(processor, 65, 64, config.image_mode)
+        tiny = get_preset("tiny")  # its image size, linear-connector slots (patches + class token) and positions
+        processor = build_processor(train_tokenizer(["a red square left of a blue circle"] * 10, 400), tiny.image_size)
+        slots = (tiny.image_size // tiny.patch_size) ** 2 + 1
+        config = DataConfig(image_size=tiny.image_size, num_image_tokens=slots, sequence_length=tiny.max_positions,
+                            images_from=world["mmc4_images"])
+        encoder = SequenceEncoder(processor, slots, tiny.image_size, config.image_mode)
         result = {"batch_sizes": {s.label: s.batch_size for s in specs}, "load_average": os.getloadavg()[0]}
         for spec in specs:
             stream = iter(SourceStream(build_source(spec, encoder, config), 16))
