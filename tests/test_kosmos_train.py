@@ -235,19 +235,21 @@ def test_image_and_patch_size_shape_a_from_scratch_model(shards, tmp_path):
 def test_tiny_preset_data_defaults_apply_from_scratch_under_given_options(shards):
     """Every grounded sample with its boxes and a random part of the image in view: the tiny preset's defaults
     when pretraining from scratch, each under the same option given; none when fine-tuning or for other presets."""
-    from kosmos.presets import build_model, get_preset
+    from kosmos.presets import TINY_DATA_DEFAULTS, build_model, get_preset
     from kosmos.train.config import data_config
 
+    zoom = TINY_DATA_DEFAULTS["zoom_min_scale"]
+    assert 0 < zoom < 1 and TINY_DATA_DEFAULTS["grounding_prob"] == 1.0
     # the tiny preset's data defaults from scratch, under any data option given; none when fine-tuning
     assert TrainConfig(data=[shards], output="x").resolved().data_options == {"grounding_prob": 1.0,
-                                                                               "zoom_min_scale": 0.6}
+                                                                               "zoom_min_scale": zoom}
     given = TrainConfig(data=[shards], output="x", data_options={"grounding_prob": 0.5}).resolved()
-    assert given.data_options == {"grounding_prob": 0.5, "zoom_min_scale": 0.6}
+    assert given.data_options == {"grounding_prob": 0.5, "zoom_min_scale": zoom}
     assert given.resolved().data_options == given.data_options
     assert TrainConfig(data=[shards], output="x", init="m").resolved().data_options == {}
     assert TrainConfig(data=[shards], output="x", preset="paper").resolved().data_options == {}
     config = data_config(given.resolved(), build_model(get_preset("tiny"), 1200).config, get_preset("tiny"))
-    assert (config.grounding_prob, config.zoom_min_scale, config.flip_prob) == (0.5, 0.6, 0.0)
+    assert (config.grounding_prob, config.zoom_min_scale, config.flip_prob) == (0.5, zoom, 0.0)
 
 
 def test_source_weights_parse_and_refuse_in_one_line(shards):
