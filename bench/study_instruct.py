@@ -56,7 +56,8 @@ DEFAULT_VISION_STEPS = 32000
 DEFAULT_PRETRAIN_STEPS = 12000
 DEFAULT_PRETRAIN_ARGS = "--image-size 32 --patch-size 4"
 # The pre-training data settings of the untuned model, kept while tuning (the grounded rows look as before).
-DATA_ARGS = ["--image-mode", "square", "--grounding-prob", "1.0"]
+# whole images: the study was measured without the tiny preset's zoom (docs/instruct.md)
+DATA_ARGS = ["--image-mode", "square", "--grounding-prob", "1.0", "--zoom-min-scale", "1.0"]
 GRIT = [sys.executable, "-m", "grit_pipeline"]
 KOSMOS = [sys.executable, "-m", "kosmos.cli"]
 ENV = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
