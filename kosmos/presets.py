@@ -53,7 +53,8 @@ class Preset:
 
 
 # The small presets train on one CPU or GPU, where every image costs: image-caption pairs at a quarter of the grounded
-# rows (the paper: as many) keep a mixture step near 1.5x a GRIT-only step; text and interleaved keep Table 7's share.
+# rows (the paper: as many) keep a tiny mixture step near 1.5x a GRIT-only step (2.5x at the paper's share; 2.0-2.1x
+# fewer steps in the 10-minute studies, the loader beside the training); text and interleaved keep Table 7's share.
 SMALL_MIXTURE_SHARES = {"grounded": 1.0, "captions": 0.25, "text": 93 / 1117, "interleaved": 47 / 1117}
 # A text row fills its whole sequence with targets (a tiny preset's 256 against ~10 of a grounded row's), so at weight
 # 1 one text and one interleaved row were about half of a step's objective and grounding learnt at half speed per
