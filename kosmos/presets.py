@@ -61,8 +61,8 @@ SMALL_MIXTURE_SHARES = {"grounded": 1.0, "captions": 0.25, "text": 93 / 1117, "i
 # step; at a quarter they are about a fifth, and the language target still holds (docs/companion.md).
 SMALL_MIXTURE_LOSS_WEIGHTS = {"text": 0.25, "interleaved": 0.25}
 # The tiny preset learns to localise in minutes on CPU only with every grounded sample carrying its boxes and a
-# random part of the image in view, sides 0.75-1 of it: on three level-1 worlds of new seeds, 89.0-90.0% held-out REC
-# in 8,500 steps (four runs, mean 89.6%) against 85.0-90.5% (mean 87.5%) with views down to 0.6, 80.5-83.0% down to
+# random part of the image in view, sides 0.75-1 of it: on three level-1 worlds of new seeds, 87.5-91.5% held-out REC
+# in 8,500 steps (six runs, mean 89.6%) against 85.0-90.5% (mean 87.5%) with views down to 0.6, 80.5-83.0% down to
 # 0.4, 80.0-87.0% with whole images and 76-85.5% with the released loader's 0.5 and whole images (docs/companion.md).
 TINY_DATA_DEFAULTS = {"grounding_prob": 1.0, "zoom_min_scale": 0.75}
 
