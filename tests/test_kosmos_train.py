@@ -1,6 +1,7 @@
 """kosmos training loop: schedule, loss on location tokens, atomic checkpoints, exact resume, Ray Train."""
 import json
 import os
+from dataclasses import replace
 
 import pytest
 import torch
@@ -338,3 +339,31 @@ def test_vision_init_starts_the_vit_from_a_clip_tower(shards, tmp_path):
         train(small_config(shards, tmp_path / "refused", steps=1, image_size=32, patch_size=16,
                            vision_init=str(tmp_path / "kosmos")))
     assert not (tmp_path / "refused").exists()
+
+
+def test_cpu_threads_leave_a_cpu_to_each_loader_process(shards, tmp_path):
+    from kosmos.train.launch import cpu_threads
+
+    cfg = small_config(shards, tmp_path / "run", device="cpu")
+    assert cpu_threads(replace(cfg, loader_workers=1), cpus=2) == 1
+    assert cpu_threads(replace(cfg, loader_workers=0), cpus=2) == 2
+    assert cpu_threads(replace(cfg, loader_workers=4), cpus=2) == 1  # never none
+    assert cpu_threads(replace(cfg, loader_workers=2), cpus=16) == 14
+    assert cpu_threads(replace(cfg, loader_workers=1, threads=3), cpus=2) == 3  # --threads wins
+    if not torch.cuda.is_available():
+        assert cpu_threads(replace(cfg, device="auto"), cpus=8) == 8
+    # a run without --threads sets and names what it chose; --threads is taken as given, silently
+    before = torch.get_num_threads()
+    try:
+        lines = []
+        train(small_config(shards, tmp_path / "run", steps=1, checkpoint_every=1, device="cpu"), log=lines.append)
+        expected = cpu_threads(cfg)
+        assert torch.get_num_threads() == expected
+        assert [line for line in lines if line.startswith("torch threads")] == [
+            f"torch threads: {expected} ({len(os.sched_getaffinity(0))} CPUs less 0 loader process(es); "
+            "--threads sets it)"]
+        lines = []
+        train(small_config(shards, tmp_path / "run2", steps=1, checkpoint_every=1, threads=1), log=lines.append)
+        assert torch.get_num_threads() == 1 and not any(line.startswith("torch threads") for line in lines)
+    finally:
+        torch.set_num_threads(before)

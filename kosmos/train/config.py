@@ -129,7 +129,9 @@ class TrainConfig:
     ray_address: str | None = field(default=None, metadata={
         "group": RUN, "help": "Ray cluster address (e.g. auto or ray://host:10001)"})
     threads: int | None = field(default=None, metadata={
-        "group": RUN, "help": "torch CPU threads (default: torch's choice)"})
+        "group": RUN,
+        "help": "torch CPU threads (default on CPU: one per CPU left over by the --loader-workers processes, at "
+                "least one; on GPU: torch's choice)"})
     data_options: dict = field(default_factory=dict, metadata={"cli": False})  # DataConfig fields, own flags
 
     def number_problems(self) -> list[str]:
