@@ -49,6 +49,43 @@ def test_sequence_losses_separate_location_tokens():
     assert int(out.loc_correct) == 1  # position 0 argmax is 2 (right); position 2 is a tie -> id 0 (wrong)
 
 
+
+def test_small_boxes_weigh_more_by_their_size_in_cells():
+    """Corners pair up within a row, two by two; a box s cells across weighs clamp(pivot / s, 1, max) times."""
+    from kosmos.train.losses import target_weights
+
+    first = 50  # <patch_index_0000>
+    lookup = torch.zeros(first + 1024, dtype=torch.bool)
+    lookup[first:] = True
+    cell = lambda x, y: first + 32 * y + x  # noqa: E731
+    labels = torch.tensor([
+        [-100, 5, cell(0, 0), cell(1, 1), 6, -100, -100],             # 2 x 2 cells: 8 / 2 = 4, capped at 3
+        [-100, cell(3, 3), cell(12, 12), cell(0, 0), cell(3, 1), 7, -100],  # 10 x 10: 1; then 4 x 2 (s 2.83): 2.83
+        [-100, 8, cell(5, 5), -100, -100, -100, -100],                # a corner left alone (cut): 1
+    ])
+    weights = target_weights(labels, lookup, 10.0, size_pivot=8.0, size_max=3.0)
+    assert weights[0, :4].tolist() == pytest.approx([1.0, 30.0, 30.0, 1.0])
+    assert weights[1, :5].tolist() == pytest.approx([10.0, 10.0, 10 * 8 / 8 ** 0.5, 10 * 8 / 8 ** 0.5, 1.0])
+    assert weights[2, :2].tolist() == pytest.approx([1.0, 10.0])
+    assert weights[:, -1].tolist() == [0.0, 0.0, 0.0] and weights[2, 2:].sum() == 0  # no target, no weight
+    # off (the paper's loss): every location target weighs the location weight
+    plain = target_weights(labels, lookup, 10.0)
+    assert torch.equal(plain, target_weights(labels, lookup, 10.0, size_pivot=8.0, size_max=1.0))
+    assert plain[0, :4].tolist() == [1.0, 10.0, 10.0, 1.0]
+    # and the loss optimises with those weights: objective = sum(w * loss) / sum(w)
+    torch.manual_seed(0)
+    logits = torch.randn(3, 7, first + 1024)
+    per = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, first + 1024), labels[:, 1:].reshape(-1),
+                                            ignore_index=-100, reduction="none").view(3, 6)
+    out = sequence_losses(logits, labels, lookup, 10.0, size_pivot=8.0, size_max=3.0)
+    assert out.objective.item() == pytest.approx(float((per * weights).sum() / weights.sum()), rel=1e-5)
+    assert out.loss_sum.item() == pytest.approx(float(per.sum()), rel=1e-5)  # the log stays unweighted
+    # the flags: off by default, out-of-range values are one line each
+    assert (TrainConfig(data=["x"], output="o").resolved().small_box_weight) == 1.0
+    assert TrainConfig(data=["x"], output="o", small_box_weight=0.5, small_box_cells=0).number_problems() == [
+        "--small-box-weight must be a finite number >= 1, got 0.5",
+        "--small-box-cells must be a finite number > 0, got 0"]
+
 def test_location_weight_and_label_masking_on_a_hand_built_batch():
     """Two rows: masked (-100) targets count nowhere; location targets are weighted in the objective only."""
     torch.manual_seed(0)

@@ -83,6 +83,14 @@ class TrainConfig:
         "help": f"train location tokens against a 2D Gaussian of this many cells around the target cell "
                 f"(0: the exact cell only, the paper's loss; default {DEFAULT_LOCATION_SIGMA:g} from scratch, "
                 "0 with --init)"})
+    # A box one cell off is a miss for a small object (IoU < 0.5 for one 2-3 cells wide) and nearly right for a large
+    # one; the level-1 misses are small objects one cell off. Off by default: on the level-1 worlds weight 4 below 12
+    # cells stayed within the runs' spread (docs/companion.md).
+    small_box_weight: float = field(default=1.0, metadata={
+        "help": "location targets of a box s cells across (geometric mean of its sides, 32 x 32 grid) weigh "
+                "clamp(--small-box-cells / s, 1, this) times more (1: every box the same, the paper's loss)"})
+    small_box_cells: float = field(default=12.0, metadata={
+        "help": "the box size in cells across below which --small-box-weight applies"})
     max_minutes: float | None = field(default=None, metadata={
         "group": RUN, "help": "stop (with a checkpoint) after this many minutes of training; the lr decay ends "
                               "with the budget; --resume continues with a new budget"})
@@ -144,6 +152,7 @@ class TrainConfig:
             "stop_at_step": (1, True), "loader_workers": (0, True), "num_workers": (1, True), "threads": (1, True),
             "eval_every": (0, True), "eval_limit": (1, True), "tokenizer_samples": (1, True),
             "location_loss_weight": (0, False), "location_sigma": (0, True), "max_minutes": (0, False),
+            "small_box_weight": (1, True), "small_box_cells": (0, False),
             "image_size": (1, True), "patch_size": (1, True)}
         problems = []
         for name, (low, inclusive) in rules.items():

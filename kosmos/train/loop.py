@@ -111,17 +111,18 @@ def run_training(cfg: TrainConfig, processor, rank: int = 0, world_size: int = 1
             on_device = [{k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in b.items()}
                          for b in batches.values()]
             # every target of the step weighs the same, whichever source it comes from (times its source's weight)
-            weight_total = sum(
-                scale * float(target_weights(b["labels"], location_lookup, cfg.location_loss_weight).sum())
-                for scale, b in zip(source_scales, on_device))
+            weights = [target_weights(b["labels"], location_lookup, cfg.location_loss_weight, cfg.small_box_cells,
+                                      cfg.small_box_weight) for b in on_device]
+            weight_total = sum(scale * float(w.sum()) for scale, w in zip(source_scales, weights))
             sync = nullcontext() if not distributed or micro == cfg.grad_accum - 1 else step_model.no_sync()
             with sync:
                 with autocast_for(device, cfg.precision):
                     all_logits = step_model(on_device)
                 objective = 0.0
-                for label, batch, logits, scale in zip(batches, on_device, all_logits, source_scales):
-                    losses = target_losses(logits, next_token_targets(batch["labels"])[1], location_lookup,
-                                           cfg.location_loss_weight, soft_targets)
+                for label, batch, logits, scale, weight in zip(batches, on_device, all_logits, source_scales, weights):
+                    where, targets = next_token_targets(batch["labels"])
+                    losses = target_losses(logits, targets, location_lookup, cfg.location_loss_weight, soft_targets,
+                                           weight[where])
                     objective = objective + scale * losses.weighted_sum / max(weight_total, 1e-6)
                     for key in LOGGED[:5]:
                         window[label][key] += float(getattr(losses, key))

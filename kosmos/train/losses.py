@@ -63,22 +63,30 @@ class SequenceLosses:
 
 
 def sequence_losses(logits: torch.Tensor, labels: torch.Tensor, location_lookup: torch.Tensor,
-                    location_weight: float = 1.0, soft_targets=None) -> SequenceLosses:
-    """``target_losses`` of a batch's logits at every position (batch, length, vocab) and its labels."""
+                    location_weight: float = 1.0, soft_targets=None, size_pivot: float = 0.0,
+                    size_max: float = 1.0) -> SequenceLosses:
+    """``target_losses`` of a batch's logits at every position (batch, length, vocab) and its labels, the targets
+    weighted by ``target_weights``."""
     where, targets = next_token_targets(labels)
-    return target_losses(logits[:, :-1][where], targets, location_lookup, location_weight, soft_targets)
+    weights = target_weights(labels, location_lookup, location_weight, size_pivot, size_max)[where]
+    return target_losses(logits[:, :-1][where], targets, location_lookup, location_weight, soft_targets, weights)
 
 
 def target_losses(logits: torch.Tensor, targets: torch.Tensor, location_lookup: torch.Tensor,
-                  location_weight: float = 1.0, soft_targets=None) -> SequenceLosses:
+                  location_weight: float = 1.0, soft_targets=None, weights: torch.Tensor | None = None
+                  ) -> SequenceLosses:
     """Next-token cross entropy of the targets (``logits``: (targets, vocab), ``kosmos.modeling.target_logits``),
-    location-token targets weighted ``location_weight``: objective = sum(w_i * loss_i) / sum(w_i). With
-    ``soft_targets`` (from ``location_soft_targets``) a location target's loss in the objective is the cross
-    entropy against its Gaussian neighbourhood; the logged location loss stays the exact-cell cross entropy."""
+    location-token targets weighted ``location_weight`` (or each target by ``weights``, e.g. ``target_weights``
+    at the targets): objective = sum(w_i * loss_i) / sum(w_i). With ``soft_targets`` (from
+    ``location_soft_targets``) a location target's loss in the objective is the cross entropy against its
+    Gaussian neighbourhood; the logged location loss stays the exact-cell cross entropy."""
     flat = logits.float()
     per_token = F.cross_entropy(flat, targets, reduction="none")
     loc = location_lookup.to(targets.device)[targets]
-    weights = 1.0 + (location_weight - 1.0) * loc.float()
+    if weights is None:
+        weights = 1.0 + (location_weight - 1.0) * loc.float()
+    else:
+        weights = weights.to(flat)
     trained = per_token
     if soft_targets is not None and bool(loc.any()):
         ids, kernel = (t.to(flat.device) for t in soft_targets)
@@ -96,13 +104,45 @@ def target_losses(logits: torch.Tensor, targets: torch.Tensor, location_lookup: 
                           loc.sum(), torch.tensor(targets.numel(), device=targets.device))
 
 
-def target_weights(labels: torch.Tensor, location_lookup: torch.Tensor, location_weight: float) -> torch.Tensor:
-    """Per-target weights of a batch (1, location targets ``location_weight``, 0 where no target): known from the
-    labels alone, so a step's total is known before any forward."""
+def target_weights(labels: torch.Tensor, location_lookup: torch.Tensor, location_weight: float,
+                   size_pivot: float = 0.0, size_max: float = 1.0) -> torch.Tensor:
+    """Per-target weights of a batch, (batch, length - 1) over ``labels[:, 1:]``: 1, location targets
+    ``location_weight`` times ``box_size_factors``, 0 where no target. Known from the labels alone, so a step's
+    total is known before any forward."""
     targets = labels[:, 1:]
     valid = targets != -100
     loc = valid & location_lookup.to(targets.device)[targets.clamp(min=0)]
-    return valid.float() + (location_weight - 1.0) * loc.float()
+    weights = valid.float() + (location_weight - 1.0) * loc.float()
+    if size_pivot > 0 and size_max > 1 and bool(loc.any()):
+        first_location_id = int(location_lookup.nonzero()[0])  # <patch_index_0000>; the 1,024 ids run in cell order
+        weights[loc] = weights[loc] * box_size_factors(targets, loc, first_location_id, size_pivot, size_max)
+    return weights
+
+
+def box_size_factors(targets: torch.Tensor, loc: torch.Tensor, first_location_id: int, size_pivot: float,
+                     size_max: float, grid: int = 32) -> torch.Tensor:
+    """A factor for each location target (``targets[loc]``, row-major) from the size of its box: a box is a
+    row's location targets taken two by two (upper-left, lower-right), ``s`` the geometric mean of its width and
+    height in cells, its two targets weigh ``clamp(size_pivot / s, 1, size_max)``. A box of one cell off is a
+    miss for a small object and nearly right for a large one, so small boxes get more of the gradient. A row's
+    unpaired last location target (a sequence cut between the corners) weighs 1."""
+    rows = loc.nonzero()[:, 0]
+    cells = targets[loc] - first_location_id
+    first_of_row = torch.ones_like(rows, dtype=torch.bool)
+    first_of_row[1:] = rows[1:] != rows[:-1]
+    start = torch.zeros_like(rows)
+    index = torch.arange(rows.numel(), device=rows.device)
+    start[first_of_row] = index[first_of_row]
+    start = torch.cummax(start, 0).values  # index of the row's first location target
+    rank = index - start  # 0, 1, 2, ... within the row
+    partner = torch.where(rank % 2 == 0, index + 1, index - 1).clamp(0, rows.numel() - 1)
+    paired = rows[partner] == rows
+    paired &= (rank % 2 == 1) | (partner != index)
+    width = (cells % grid - cells[partner] % grid).abs() + 1
+    height = (cells // grid - cells[partner] // grid).abs() + 1
+    size = (width * height).float().sqrt()
+    factors = (size_pivot / size).clamp(min=1.0, max=size_max)
+    return torch.where(paired, factors, torch.ones_like(factors))
 
 
 def autocast_for(device: torch.device, precision: str):
