@@ -123,7 +123,7 @@ def box_size_factors(targets: torch.Tensor, loc: torch.Tensor, first_location_id
                      size_max: float, grid: int = 32) -> torch.Tensor:
     """A factor for each location target (``targets[loc]``, row-major) from the size of its box: a box is a
     row's location targets taken two by two (upper-left, lower-right), ``s`` the geometric mean of its width and
-    height in cells, its two targets weigh ``clamp(size_pivot / s, 1, size_max)``. A box of one cell off is a
+    height in cells, its two targets weigh ``clamp(size_pivot / s, 1, size_max)``. A box one cell off is a
     miss for a small object and nearly right for a large one, so small boxes get more of the gradient. A row's
     unpaired last location target (a sequence cut between the corners) weighs 1."""
     rows = loc.nonzero()[:, 0]
