@@ -13,7 +13,7 @@ def run() -> dict:
     import torch
 
     from kosmos.mix import Mixture, default_batch_sizes, parse_mix
-    from kosmos.presets import get_preset
+    from kosmos.presets import get_preset, image_slots
     from kosmos.sequence import SequenceEncoder
     from kosmos.sources import DataConfig, build_source
     from kosmos.stream import SourceStream
@@ -30,9 +30,9 @@ def run() -> dict:
         entries = [f"grounded={root / 'grit'}:16", f"captions={world['captions']}:16", f"text={world['text']}",
                    f"interleaved={world['mmc4']},{world['obelics']}"]
         specs = default_batch_sizes(parse_mix(entries), 16)
-        tiny = get_preset("tiny")  # its image size, linear-connector slots (patches + class token) and positions
+        tiny = get_preset("tiny")  # its image size, its connector's image slots and its positions
         processor = build_processor(train_tokenizer(["a red square left of a blue circle"] * 10, 400), tiny.image_size)
-        slots = (tiny.image_size // tiny.patch_size) ** 2 + 1
+        slots = image_slots(tiny.image_size, tiny.patch_size, tiny.connector, tiny.latent_query_num)
         config = DataConfig(image_size=tiny.image_size, num_image_tokens=slots, sequence_length=tiny.max_positions,
                             images_from=world["mmc4_images"])
         encoder = SequenceEncoder(processor, slots, tiny.image_size, config.image_mode)

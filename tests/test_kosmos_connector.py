@@ -7,7 +7,10 @@ import pytest
 import torch
 
 from kosmos.cli import main
-from kosmos.modeling import Kosmos2LinearConnectorForConditionalGeneration, LinearConnector, load_pretrained
+from transformers.models.kosmos2.modeling_kosmos2 import Kosmos2ImageToTextProjection
+
+from kosmos.modeling import (Kosmos2LinearConnectorForConditionalGeneration, LinearConnector, MergedConnector,
+                             load_pretrained)
 from kosmos.presets import build_model, get_preset
 from kosmos.tokenizer import build_processor, train_tokenizer
 from kosmos.toydata import write_toy_refcoco, write_toy_shards
@@ -26,15 +29,17 @@ def processor():
     return build_processor(train_tokenizer(CAPTIONS, vocab_size=80), image_size=64)
 
 
-@pytest.mark.parametrize("connector", ["linear", "resampler"])
-def test_both_connectors_save_and_load(processor, tmp_path, connector):
+@pytest.mark.parametrize("connector", ["linear", "merged", "resampler"])
+def test_every_connector_saves_and_loads(processor, tmp_path, connector):
     from PIL import Image
 
     model = build_model(get_preset("tiny"), len(processor.tokenizer), seed=0, connector=connector).eval()
     slots = model.config.latent_query_num
-    # linear: one image slot per ViT token (8x8 patches of a 64 px image + the class token)
-    assert slots == (65 if connector == "linear" else get_preset("tiny").latent_query_num)
-    assert isinstance(model.image_to_text_projection, LinearConnector) == (connector == "linear")
+    # linear: one image slot per ViT token (8x8 patches of a 64 px image + the class token); merged: one per 2x2
+    assert slots == {"linear": 65, "merged": 17, "resampler": get_preset("tiny").latent_query_num}[connector]
+    kinds = {"linear": LinearConnector, "merged": MergedConnector}
+    assert type(model.image_to_text_projection) is kinds.get(connector, Kosmos2ImageToTextProjection)
+    assert model.get_image_features(torch.zeros(2, 3, 64, 64)).pooler_output.shape == (2, slots, 128)
     model.save_pretrained(tmp_path)
     assert json.loads((tmp_path / "config.json").read_text()).get("connector", "resampler") == connector
     loaded = load_pretrained(tmp_path).eval()
@@ -43,7 +48,8 @@ def test_both_connectors_save_and_load(processor, tmp_path, connector):
     enc = processor(images=Image.new("RGB", (64, 64), (200, 20, 20)), text="<grounding><phrase> a square</phrase>",
                     num_image_tokens=slots, return_tensors="pt")
     with torch.no_grad():
-        assert torch.equal(model(**enc).logits, loaded(**enc).logits)
+        # the same up to float rounding (the merged slots' matmul may take another kernel on reloaded tensors)
+        torch.testing.assert_close(model(**enc).logits, loaded(**enc).logits)
 
 
 def test_linear_connector_keeps_position(processor):
@@ -60,6 +66,39 @@ def test_linear_connector_keeps_position(processor):
     moved = (ea - eb).norm(dim=-1)[0, 1:]  # the patch slots (slot 0 is the class token)
     # the changed patch's slot moves most (the ViT's attention mixes a little into the others)
     assert int(moved.argmax()) == 0 and moved[0] > 2 * moved[1:].mean()
+
+
+def test_merged_connector_joins_each_2x2_block_of_patches_into_one_slot():
+    """Slot 1 + 4 * row + col (4 x 4 slots over 8 x 8 patches) reads patches (2 row .. 2 row + 1, 2 col .. 2 col
+    + 1) and no other; slot 0 reads the class token alone."""
+    config = build_model(get_preset("tiny"), 80, seed=0, connector="merged").config
+    connector = MergedConnector(config)
+    width = config.vision_config.hidden_size
+    with torch.no_grad():
+        connector.dense.weight.zero_()
+        connector.dense.bias.zero_()
+        connector.class_dense.weight.zero_()
+        connector.class_dense.bias.zero_()
+        for part in range(4):  # output j of the merged slot = feature 0 of the block's part j
+            connector.dense.weight[part, part * width] = 1.0
+        connector.class_dense.weight[4, 0] = 1.0
+    features = torch.zeros(1, 65, width)
+    features[0, 1:, 0] = torch.arange(64, dtype=torch.float32)  # patch p (row-major on the 8 x 8 grid) holds p
+    features[0, 0, 0] = -1.0
+    slots, _ = connector(features)
+    assert slots.shape == (1, 17, config.text_config.embed_dim)
+    for row in range(4):
+        for col in range(4):
+            top_left = 16 * row + 2 * col
+            expected = [top_left, top_left + 1, top_left + 8, top_left + 9]
+            assert slots[0, 1 + 4 * row + col, :4].tolist() == expected
+    assert slots[0, 0, 4] == -1.0 and slots[0, 1:, 4].abs().sum() == 0
+
+
+def test_merged_connector_refuses_an_odd_patch_grid():
+    cfg = TrainConfig(data=["x"], output="o", connector="merged", image_size=40, patch_size=8)
+    assert any("odd grid (5 x 5)" in p for p in cfg.number_problems())
+    assert not TrainConfig(data=["x"], output="o", connector="merged", image_size=48, patch_size=8).number_problems()
 
 
 def heldout_refcoco(root: Path, n: int = 3) -> Path:

@@ -253,15 +253,15 @@ def test_a_time_budget_without_steps_runs_until_the_budget_ends(shards, tmp_path
 
 
 def test_image_and_patch_size_shape_a_from_scratch_model(shards, tmp_path):
-    """--image-size/--patch-size: the ViT, the linear connector's slots and the processor follow; with --init the
+    """--image-size/--patch-size: the ViT, the connector's slots and the processor follow; with --init the
     model keeps its own, and a side that is not a multiple of the patch is refused."""
     from kosmos.modeling import load_pretrained
     from kosmos.tokenizer import load_processor
 
-    train(small_config(shards, tmp_path / "run", steps=2, checkpoint_every=2, image_size=32, patch_size=16))
+    train(small_config(shards, tmp_path / "run", steps=2, checkpoint_every=2, image_size=32, patch_size=8))
     model = load_pretrained(tmp_path / "run" / "checkpoints" / "step_0000002" / "model")
-    assert (model.config.vision_config.image_size, model.config.vision_config.patch_size) == (32, 16)
-    assert model.config.latent_query_num == (32 // 16) ** 2 + 1
+    assert (model.config.vision_config.image_size, model.config.vision_config.patch_size) == (32, 8)
+    assert model.config.connector == "merged" and model.config.latent_query_num == (32 // 8 // 2) ** 2 + 1
     assert load_processor(tmp_path / "run" / "processor").image_processor.crop_size["height"] == 32
     assert TrainConfig(data=[shards], output="x", image_size=40, patch_size=16).number_problems() == [
         "--image-size 40 must be a multiple of --patch-size 16"]

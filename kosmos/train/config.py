@@ -5,7 +5,7 @@ import math
 from dataclasses import asdict, dataclass, field
 
 from kosmos.modeling import CONNECTORS, FREEZE_VISION, LOCATION_EMBEDDING_INITS, VISION_POSITION_INITS
-from kosmos.presets import PRESETS, get_preset
+from kosmos.presets import PRESETS, get_preset, image_slots
 
 DATA, RUN = "data", "run"
 
@@ -58,8 +58,9 @@ class TrainConfig:
                 "image slots: more images fit in a sequence"})
     connector: str | None = field(default=None, metadata={
         "choices": CONNECTORS,
-        "help": "image connector of a from-scratch model: linear (one slot per ViT token) or resampler "
-                "(Kosmos-2's); default: the preset's (linear for tiny/small, resampler for paper)"})
+        "help": "image connector of a from-scratch model: linear (one slot per ViT token), merged (one slot per 2 x 2 "
+                "ViT patches: a quarter of the slots) or resampler (Kosmos-2's); default: the preset's (merged for "
+                "tiny, linear for small, resampler for paper)"})
     vision_position_init: str = field(default="sincos2d", metadata={
         "choices": VISION_POSITION_INITS,
         "help": "how a from-scratch ViT's position embeddings start: sincos2d (a 2D sine-cosine code of the patch "
@@ -170,11 +171,15 @@ class TrainConfig:
                             "own")
         preset = self.model_preset()
         side, patch = preset.image_size, preset.patch_size
-        if finite(side) and finite(patch) and side >= 1 and patch >= 1:
-            slots = (side // patch) ** 2 + 1  # the linear connector's: one per ViT token
+        connector = self.connector or preset.connector
+        if finite(side) and finite(patch) and side >= 1 and patch >= 1 and not (self.init or self.resume):
+            slots = image_slots(side, patch, connector, preset.latent_query_num)
             if side % patch:
                 problems.append(f"--image-size {side} must be a multiple of --patch-size {patch}")
-            elif (self.connector or preset.connector) == "linear" and slots + 4 > preset.max_positions:
+            elif connector == "merged" and (side // patch) % 2:
+                problems.append(f"--connector merged joins 2 x 2 patches: --image-size {side} in --patch-size "
+                                f"{patch} patches makes an odd grid ({side // patch} x {side // patch})")
+            elif slots + 4 > preset.max_positions:
                 problems.append(f"--image-size {side} in --patch-size {patch} patches makes {slots} image slots: "
                                 f"more than the {preset.name} preset's {preset.max_positions} positions hold")
         try:
