@@ -223,7 +223,9 @@ def model_class(config: Kosmos2Config):
     connector = connector_of(config)
     if connector not in CONNECTORS:
         raise ValueError(f"unknown connector {connector!r} in the model config; choose one of {CONNECTORS}")
-    return Kosmos2ForConditionalGeneration if connector == "resampler" else Kosmos2LinearConnectorForConditionalGeneration
+    if connector == "resampler":
+        return Kosmos2ForConditionalGeneration
+    return Kosmos2LinearConnectorForConditionalGeneration
 
 
 def load_pretrained(path: str | Path, **kwargs):

@@ -224,7 +224,8 @@ def test_kosmos_chat_answers_with_boxes_drawn(tmp_path, processor):
     args = argparse.Namespace(model=str(tmp_path / "model"), image=str(image), question=["what is it", "describe"],
                               conversation_template="qa", no_grounding=False, max_new_tokens=4,
                               out=str(tmp_path / "pngs"), device="cpu")
-    assert run(args, stdout=out) == 0 and len(out.getvalue().strip().splitlines()) >= 2
+    # one reply line per question (a random model's reply may be empty text)
+    assert run(args, stdout=out) == 0 and len(out.getvalue().splitlines()) >= 2
     reply = parse_answer("<phrase> a red square</phrase><object><patch_index_0000><patch_index_0527></object> "
                          "left of<phrase> a ball</phrase><object><patch_index_0528><patch_index_1023></object>")
     assert reply.text == "a red square left of a ball"

@@ -95,6 +95,22 @@ def test_merged_connector_joins_each_2x2_block_of_patches_into_one_slot():
     assert slots[0, 0, 4] == -1.0 and slots[0, 1:, 4].abs().sum() == 0
 
 
+def test_tiny_connector_is_merged_on_grounded_data_alone_and_linear_in_a_mixture():
+    """The tiny preset's default: merged for GRIT alone (more steps per CPU minute), linear once --mix adds other
+    sources (a mixture makes too few steps for the merged connector's later start); --connector decides when given."""
+    def connector(**given):
+        return TrainConfig(output="o", **given).resolved().model_preset().connector
+
+    assert connector(data=["g"]) == "merged"
+    assert connector(mix=["grounded=g:16"]) == "merged"
+    assert connector(data=["g"], mix=["text=t.jsonl"]) == "linear"
+    assert connector(data=["g"], mix=["captions=c", "interleaved=d.jsonl:2"]) == "linear"
+    assert connector(data=["g"], mix=["text=t.jsonl"], connector="merged") == "merged"
+    assert connector(data=["g"], connector="resampler") == "resampler"
+    assert TrainConfig(output="o", data=["g"], preset="small").model_preset().connector == "linear"
+    assert TrainConfig(output="o", data=["g"], mix=["text=t"], preset="paper").model_preset().connector == "resampler"
+
+
 def test_merged_connector_refuses_an_odd_patch_grid():
     cfg = TrainConfig(data=["x"], output="o", connector="merged", image_size=40, patch_size=8)
     assert any("odd grid (5 x 5)" in p for p in cfg.number_problems())

@@ -59,8 +59,8 @@ class TrainConfig:
     connector: str | None = field(default=None, metadata={
         "choices": CONNECTORS,
         "help": "image connector of a from-scratch model: linear (one slot per ViT token), merged (one slot per 2 x 2 "
-                "ViT patches: a quarter of the slots) or resampler (Kosmos-2's); default: the preset's (merged for "
-                "tiny, linear for small, resampler for paper)"})
+                "ViT patches: a quarter of the slots) or resampler (Kosmos-2's); default: the preset's (tiny: merged "
+                "on grounded data alone, linear with other sources in --mix; small: linear; paper: resampler)"})
     vision_position_init: str = field(default="sincos2d", metadata={
         "choices": VISION_POSITION_INITS,
         "help": "how a from-scratch ViT's position embeddings start: sincos2d (a 2D sine-cosine code of the patch "
@@ -229,7 +229,13 @@ class TrainConfig:
 
         preset = get_preset(self.preset)
         return replace(preset, image_size=self.image_size or preset.image_size,
-                       patch_size=self.patch_size or preset.patch_size)
+                       patch_size=self.patch_size or preset.patch_size, connector=self.connector or (
+                           preset.mixture_connector if preset.mixture_connector and self.mixes_other_sources()
+                           else preset.connector))
+
+    def mixes_other_sources(self) -> bool:
+        """Whether ``--mix`` adds sources other than grounded data (captions, text, interleaved)."""
+        return any(entry.partition("=")[0].strip() != "grounded" for entry in self.mix or [])
 
     def resolved(self) -> "TrainConfig":
         """Unset values filled: the preset's from scratch, fine-tuning defaults with ``init``."""
