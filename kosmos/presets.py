@@ -74,8 +74,8 @@ TINY_DATA_DEFAULTS = {"grounding_prob": 1.0, "zoom_min_scale": 0.75}
 # 89.0-93.0% held-out REC on three level-1 worlds of new seeds (four runs), where the linear connector's 65 slots
 # reached 86.0-88.0%. It starts later (validation REC 21% against 63% at step 2,000), which a mixture cannot afford:
 # its steps cost 2-3x a GRIT-only one, and in 10 minutes it reached 52% with the merged connector against 67% with
-# the linear one in the same hour. So the tiny preset's connector is merged for grounded data alone, linear with other sources
-# (docs/companion.md).
+# the linear one in the same hour. So the tiny preset's connector is merged for grounded data alone, linear with
+# other sources (docs/companion.md).
 TINY_CONNECTOR, TINY_MIXTURE_CONNECTOR = "merged", "linear"
 
 PRESETS: dict[str, Preset] = {
