@@ -30,10 +30,9 @@ def run() -> dict:
         entries = [f"grounded={root / 'grit'}:16", f"captions={world['captions']}:16", f"text={world['text']}",
                    f"interleaved={world['mmc4']},{world['obelics']}"]
         specs = default_batch_sizes(parse_mix(entries), 16)
-        tiny = get_preset("tiny")  # its image size, its mixture connector's image slots and its positions
+        tiny = get_preset("tiny")  # its image size, its connector's image slots and its positions
         processor = build_processor(train_tokenizer(["a red square left of a blue circle"] * 10, 400), tiny.image_size)
-        slots = image_slots(tiny.image_size, tiny.patch_size, tiny.mixture_connector or tiny.connector,
-                            tiny.latent_query_num)
+        slots = image_slots(tiny.image_size, tiny.patch_size, tiny.connector, tiny.latent_query_num)
         config = DataConfig(image_size=tiny.image_size, num_image_tokens=slots, sequence_length=tiny.max_positions,
                             images_from=world["mmc4_images"])
         encoder = SequenceEncoder(processor, slots, tiny.image_size, config.image_mode)

@@ -4,8 +4,8 @@
 ``small`` is a ~42M-parameter model meant for one GPU; ``tiny`` (~0.6M) is for CPU tests and ``make e2e``.
 ``paper`` keeps Kosmos-2's resampler connector; ``small`` uses the linear connector (one image slot per ViT token,
 see ``kosmos.modeling``), which learns to localise from scratch where the resampler does not, and ``tiny`` the
-merged one on grounded data alone (one slot per 2 x 2 ViT patches: a quarter of the decoder's image slots, so more
-steps per CPU minute), the linear one when the mixture holds other sources.
+merged one (one slot per 2 x 2 ViT patches: a quarter of the decoder's image slots, so more steps per CPU minute)
+with its location tokens starting as a 2D code of their cells.
 The text vocabulary size is not part of a preset: it is the size of the tokenizer the model is built with.
 """
 from __future__ import annotations
@@ -33,8 +33,8 @@ class Preset:
     dropout: float
     tokenizer_vocab: int  # BPE vocabulary learnt from captions (before tag and patch-index tokens)
     connector: str = "linear"  # "linear" (one slot per ViT token), "merged" (one per 2 x 2) or "resampler"
-    # the connector when the mixture holds more than grounded data (None: ``connector`` there too)
-    mixture_connector: str | None = None
+    # how a from-scratch model's location-token embeddings start (kosmos.modeling.init_location_embeddings)
+    location_embedding_init: str = "random"
     # training defaults (paper: lr 2e-4, 375 warm-up, 60k steps; scaled down for the small presets)
     lr: float = 2e-4
     warmup_steps: int = 375
@@ -69,14 +69,12 @@ SMALL_MIXTURE_LOSS_WEIGHTS = {"text": 0.25, "interleaved": 0.25}
 # in 8,500 steps (six runs, mean 89.6%) against 85.0-90.5% (mean 87.5%) with views down to 0.6, 80.5-83.0% down to
 # 0.4, 80.0-87.0% with whole images and 76-85.5% with the released loader's 0.5 and whole images (docs/companion.md).
 TINY_DATA_DEFAULTS = {"grounding_prob": 1.0, "zoom_min_scale": 0.75}
-# With the merged connector a tiny CPU step costs about 0.6x (17 image slots in the decoder instead of 65) and, once
-# it has started to localise, learns about as much per step: `kosmos train --data DIR --max-minutes 10` reached
-# 89.0-93.0% held-out REC on three level-1 worlds of new seeds (four runs), where the linear connector's 65 slots
-# reached 86.0-88.0%. It starts later (validation REC 21% against 63% at step 2,000), which a mixture cannot afford:
-# its steps cost 2-3x a GRIT-only one, and in 10 minutes it reached 52% with the merged connector against 67% with
-# the linear one in the same hour. So the tiny preset's connector is merged for grounded data alone, linear with
-# other sources (docs/companion.md).
-TINY_CONNECTOR, TINY_MIXTURE_CONNECTOR = "merged", "linear"
+# With the merged connector a tiny CPU step costs about 0.6x (17 image slots in the decoder instead of 65), and with
+# the location tokens' rows starting as a 2D code of their cells it starts to localise as soon as the linear
+# connector's 65 slots do (held-out REC after 2,000 steps 77.5% / 72.0% on two new level-1 worlds, against 64.5% /
+# 10.0% with transformers' random rows and 75.0% for the linear connector): more steps in the same CPU minutes, for
+# GRIT alone and for the mixture, whose steps cost about 2x (docs/companion.md).
+TINY_CONNECTOR, TINY_LOCATION_EMBEDDING_INIT = "merged", "sincos2d"
 
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(
@@ -85,7 +83,7 @@ PRESETS: dict[str, Preset] = {
         max_positions=256, dropout=0.0, tokenizer_vocab=400, lr=1e-3, warmup_steps=20, max_steps=400,
         batch_size=16, max_length=64, mixture_shares=SMALL_MIXTURE_SHARES,
         mixture_loss_weights=SMALL_MIXTURE_LOSS_WEIGHTS, data_defaults=TINY_DATA_DEFAULTS, connector=TINY_CONNECTOR,
-        mixture_connector=TINY_MIXTURE_CONNECTOR,
+        location_embedding_init=TINY_LOCATION_EMBEDDING_INIT,
     ),
     "small": Preset(
         name="small", image_size=224, patch_size=16, vision_hidden=384, vision_layers=6, vision_heads=6,

@@ -95,17 +95,16 @@ def test_merged_connector_joins_each_2x2_block_of_patches_into_one_slot():
     assert slots[0, 0, 4] == -1.0 and slots[0, 1:, 4].abs().sum() == 0
 
 
-def test_tiny_connector_is_merged_on_grounded_data_alone_and_linear_in_a_mixture():
-    """The tiny preset's default: merged for GRIT alone (more steps per CPU minute), linear once --mix adds other
-    sources (a mixture makes too few steps for the merged connector's later start); --connector decides when given."""
+def test_tiny_connector_is_merged_with_or_without_other_sources():
+    """The preset's connector whatever the mixture holds (tiny: merged); --connector decides when given."""
     def connector(**given):
         return TrainConfig(output="o", **given).resolved().model_preset().connector
 
     assert connector(data=["g"]) == "merged"
     assert connector(mix=["grounded=g:16"]) == "merged"
-    assert connector(data=["g"], mix=["text=t.jsonl"]) == "linear"
-    assert connector(data=["g"], mix=["captions=c", "interleaved=d.jsonl:2"]) == "linear"
-    assert connector(data=["g"], mix=["text=t.jsonl"], connector="merged") == "merged"
+    assert connector(data=["g"], mix=["text=t.jsonl"]) == "merged"
+    assert connector(data=["g"], mix=["captions=c", "interleaved=d.jsonl:2"]) == "merged"
+    assert connector(data=["g"], mix=["text=t.jsonl"], connector="linear") == "linear"
     assert connector(data=["g"], connector="resampler") == "resampler"
     assert TrainConfig(output="o", data=["g"], preset="small").model_preset().connector == "linear"
     assert TrainConfig(output="o", data=["g"], mix=["text=t"], preset="paper").model_preset().connector == "resampler"
@@ -246,6 +245,30 @@ def test_location_embedding_init_codes_cells_in_the_tied_head(processor, tmp_pat
         init_location_embeddings(model, ids, how="learned")
     with pytest.raises(ValueError, match="expected 1024 location tokens"):
         init_location_embeddings(model, ids[:10])
+
+
+def test_tiny_location_embeddings_start_as_the_cell_code_by_default(processor):
+    """The preset decides how a from-scratch model's location tokens start (tiny: sincos2d, the others: random);
+    --location-embedding-init wins; the run's model is built with it."""
+    from kosmos.modeling import sincos2d
+    from kosmos.train.losses import location_token_ids
+    from kosmos.train.setup import build_or_load_model
+
+    def resolved(**given):
+        return TrainConfig(output="o", data=["g"], **given).resolved()
+
+    assert resolved().location_embedding_init == "sincos2d"
+    assert resolved(mix=["text=t.jsonl"]).location_embedding_init == "sincos2d"
+    assert resolved(preset="small").location_embedding_init == "random"
+    assert resolved(preset="paper").location_embedding_init == "random"
+    assert resolved(location_embedding_init="random").location_embedding_init == "random"
+    ids = location_token_ids(processor.tokenizer)
+    width = get_preset("tiny").text_hidden
+    cell_33 = sincos2d(torch.tensor([1.5 / 32]), torch.tensor([1.5 / 32]), width, 16.0)[0] * 0.02
+    coded = build_or_load_model(resolved(), processor, None).get_input_embeddings().weight.detach()
+    assert torch.allclose(coded[ids[33]], cell_33, atol=1e-7)
+    plain = build_or_load_model(resolved(location_embedding_init="random"), processor, None)
+    assert not torch.allclose(plain.get_input_embeddings().weight.detach()[ids[33]], cell_33, atol=1e-3)
 
 
 def test_vision_position_init_sets_a_2d_code_that_saves_and_loads(processor, tmp_path):

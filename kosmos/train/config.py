@@ -59,16 +59,17 @@ class TrainConfig:
     connector: str | None = field(default=None, metadata={
         "choices": CONNECTORS,
         "help": "image connector of a from-scratch model: linear (one slot per ViT token), merged (one slot per 2 x 2 "
-                "ViT patches: a quarter of the slots) or resampler (Kosmos-2's); default: the preset's (tiny: merged "
-                "on grounded data alone, linear with other sources in --mix; small: linear; paper: resampler)"})
+                "ViT patches: a quarter of the slots) or resampler (Kosmos-2's); default: the preset's (tiny: merged; "
+                "small: linear; paper: resampler)"})
     vision_position_init: str = field(default="sincos2d", metadata={
         "choices": VISION_POSITION_INITS,
         "help": "how a from-scratch ViT's position embeddings start: sincos2d (a 2D sine-cosine code of the patch "
                 "centres, which learns to localise faster) or random (transformers' initialisation)"})
-    location_embedding_init: str = field(default="random", metadata={
+    location_embedding_init: str | None = field(default=None, metadata={
         "choices": LOCATION_EMBEDDING_INITS,
         "help": "how a from-scratch model's location-token embeddings (and LM-head rows, which they share) start: "
-                "sincos2d (a 2D sine-cosine code of each cell's centre) or random (transformers')"})
+                "sincos2d (a 2D sine-cosine code of each cell's centre) or random (transformers'); default: the "
+                "preset's (tiny: sincos2d; small, paper: random)"})
     vision_init: str | None = field(default=None, metadata={
         "help": "start a from-scratch model's ViT from a CLIP vision tower (hub id or save_pretrained directory of "
                 "a CLIPModel or CLIPVisionModel, of the model's vision sizes), as the papers start from CLIP "
@@ -229,13 +230,7 @@ class TrainConfig:
 
         preset = get_preset(self.preset)
         return replace(preset, image_size=self.image_size or preset.image_size,
-                       patch_size=self.patch_size or preset.patch_size, connector=self.connector or (
-                           preset.mixture_connector if preset.mixture_connector and self.mixes_other_sources()
-                           else preset.connector))
-
-    def mixes_other_sources(self) -> bool:
-        """Whether ``--mix`` adds sources other than grounded data (captions, text, interleaved)."""
-        return any(entry.partition("=")[0].strip() != "grounded" for entry in self.mix or [])
+                       patch_size=self.patch_size or preset.patch_size, connector=self.connector or preset.connector)
 
     def resolved(self) -> "TrainConfig":
         """Unset values filled: the preset's from scratch, fine-tuning defaults with ``init``."""
@@ -262,6 +257,7 @@ class TrainConfig:
             if values[name] is None:
                 values[name] = default
         values["warmup_steps"] = min(values["warmup_steps"], values["steps"])
+        values["location_embedding_init"] = values["location_embedding_init"] or preset.location_embedding_init
         return TrainConfig(**values)
 
 

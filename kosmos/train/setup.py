@@ -63,7 +63,7 @@ def _build_or_load(cfg: TrainConfig, processor, resume_dir: Path | None):
     model = build_model(cfg.model_preset(), len(tok), seed=cfg.seed, connector=cfg.connector,
                         vision_position_init=cfg.vision_position_init,
                         pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
-    if cfg.location_embedding_init != "random":  # random: transformers' init, nothing to look up
+    if cfg.location_embedding_init not in (None, "random"):  # random: transformers' init, nothing to look up
         init_location_embeddings(model, location_token_ids(tok), how=cfg.location_embedding_init)
     if cfg.vision_init:
         load_vision_tower(model, cfg.vision_init)
