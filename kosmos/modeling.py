@@ -10,8 +10,8 @@ layer; the class token by its own): a quarter of the slots, each still made of t
 
 Trained from scratch on small data, the resampler's attention starts (and stays) uniform: every slot is the
 whole-image mean and the model never learns where things are. The linear connectors learn to localise within
-minutes on CPU, so the small presets use them (``tiny`` the merged one on grounded data alone: its decoder then
-reads 17 image slots instead of 65, and a CPU step costs about 0.6x); the ``paper`` preset keeps the resampler and stays a plain
+minutes on CPU, so the small presets use them (``tiny`` the merged one: its decoder then reads 17 image slots
+instead of 65, and a CPU step costs about 0.6x); the ``paper`` preset keeps the resampler and stays a plain
 ``Kosmos2ForConditionalGeneration``. A linear- or merged-connector model is saved with its ``"connector"`` in its
 ``config.json`` and must be loaded with :func:`load_pretrained` (or the class below).
 """
