@@ -245,7 +245,8 @@ def main() -> int:
     if _env("ICL_FRESH", 0) or not (run / "checkpoints").is_dir():
         argv = [sys.executable, "-m", "kosmos.cli", "train", "--output", str(run), "--overwrite", "--preset", "tiny",
                 "--connector", _env("ICL_CONNECTOR", "linear"), "--image-size", str(_env("ICL_IMAGE_SIZE", 32)),
-                "--location-embedding-init", "random",  # the documented figures' init (tiny's default before sincos2d)
+                # the documented figures' settings (tiny's defaults before sincos2d and the late lr decay)
+                "--location-embedding-init", "random", "--decay-fraction", "1",
                 "--patch-size", str(_env("ICL_PATCH_SIZE", 16)),
                 "--mix", "interleaved=" + ",".join(tars) + f":{_env('ICL_BATCH', 32)}", "--sequence-length", "256",
                 "--max-images-per-sequence", str(WAYS * SHOTS + 1), "--image-mode", "square",

@@ -20,7 +20,7 @@ heldout/, refcoco_heldout/; built when missing), STUDY_TRAIN_IMAGES (20000) and 
 the world is built, STUDY_VISION_STEPS (32000: the world's CLIP, STUDY_WORLD/clip, whose ViT the untuned model
 starts from, frozen but its last layer; 0: a ViT from scratch), STUDY_MODEL (the untuned model; default:
 pre-trained in STUDY_WORLD/run_untuned for STUDY_PRETRAIN_STEPS, 12000, with STUDY_PRETRAIN_ARGS, "--connector
-linear --location-embedding-init random --image-size 32 --patch-size 4"), STUDY_TUNE_ARGS (flags of the tuned
+linear --location-embedding-init random --decay-fraction 1 --image-size 32 --patch-size 4"), STUDY_TUNE_ARGS (flags of the tuned
 run), STUDY_THREADS (1).
 """
 from __future__ import annotations
@@ -56,7 +56,8 @@ DEFAULT_HELDOUT_IMAGES = 1000
 DEFAULT_VISION_STEPS = 32000
 DEFAULT_PRETRAIN_STEPS = 12000
 # the settings the study was measured with (tiny's connector and location rows before merged / sincos2d)
-DEFAULT_PRETRAIN_ARGS = "--connector linear --location-embedding-init random --image-size 32 --patch-size 4"
+DEFAULT_PRETRAIN_ARGS = ("--connector linear --location-embedding-init random --decay-fraction 1 --image-size 32 "
+                         "--patch-size 4")
 # The pre-training data settings of the untuned model, kept while tuning (the grounded rows look as before).
 # whole images: the study was measured without the tiny preset's zoom (docs/instruct.md)
 DATA_ARGS = ["--image-mode", "square", "--grounding-prob", "1.0", "--zoom-min-scale", "1.0"]

@@ -35,6 +35,24 @@ def test_lr_schedule_warmup_then_linear_decay():
     assert lr_factor(12, 4, 12, min_ratio=0.1) == pytest.approx(0.1)
 
 
+def test_lr_decay_fraction_holds_the_peak_until_the_last_part_of_the_run():
+    from kosmos.train.losses import decay_factor
+
+    factors = [lr_factor(s, warmup=2, total=12, decay_fraction=0.5) for s in range(13)]
+    assert factors[:2] == [0.5, 1.0] and factors[2:8] == [1.0] * 6  # the first half after warm-up at the peak
+    assert factors[8:] == pytest.approx([0.8, 0.6, 0.4, 0.2, 0.0])
+    # the time budget's clock decays the same way
+    assert [decay_factor(p, 0.1, 0.25) for p in (0.0, 0.75, 0.875, 1.0, 1.5)] == pytest.approx([1, 1, 0.55, 0.1, 0.1])
+    from kosmos.presets import TINY_DECAY_FRACTION
+
+    resolved = lambda **given: TrainConfig(output="x", data=["d"], **given).resolved().decay_fraction  # noqa: E731
+    assert resolved() == TINY_DECAY_FRACTION < 1 and resolved(decay_fraction=0.5) == 0.5
+    assert resolved(preset="small") == resolved(preset="paper") == 1.0  # the paper's decay over the whole run
+    assert resolved(init="m") == 1.0  # fine-tuning decays over the whole run
+    for bad in (0, 1.5, float("nan")):
+        assert any("--decay-fraction" in p for p in TrainConfig(output="x", data=["d"], decay_fraction=bad).number_problems())
+
+
 def test_sequence_losses_separate_location_tokens():
     lookup = torch.tensor([False, False, True, True])
     logits = torch.zeros(1, 4, 4)

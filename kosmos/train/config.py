@@ -118,6 +118,9 @@ class TrainConfig:
         "help": "linear warm-up steps (preset default; paper 375)"})
     min_lr_ratio: float = field(default=0.0, metadata={
         "help": "final lr / peak lr: the linear decay ends at lr * this"})
+    decay_fraction: float | None = field(default=None, metadata={
+        "help": "the lr stays at its peak after the warm-up until the last this much of the run (of the steps, or "
+                "of --max-minutes), which decays linearly (1: decay from the warm-up on; preset default)"})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (matrices only)"})
     betas: tuple[float, float] = field(default=(0.9, 0.98), metadata={"nargs": 2, "help": "AdamW betas"})
     grad_clip: float = field(default=1.0, metadata={"help": "max gradient norm (0: off)"})
@@ -154,7 +157,7 @@ class TrainConfig:
             "stop_at_step": (1, True), "loader_workers": (0, True), "num_workers": (1, True), "threads": (1, True),
             "eval_every": (0, True), "eval_limit": (1, True), "tokenizer_samples": (1, True),
             "location_loss_weight": (0, False), "location_sigma": (0, True), "max_minutes": (0, False),
-            "small_box_weight": (1, True), "small_box_cells": (0, False),
+            "decay_fraction": (0, False), "small_box_weight": (1, True), "small_box_cells": (0, False),
             "image_size": (1, True), "patch_size": (1, True)}
         problems = []
         for name, (low, inclusive) in rules.items():
@@ -198,6 +201,8 @@ class TrainConfig:
             problems.append(f"--betas must be two numbers in [0, 1), got {self.betas!r}")
         if self.min_lr_ratio is not None and finite(self.min_lr_ratio) and self.min_lr_ratio > 1:
             problems.append(f"--min-lr-ratio must be at most 1, got {self.min_lr_ratio!r}")
+        if self.decay_fraction is not None and finite(self.decay_fraction) and self.decay_fraction > 1:
+            problems.append(f"--decay-fraction must be at most 1, got {self.decay_fraction!r}")
         return problems
 
     def source_weight_map(self) -> dict[str, float]:
@@ -239,12 +244,12 @@ class TrainConfig:
         if self.init:
             defaults = (("steps", preset.max_steps), ("batch_size", preset.batch_size), ("lr", FINETUNE_LR),
                         ("warmup_steps", FINETUNE_WARMUP_STEPS), ("location_loss_weight", 1.0),
-                        ("location_sigma", 0.0))
+                        ("location_sigma", 0.0), ("decay_fraction", 1.0))
         else:
             defaults = (("steps", preset.max_steps), ("batch_size", preset.batch_size), ("lr", preset.lr),
                         ("warmup_steps", preset.warmup_steps),
                         ("location_loss_weight", DEFAULT_LOCATION_LOSS_WEIGHT),
-                        ("location_sigma", DEFAULT_LOCATION_SIGMA))
+                        ("location_sigma", DEFAULT_LOCATION_SIGMA), ("decay_fraction", preset.decay_fraction))
         if self.recipe == "instruct":
             from kosmos.sources.instruct_recipe import recipe_defaults
 

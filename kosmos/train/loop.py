@@ -22,7 +22,7 @@ from kosmos.modeling import MixtureStep, connector_of, next_token_targets
 from kosmos.presets import count_parameters, get_preset
 from kosmos.sequence import SequenceEncoder
 from kosmos.train.config import TIME_BUDGET_STEPS, TrainConfig, data_config, source_specs
-from kosmos.train.losses import (autocast_for, location_soft_targets, location_token_mask, lr_factor,
+from kosmos.train.losses import (autocast_for, decay_factor, location_soft_targets, location_token_mask, lr_factor,
                                      resolve_device, target_losses, target_weights)
 from kosmos.train.runfiles import read_best, save_best, truncate_log
 from kosmos.train.setup import build_or_load_model, configure_optimizer, find_resume_dir
@@ -55,9 +55,9 @@ def run_training(cfg: TrainConfig, processor, rank: int = 0, world_size: int = 1
     clock = {"fraction": 0.0}  # with --max-minutes the linear decay ends when the time budget does
 
     def schedule(s: int) -> float:
-        factor = lr_factor(s, cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio)
+        factor = lr_factor(s, cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio, cfg.decay_fraction)
         if s >= cfg.warmup_steps and clock["fraction"] > 0:
-            factor = min(factor, cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * max(0.0, 1.0 - clock["fraction"]))
+            factor = min(factor, decay_factor(clock["fraction"], cfg.min_lr_ratio, cfg.decay_fraction))
         return factor
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)

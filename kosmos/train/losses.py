@@ -11,14 +11,21 @@ from kosmos.evaluate.model import resolve_device  # noqa: F401 - the one device 
 from kosmos.modeling import next_token_targets
 
 
-def lr_factor(step: int, warmup: int, total: int, min_ratio: float = 0.0) -> float:
-    """Linear warm-up to 1 over ``warmup`` steps, then linear decay to ``min_ratio`` at ``total``."""
+def lr_factor(step: int, warmup: int, total: int, min_ratio: float = 0.0, decay_fraction: float = 1.0) -> float:
+    """Linear warm-up to 1 over ``warmup`` steps, then 1 until the last ``decay_fraction`` of the steps after
+    the warm-up, which decay linearly to ``min_ratio`` at ``total`` (``decay_fraction`` 1: decay from the warm-up on)."""
     if warmup > 0 and step < warmup:
         return (step + 1) / warmup
     if total <= warmup:
         return 1.0
-    progress = min(1.0, (step - warmup) / (total - warmup))
-    return min_ratio + (1.0 - min_ratio) * (1.0 - progress)
+    return decay_factor((step - warmup) / (total - warmup), min_ratio, decay_fraction)
+
+
+def decay_factor(progress: float, min_ratio: float = 0.0, decay_fraction: float = 1.0) -> float:
+    """The lr factor at ``progress`` (0..1) of the run after the warm-up: 1, then a linear decay to ``min_ratio``
+    over the last ``decay_fraction`` of it."""
+    left = min(1.0, max(0.0, 1.0 - progress))
+    return min_ratio + (1.0 - min_ratio) * min(1.0, left / decay_fraction)
 
 
 def location_token_ids(tokenizer, grid: int = 32) -> torch.Tensor:
