@@ -50,7 +50,8 @@ def test_lr_decay_fraction_holds_the_peak_until_the_last_part_of_the_run():
     assert resolved(preset="small") == resolved(preset="paper") == 1.0  # the paper's decay over the whole run
     assert resolved(init="m") == 1.0  # fine-tuning decays over the whole run
     for bad in (0, 1.5, float("nan")):
-        assert any("--decay-fraction" in p for p in TrainConfig(output="x", data=["d"], decay_fraction=bad).number_problems())
+        problems = TrainConfig(output="x", data=["d"], decay_fraction=bad).number_problems()
+        assert any("--decay-fraction" in p for p in problems)
 
 
 def test_sequence_losses_separate_location_tokens():

@@ -13,7 +13,7 @@ from kosmos.modeling import next_token_targets
 
 def lr_factor(step: int, warmup: int, total: int, min_ratio: float = 0.0, decay_fraction: float = 1.0) -> float:
     """Linear warm-up to 1 over ``warmup`` steps, then 1 until the last ``decay_fraction`` of the steps after
-    the warm-up, which decay linearly to ``min_ratio`` at ``total`` (``decay_fraction`` 1: decay from the warm-up on)."""
+    the warm-up, which decay linearly to ``min_ratio`` at ``total`` (1: decay from the warm-up on)."""
     if warmup > 0 and step < warmup:
         return (step + 1) / warmup
     if total <= warmup:
