@@ -370,6 +370,33 @@ def test_every_step_draws_each_source_with_its_batch_size_and_resumes_exactly(mi
     assert [signature(again.next_step()) for _ in range(3)] == [signature(s) for s in steps[2:]]
 
 
+@pytest.mark.parametrize("files", [4, 2])  # as many files as readers (split by file), fewer (split by document)
+def test_ranks_and_loader_workers_read_disjoint_shares_that_cover_every_document(tmp_path, encoder, files):
+    for f in range(files):
+        (tmp_path / f"t{f}.jsonl").write_text("".join(
+            json.dumps({"text": f"dogs run {f} {i}"}) + "\n" for i in range(6)))
+        texts = [[f"a red square {f} {i}.", None] for i in range(3)]
+        images = [[None, {"bytes": jpeg(), "path": None}] for _ in range(3)]
+        image_type = pa.list_(pa.struct([("bytes", pa.binary()), ("path", pa.string())]))
+        pq.write_table(pa.table({"texts": pa.array(texts, pa.list_(pa.string())),
+                                 "images": pa.array(images, image_type)}), tmp_path / f"d{f}.parquet")
+    for kind, pattern in (("text", "t*.jsonl"), ("interleaved", "d*.parquet")):
+        src = source(kind, sorted(tmp_path.glob(pattern)), encoder)
+        shares = []
+        for rank in (0, 1):  # 2 ranks x 2 loader workers = 4 readers
+            stream = SourceStream(src, batch_size=1, rank=rank, world_size=2, num_workers=2, seed=3)
+            for reader in (0, 1):
+                slot, slots = rank * 2 + reader, 4
+                first_epoch = []
+                for epoch, raw in stream.raw_stream(slot, slots, {}):
+                    if epoch:
+                        break
+                    first_epoch.append(json.dumps(raw, sort_keys=True, default=repr))
+                shares.append(first_epoch)
+        everything = [d for share in shares for d in share]
+        assert all(shares) and len(everything) == len(set(everything)) == (6 if kind == "text" else 3) * files, kind
+
+
 def test_unusable_sources_are_one_line_errors_before_training(mixture_files, tmp_path, encoder):
     from kosmos.mix import check_sources
 
