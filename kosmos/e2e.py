@@ -12,7 +12,8 @@ Settings (environment): E2E_LEVEL (3), E2E_DIR (e2e_out/levelN), E2E_TRAIN_IMAGE
 E2E_HELDOUT_IMAGES (200), E2E_VAL_IMAGES (100), E2E_MINUTES (training budget: 10 / 15 / 20 for levels 1 / 2 / 3),
 E2E_STEPS (100000: the budget ends training), E2E_BATCH (16), E2E_THREADS (1), E2E_GROUNDING_PROB (1.0),
 E2E_EVAL_EVERY (500), E2E_INIT (a checkpoint's model dir to start from, e.g. the level N-1 run's best/),
-E2E_LR (preset default), E2E_TRAIN_ARGS (more `kosmos train` flags).
+E2E_LR (preset default), E2E_TRAIN_ARGS (more `kosmos train` flags), E2E_SEED (0: the training world's seed; the
+held-out world's is E2E_SEED + 1, the validation world's E2E_SEED + 2).
 """
 from __future__ import annotations
 
@@ -86,6 +87,16 @@ TRAIN_MINUTES = {1: 10.0, 2: 15.0, 3: 20.0}
 TRAIN_IMAGES = {1: 4000, 2: 16000, 3: 12000}
 
 
+def check_world_seed(out: Path, seed: int, built: Path) -> None:
+    """Record the worlds' seed in ``out``; refuse, in one line, a rerun there with another seed, since the worlds
+    already built (``built`` exists) would be reused. Worlds built before seeds were recorded count as seed 0."""
+    marker = out / "world_seed.txt"
+    recorded = marker.read_text().strip() if marker.exists() else ("0" if built.exists() else None)
+    if recorded is not None and recorded != str(seed):
+        raise SystemExit(f"{out} holds the worlds of seed {recorded}, not {seed}; give another directory")
+    marker.write_text(f"{seed}\n")
+
+
 def main() -> int:
     level = _env("E2E_LEVEL", 3)
     if level not in TRAIN_MINUTES:
@@ -96,7 +107,9 @@ def main() -> int:
     steps, batch, threads = _env("E2E_STEPS", 100_000), _env("E2E_BATCH", 16), _env("E2E_THREADS", 1)
     grounding_prob, eval_every = _env("E2E_GROUNDING_PROB", 1.0), _env("E2E_EVAL_EVERY", 500)
     init, lr, extra = _env("E2E_INIT", ""), _env("E2E_LR", ""), _env("E2E_TRAIN_ARGS", "").split()
+    seed = _env("E2E_SEED", 0)
     out.mkdir(parents=True, exist_ok=True)
+    check_world_seed(out, seed, out / "synth" / "truth")
     log = out / "e2e.log"
     print(f"[e2e] level {level} in {out}; every command's output goes to {log} (tail -f it to follow)",
           file=sys.stderr, flush=True)
@@ -107,14 +120,15 @@ def main() -> int:
 
     if not (out / "synth" / "truth").is_dir():
         timings["synth_s"] = _run(grit + ["synth", "--output", str(out / "synth"), "--images", str(train_images),
-                                          "--seed", "0", "--shard-size", "250"] + level_flag, log)
+                                          "--seed", str(seed), "--shard-size", "250"] + level_flag, log)
     timings["grit_run_s"] = _run(grit + ["run", "--input", str(out / "synth"), "--output", str(out / "grit"),
                                          "--engine", "local", "--detector", "demo", "--no-progress"], log)
-    # held-out test world (seed 1, scored once at the end) and validation world (seed 2, picks the best model)
-    for name, seed, images in (("heldout", 1, heldout_images), ("val", 2, val_images)):
+    # held-out test world (seed + 1, scored once at the end) and validation world (seed + 2, picks the best model)
+    for name, offset, images in (("heldout", 1, heldout_images), ("val", 2, val_images)):
         if not (out / name / "truth").is_dir():
             timings[f"{name}_synth_s"] = _run(grit + ["synth", "--output", str(out / name), "--images", str(images),
-                                                      "--seed", str(seed), "--shard-size", "250"] + level_flag, log)
+                                                      "--seed", str(seed + offset), "--shard-size", "250"]
+                                              + level_flag, log)
         if not (out / f"refcoco_{name}" / "finetune_refcoco_val.json").exists():
             _run(kosmos + ["synth-refcoco", "--synth", str(out / name), "--output", str(out / f"refcoco_{name}")],
                  log)
@@ -159,6 +173,7 @@ def main() -> int:
     decoded = rec["total"] - rec["no_box"] - rec["missing_predictions"]
     report = {
         "level": level,
+        "world_seed": seed,
         "learning_curve": [{"step": e["step"], "loc_loss": e["loc_loss"], "loc_acc": e.get("loc_acc"),
                             "loss": e["loss"]} for e in entries],
         "validation_rec_curve": [{"step": e["step"], "rec": e["eval_rec"]} for e in evals],

@@ -195,3 +195,19 @@ def test_default_train_settings_pass_the_range_check():
         for init in (None, "some/model"):
             config = TrainConfig(data=["x"], output="y", preset=preset, init=init)
             assert config.number_problems() == [] and config.resolved().number_problems() == []
+
+
+def test_e2e_worlds_of_another_seed_are_refused_not_reused(tmp_path):
+    from kosmos.e2e import check_world_seed
+
+    built = tmp_path / "synth"
+    check_world_seed(tmp_path, 10, built)  # nothing built yet: the seed is recorded
+    check_world_seed(tmp_path, 10, built)
+    with pytest.raises(SystemExit, match="holds the worlds of seed 10, not 0"):
+        check_world_seed(tmp_path, 0, built)
+    unrecorded = tmp_path / "old"
+    (unrecorded / "synth").mkdir(parents=True)  # worlds from before seeds were recorded: seed 0
+    check_world_seed(unrecorded, 0, unrecorded / "synth")
+    (unrecorded / "world_seed.txt").unlink()
+    with pytest.raises(SystemExit, match="seed 0, not 3"):
+        check_world_seed(unrecorded, 3, unrecorded / "synth")
