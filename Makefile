@@ -201,7 +201,7 @@ eval-suite: setup
 tasks: setup
 	$(PY) -m kosmos tasks
 
-# make e2e LEVEL=1|2|3 [E2E_INIT=e2e_out/level1/run/best]: the whole loop on a curriculum world (kosmos/e2e.py)
+# make e2e LEVEL=1|2|3 [E2E_INIT=e2e_out/level1/run/best] [E2E_SEED=0]: the whole loop on a curriculum world (kosmos/e2e.py)
 LEVEL ?= 3
 e2e: setup
 	E2E_LEVEL=$(LEVEL) $(PY) -m kosmos.e2e
@@ -212,7 +212,8 @@ e2e: setup
 e2e-icl: setup
 	$(PY) bench/e2e_icl.py
 
-# make mixture-study: GRIT only vs GRIT + captions + text + interleaved, 10 CPU minutes each (bench/study_mixture.py)
+# make mixture-study: GRIT only vs GRIT + captions + text + interleaved, 10 CPU minutes each (bench/study_mixture.py;
+# STUDY_DIR, STUDY_SEED: the worlds' seed, 0 as make e2e's)
 .PHONY: mixture-study
 mixture-study: setup
 	$(PY) bench/study_mixture.py
