@@ -79,7 +79,7 @@ TINY_DATA_DEFAULTS = {"grounding_prob": 1.0, "zoom_min_scale": 0.75}
 # connector). In whole 10-minute GRIT-only runs the two inits are within the runs' spread (docs/companion.md).
 TINY_CONNECTOR, TINY_LOCATION_EMBEDDING_INIT = "merged", "sincos2d"
 # A 10-minute CPU run ends early in its curve: at the peak lr until the last 30% of it, then the linear decay, the
-# tiny preset reached 90.5-93.5% held-out REC on three new level-1 worlds where a decay over the whole run (the
+# tiny preset reached 90.5-93.5% held-out REC on four new level-1 worlds where a decay over the whole run (the
 # paper's shape) reached 84.0-90.5% (docs/companion.md).
 TINY_DECAY_FRACTION = 0.3
 
