@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 from grit_pipeline import status
 from grit_pipeline.detectors.base import Detection, Detector
+from grit_pipeline.faults import SampleError, SystemicFault, describe, is_out_of_memory, is_systemic
 from grit_pipeline.images import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image
 
 # Kosmos-2 paper, section 2, step 1: keep (chunk, box) pairs with score > 0.65 (calibrated for GLIP's scores).
@@ -157,6 +158,8 @@ def detect_batch(
     detector: Detector,
     *,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    timeout_s: float | None = None,
+    counters: dict[str, int] | None = None,
 ) -> list[GroundingResult]:
     """Run the detector on a batch: ``images[i]`` (a decoded RGB ``PIL.Image``, raw image bytes, None, or
     an image the backend preprocessed ahead, e.g. ``detectors.hf.PreparedImage``) with its phrases
@@ -165,8 +168,14 @@ def detect_batch(
     Returns one ``GroundingResult`` per image, in order: status None and the raw ``detections`` for an image
     the detector saw; images without phrases get ``no_noun_chunks`` and are never decoded nor sent to the
     detector; bytes that do not decode get ``decode_error``; the rest go to the detector in one call (the
-    backend batches them). If that call raises, each image is retried alone so one bad sample gets
-    ``detector_error`` (with the exception as reason) and the others still get their detections.
+    backend batches them).
+
+    When that call fails, the fault model decides (``grit_pipeline.faults``, docs/robustness.md): out of
+    memory halves the batch and retries, down to one image (``counters["oom_splits"]`` counts the halvings);
+    a fault of the machine (a CUDA or driver error, a lost device, a call that does not return within
+    ``timeout_s``, every image of the batch failing alike, or the detector failing on a blank probe image
+    too) raises ``SystemicFault`` and no image gets a status from it; otherwise each image is retried alone,
+    so one bad sample gets ``detector_error`` (with the exception as reason) and the others their detections.
     """
     if len(images) != len(phrases):
         raise ValueError(f"got {len(images)} images but {len(phrases)} phrase lists")
@@ -184,7 +193,8 @@ def detect_batch(
             continue
         todo.append(i)
 
-    for i, detections in _detect_isolating_failures(detector, todo, decoded, phrases).items():
+    call = _DetectorCall(detector, decoded, phrases, timeout_s, counters if counters is not None else {})
+    for i, detections in call.detect(todo).items():
         width, height = decoded[i].size
         if isinstance(detections, Exception):
             reason = f"{type(detections).__name__}: {detections}"
@@ -204,25 +214,98 @@ def _as_rgb_image(image, max_pixels):
     raise ImageDecodeError(f"unsupported image object {type(image).__name__}")
 
 
-def _detect_isolating_failures(detector, indices, decoded, phrases) -> dict[int, Any]:
-    """Detections per index; an Exception in place of the list for an image the detector fails on."""
-    if not indices:
-        return {}
-    batch_images = [decoded[i] for i in indices]
-    batch_phrases = [list(phrases[i]) for i in indices]
-    try:
-        outputs = detector.detect(batch_images, batch_phrases)
+class _DetectorCall:
+    """The detector calls of one batch, under the fault model (see ``detect_batch``)."""
+
+    def __init__(self, detector, decoded, phrases, timeout_s, counters):
+        self.detector, self.decoded, self.phrases = detector, decoded, phrases
+        self.timeout_s, self.counters = timeout_s, counters
+
+    def call(self, indices: list[int]) -> list:
+        images = [self.decoded[i] for i in indices]
+        phrases = [list(self.phrases[i]) for i in indices]
+        outputs = call_with_timeout(self.detector.detect, (images, phrases), self.timeout_s)
         if len(outputs) != len(indices):
-            raise RuntimeError(f"detector returned {len(outputs)} results for {len(indices)} images")
-        return dict(zip(indices, outputs))
-    except Exception as batch_error:
-        if len(indices) == 1:
-            return {indices[0]: batch_error}
-    out: dict[int, Any] = {}
-    for i in indices:  # one at a time: find the culprit(s), keep the rest
+            raise SystemicFault(f"the detector returned {len(outputs)} results for {len(indices)} images")
+        return outputs
+
+    def detect(self, indices: list[int]) -> dict[int, Any]:
+        """Detections per index; an Exception in place of the list for an image that is its own fault."""
+        if not indices:
+            return {}
         try:
-            (detections,) = detector.detect([decoded[i]], [list(phrases[i])])
-            out[i] = detections
-        except Exception as error:
-            out[i] = error
-    return out
+            return dict(zip(indices, self.call(indices)))
+        except Exception as batch_error:  # noqa: BLE001 - sorted out below
+            if is_out_of_memory(batch_error):
+                if len(indices) == 1:
+                    raise SystemicFault(f"out of memory on a single image: {describe(batch_error)}") from batch_error
+                self.counters["oom_splits"] = self.counters.get("oom_splits", 0) + 1
+                half = len(indices) // 2
+                return {**self.detect(indices[:half]), **self.detect(indices[half:])}
+            if is_systemic(batch_error):
+                raise _as_systemic(batch_error) from batch_error
+            if len(indices) == 1:
+                return {indices[0]: self._own_fault(batch_error)}
+        out: dict[int, Any] = {}
+        for i in indices:  # one at a time: find the culprit(s), keep the rest
+            try:
+                (out[i],) = self.call([i])
+            except Exception as error:  # noqa: BLE001
+                if is_out_of_memory(error):
+                    raise SystemicFault(f"out of memory on a single image: {describe(error)}") from error
+                if is_systemic(error):
+                    raise _as_systemic(error) from error
+                out[i] = error
+        failures = [e for e in out.values() if isinstance(e, Exception)]
+        if len(failures) == len(indices) and not all(isinstance(e, SampleError) for e in failures):
+            raise SystemicFault(f"every image of a batch of {len(indices)} failed: {describe(failures[0])}")
+        if failures:
+            self._own_fault(failures[0])
+        return out
+
+    def _own_fault(self, error: Exception) -> Exception:
+        """``error`` as one image's fault, once the detector has shown it still works on a blank image
+        (a backend that says so with ``SampleError`` is believed without the probe)."""
+        if isinstance(error, SampleError):
+            return error
+        from PIL import Image
+
+        try:
+            call_with_timeout(self.detector.detect, ([Image.new("RGB", (64, 64), (127, 127, 127))], [["a thing"]]),
+                              self.timeout_s)
+        except Exception as probe_error:  # noqa: BLE001 - the detector fails on anything: not the image's fault
+            raise SystemicFault(f"the detector fails on a blank probe image too ({describe(probe_error)}); "
+                                f"first failure: {describe(error)}") from error
+        return error
+
+
+def _as_systemic(error: Exception) -> SystemicFault:
+    return error if isinstance(error, SystemicFault) else SystemicFault(describe(error))
+
+
+def call_with_timeout(function, args: tuple, timeout_s: float | None):
+    """``function(*args)``; raises ``SystemicFault`` if it has not returned after ``timeout_s`` seconds.
+
+    The call runs in a daemon thread so that a hung device call cannot hold the caller: the shard stops, and
+    the process (a Ray actor, which is then replaced, or the local run, which stops) takes the thread with it.
+    """
+    if not timeout_s:
+        return function(*args)
+    import threading
+
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = function(*args)
+        except BaseException as error:  # noqa: BLE001 - handed back to the caller
+            box["error"] = error
+
+    thread = threading.Thread(target=target, name="grit-detector-call", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        raise SystemicFault(f"the detector did not return within {timeout_s:g} s (--detector-timeout)")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]

@@ -11,6 +11,7 @@ from torchvision.ops import box_iou
 from grit_pipeline import status
 from grit_pipeline.detectors.base import Detection, Detector
 from grit_pipeline.grounding import (
+    detect_batch,
     DEFAULT_BOX_THRESHOLD, DEFAULT_NMS_IOU, filter_detections, ground_batch,
 )
 
@@ -140,8 +141,9 @@ def test_ground_batch_statuses_and_isolation():
     assert "kernel exploded" in results[4].reason and (results[4].width, results[4].height) == (8, 8)
     assert "no box" in results[5].reason and (results[5].width, results[5].height) == (5, 6)
     assert results[3].reason and results[3].width is None
-    # one batched call for the 4 decodable images with phrases, then one call each to isolate the failure
-    assert detector.calls == [4, 1, 1, 1, 1]
+    # one batched call for the 4 decodable images with phrases, one call each to isolate the failure, then
+    # one probe on a blank image that shows the detector still works (so the failure is the image's)
+    assert detector.calls == [4, 1, 1, 1, 1, 1]
     assert results[0].to_dict()["kept"][0]["phrase_index"] == 0
 
 
@@ -155,3 +157,110 @@ def test_ground_batch_threshold_parameter():
 def test_ground_batch_rejects_mismatched_lengths():
     with pytest.raises(ValueError):
         ground_batch([Image.new("RGB", (4, 4))], [], ScriptedDetector({}))
+
+
+# --- the fault model (grit_pipeline.faults, docs/robustness.md) ----------------------------------------------
+
+class FailingDetector:
+    """Raises ``error`` for images whose first phrase is in ``bad`` (all when ``bad`` is None); records calls."""
+
+    def __init__(self, error, bad=None, oom_above=None):
+        self.error, self.bad, self.oom_above, self.calls = error, bad, oom_above, []
+
+    def detect(self, images, phrases):
+        self.calls.append(len(images))
+        if self.oom_above is not None and len(images) > self.oom_above:
+            import torch
+
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        if self.bad is None or any(p[0] in self.bad for p in phrases):
+            raise self.error
+        return [[det(0, (0.1, 0.1, 0.5, 0.5), 0.9)] for _ in phrases]
+
+
+def batch_of(n):
+    return [Image.new("RGB", (8, 8))] * n, [[f"thing {i}"] for i in range(n)]
+
+
+def test_a_cuda_error_is_systemic_and_rejects_nothing():
+    from grit_pipeline.faults import SystemicFault
+
+    detector = FailingDetector(RuntimeError("CUDA error: an illegal memory access was encountered"))
+    images, phrases = batch_of(4)
+    with pytest.raises(SystemicFault, match="illegal memory access"):
+        ground_batch(images, phrases, detector)
+    assert detector.calls == [4]  # never retried image by image: no image is blamed
+
+
+def test_every_image_failing_alike_is_systemic():
+    from grit_pipeline.faults import SystemicFault
+
+    detector = FailingDetector(RuntimeError("weights are garbage"))
+    images, phrases = batch_of(3)
+    with pytest.raises(SystemicFault, match="every image of a batch of 3 failed"):
+        ground_batch(images, phrases, detector)
+
+
+def test_a_lone_failing_image_is_systemic_when_the_probe_fails_too():
+    from grit_pipeline.faults import SystemicFault
+
+    detector = FailingDetector(RuntimeError("weights are garbage"))
+    images, phrases = batch_of(1)
+    with pytest.raises(SystemicFault, match="blank probe image"):
+        ground_batch(images, phrases, detector)
+    # ...and the image's own fault when the detector works on the probe
+    images, phrases = [Image.new("RGB", (8, 8))], [["boom"]]
+    (result,) = ground_batch(images, phrases, FailingDetector(RuntimeError("bad pixels"), bad={"boom"}))
+    assert result.status == status.DETECTOR_ERROR and "bad pixels" in result.reason
+
+
+def test_sample_error_is_believed_without_a_probe():
+    from grit_pipeline.faults import SampleError
+
+    detector = FailingDetector(SampleError("image too small for this model"), bad={"thing 0"})
+    images, phrases = batch_of(2)
+    results = ground_batch(images, phrases, detector)
+    assert [r.status for r in results] == [status.DETECTOR_ERROR, status.GROUNDED]
+    assert detector.calls == [2, 1, 1]  # the batch, then each image alone; no probe
+
+
+def test_out_of_memory_halves_the_batch_down_to_what_fits():
+    detector = FailingDetector(None, bad=set(), oom_above=2)
+    images, phrases = batch_of(7)
+    counters = {}
+    results = detect_batch(images, phrases, detector, counters=counters)
+    assert all(r.status is None and len(r.detections) == 1 for r in results)
+    assert detector.calls == [7, 3, 1, 2, 4, 2, 2]
+    assert counters == {"oom_splits": 3}  # 7 -> 3 + 4, 3 -> 1 + 2, 4 -> 2 + 2
+
+
+def test_out_of_memory_on_one_image_is_systemic():
+    from grit_pipeline.faults import SystemicFault
+
+    detector = FailingDetector(None, bad=set(), oom_above=0)
+    images, phrases = batch_of(2)
+    with pytest.raises(SystemicFault, match="out of memory on a single image"):
+        detect_batch(images, phrases, detector)
+
+
+def test_a_call_that_does_not_return_in_time_is_systemic():
+    import threading
+
+    from grit_pipeline.faults import SystemicFault
+
+    release = threading.Event()
+
+    class Hanging:
+        def detect(self, images, phrases):
+            release.wait(30)
+            return [[] for _ in images]
+
+    images, phrases = batch_of(2)
+    try:
+        with pytest.raises(SystemicFault, match="did not return within 0.2 s"):
+            detect_batch(images, phrases, Hanging(), timeout_s=0.2)
+    finally:
+        release.set()
+    # a call that returns in time is untouched by the limit
+    assert all(r.status is None for r in detect_batch(images, phrases, FailingDetector(None, bad=set()),
+                                                      timeout_s=5))

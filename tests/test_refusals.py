@@ -200,8 +200,9 @@ def test_an_exception_in_a_ray_worker_is_one_line_with_its_cause_and_a_log(tmp_p
 
 def test_an_exception_in_a_stage_under_the_local_engine_is_one_line_with_its_cause_and_a_log(tmp_path, capsys,
                                                                                             monkeypatch):
-    """As under Ray: one line naming the original exception (the innermost of a ``raise ... from``), the full
-    traceback in OUTPUT/_logs/, exit status 1, no shard committed."""
+    """Every sample of the batch failing alike is a fault of the machine (docs/robustness.md, "Fault model"):
+    one line naming the shard and the error, that a rerun finishes the build, the full traceback (the
+    original exception included) in OUTPUT/_logs/, exit status 1, no shard committed, nothing rejected."""
     from grit_pipeline.pipeline.stages import GroundStage
 
     def broken_detector(self, samples):
@@ -214,14 +215,17 @@ def test_an_exception_in_a_stage_under_the_local_engine_is_one_line_with_its_cau
     write_shard(tmp_path / "in", "00000", healthy_samples(0, 4))
     code, stdout, errors = _main(capsys, "run", "--input", tmp_path / "in", "--output", tmp_path / "out", *NOOP)
     assert code == 1 and stdout == "" and len(errors) == 1, errors
-    match = re.fullmatch(r"grit run: error: a stage \(local engine\) failed: KeyError: 'box_head.weight' "
-                         r"\(full traceback: (.+\.log)\)", errors[0])
+    match = re.fullmatch(r"grit run: error: shard 00000 stopped by a fault of the machine, not of its data "
+                         r"\(SystemicFault: ground: every sample of a batch of 4 failed: RuntimeError: the detector "
+                         r"cannot run\); nothing of it was committed or rejected, 0 shard\(s\) were committed by "
+                         r"this run. Rerun the same command to finish the build \(full traceback: (.+\.log)\)",
+                         errors[0])
     assert match, errors[0]
     log = Path(match.group(1))
     assert log.parent == tmp_path / "out" / "_logs"
     assert "Traceback (most recent call last)" in log.read_text() and "in broken_detector" in log.read_text()
-    assert "RuntimeError: the detector cannot run" in log.read_text()
-    assert not list((tmp_path / "out").glob("*.done"))
+    assert "RuntimeError: the detector cannot run" in log.read_text() and "KeyError: 'box_head.weight'" in log.read_text()
+    assert not list((tmp_path / "out").glob("*.done")) and not list((tmp_path / "out").glob("*_rejects.parquet"))
 
 
 def _free_port() -> int:

@@ -21,12 +21,15 @@ def run(args) -> int:
     if not Folder(args.output).exists():
         print(f"grit stats: error: no such folder {args.output}", file=sys.stderr)
         return 2
-    totals = collect_totals(args.output)
-    totals["warnings"] = build_warnings(args.output, totals)
+    from grit_pipeline.pipeline.index import OutputIndex
+
+    index = OutputIndex(args.output)  # one listing; markers, stats, keys and rejects each read once, concurrently
+    totals = collect_totals(args.output, index)
+    totals["warnings"] = build_warnings(args.output, totals, index)
     if totals["shards"] == 0 and not totals["unreadable_stats"]:
         print(f"grit stats: error: no finished shard in {args.output} (no NNNNN.done)", file=sys.stderr)
         return 2
-    reasons = drop_reasons(args.output, top=args.top)
+    reasons = drop_reasons(args.output, top=args.top, index=index)
     if args.json:
         totals["drop_reasons"] = [{"status": s, "reason": r, "count": n} for s, r, n in reasons]
         print(json.dumps(totals, indent=1, sort_keys=True))

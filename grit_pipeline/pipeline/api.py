@@ -14,10 +14,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .config import STAGE_ORDER, PipelineConfig
+from grit_pipeline.faults import SystemicFault, configure_storage_retry
+
 from .guard import check_output_is_not_input, output_lock
+from .index import OutputIndex, read_concurrently
+from .plan import plan_shards
 from .parts import remove_stale_parts
 from .preflight import (check_detector, check_input_shards, check_output, check_ray_address, check_spacy_model,
-                        conflicting_shards, worker_failure)
+                        conflicting_shards, fault_stop, worker_failure)
 from .progress import Progress
 from .shards import BuildSink, InputSource, StageSink, StageSource
 from .stages import FUSED, STAGE_CLASSES
@@ -39,6 +43,7 @@ class RunSummary:
     # Start-up (imports, model load) per stage, summed over the processes that ran it; not in per-sample times.
     startup_s: dict[str, float] = field(default_factory=dict)
     nodes: dict[str, dict[str, int]] = field(default_factory=dict)  # Ray node id -> {"parts": n, "commits": n}
+    actors_replaced: int = 0  # Ray actors replaced after a loss or a fault of the machine (docs/robustness.md)
     engine: str = ""  # the engine that ran it (under --engine auto: the one engine_choice picked)
 
     def to_dict(self) -> dict[str, Any]:
@@ -65,15 +70,17 @@ def build_output(config: PipelineConfig, label: str, source, stage_classes, make
     (what the folder is being built from, even if stopped) and after."""
     shards = source.shards()
     check_input_shards(config.input, shards, config.shards)
+    index = OutputIndex(config.output, progress=config.progress)  # one listing, each marker read once
     if not config.overwrite:
-        check_output(config.output, params)
+        check_output(config.output, params, index=index)
     with output_lock(config.output, label):
         sink = make_sink(config)
         if config.overwrite:
-            for shard in conflicting_shards(config.output, params, keep=_selected(shards, config)):
+            for shard in conflicting_shards(config.output, params, keep=_selected(shards, config), index=index):
                 sink.clear(shard)
         write_run_file(None)
-        summary = _execute(config, label, source, stage_classes, sink, own_params=params, shards=shards)
+        summary = _execute(config, label, source, stage_classes, sink, own_params=params, shards=shards,
+                           index=index)
         write_run_file(summary)
     return summary
 
@@ -150,21 +157,18 @@ def _check(config: PipelineConfig, need_input: bool, grounding: bool = False, te
 
 
 def _execute(config: PipelineConfig, label: str, source, stage_classes, sink, own_params: dict,
-             shards: list[str] | None = None) -> RunSummary:
+             shards: list[str] | None = None, index: OutputIndex | None = None) -> RunSummary:
     started = time.monotonic()
+    configure_storage_retry(config.storage_retries, config.storage_backoff_s)
     shards = source.shards() if shards is None else shards
     if config.shards is not None:
         wanted = set(config.shards)
         shards = [s for s in shards if s in wanted]
     summary = RunSummary(output=config.output, shards_total=len(shards))
     summary.shards_not_ready = source.incomplete()
-    expected = {shard: {**source.params(shard), **own_params} for shard in shards}
-    todo = []
-    for shard in shards:
-        if not config.overwrite and sink.is_done(shard, expected[shard]):
-            summary.shards_skipped.append(shard)
-        else:
-            todo.append(shard)
+    upstream = read_concurrently(source.params, shards, "upstream shard markers", progress=config.progress)
+    expected = {shard: {**params, **own_params} for shard, params in zip(shards, upstream)}
+    summary.shards_skipped, todo = plan_shards(sink, shards, expected, overwrite=config.overwrite, index=index)
     progress = Progress(label, len(todo), enabled=config.progress, interval_s=config.progress_interval_s)
     progress.message(f"{len(shards)} shards: {len(summary.shards_skipped)} already done, {len(todo)} to do"
                      + (f", {len(summary.shards_not_ready)} not ready upstream" if summary.shards_not_ready else ""))
@@ -182,6 +186,8 @@ def _execute(config: PipelineConfig, label: str, source, stage_classes, sink, ow
 
             try:
                 run_local(config, job, stage_classes, todo)
+            except SystemicFault as fault:
+                raise fault_stop(fault, config.output, summary) from fault
             except (OSError, MemoryError):
                 raise  # the machine's, not a stage's (a full disk, no memory): the CLI names them with a hint
             except Exception as error:  # noqa: BLE001 - raised by a stage: one line, the traceback in a log (as Ray)
@@ -193,6 +199,8 @@ def _execute(config: PipelineConfig, label: str, source, stage_classes, sink, ow
 
             try:
                 run_ray(config, job, stage_classes, todo)
+            except SystemicFault as fault:  # faults beyond --max-actor-replacements
+                raise fault_stop(fault, config.output, summary) from fault
             except ray.exceptions.RayError as error:  # raised in a worker: one line, the traceback in a log
                 raise worker_failure(error, config.output) from error
     summary.seconds = round(time.monotonic() - started, 3)

@@ -27,7 +27,7 @@ OUTPUT_PARAMS = {
 
 # Settings that must be whole numbers >= 1.
 POSITIVE_INTS = ("grid", "text_pool", "text_batch_size", "ground_pool", "ground_batch_size", "read_parallelism",
-                 "max_member_bytes", "max_caption_chars")
+                 "max_member_bytes", "max_caption_chars", "storage_retries")
 
 
 IO, GROUNDING, TEXT, ENGINE = "input and output", "grounding", "text and output format", "engine"
@@ -51,7 +51,9 @@ class PipelineConfig:
     work: str | None = field(default=None, metadata={
         "group": IO, "help": "stage-by-stage intermediates (default OUTPUT/_stages)"})
     # grounding
-    detector: str = field(default="demo", metadata={"group": GROUNDING, "help": "detector backend: demo, hf, noop"})
+    detector: str = field(default="demo", metadata={
+        "group": GROUNDING,
+        "help": "detector backend: demo, hf, noop, an entry point of grit_pipeline.detectors, or package.module:Class"})
     model: str | None = field(default=None, metadata={
         "group": GROUNDING, "help": "checkpoint directory or hub id for the backend (default: the backend's)"})
     detector_options: dict[str, Any] = field(default_factory=dict, metadata={
@@ -61,6 +63,11 @@ class PipelineConfig:
         "group": GROUNDING, "help": "detector dtype: float32, float16, bfloat16 (default: the backend's; hf: "
                                     "float16 on GPU, float32 on CPU)"})
     device: str = field(default="auto", metadata={"group": GROUNDING, "help": "auto | cpu | cuda | cuda:N"})
+    # The fault model (docs/robustness.md): a call that hangs is a fault of the machine, not of the batch.
+    detector_timeout_s: float | None = field(default=600.0, metadata={
+        "group": GROUNDING, "flag": "--detector-timeout", "metavar": "SECONDS",
+        "help": "a detector call that has not returned after this many seconds is a fault of the machine: "
+                "the shard stops uncommitted and goes to another actor (0: no limit)"})
     # Kosmos-2 paper, section 2 (GRIT step 1): keep (chunk, box) pairs with score > 0.65
     box_threshold: float = field(default=DEFAULT_BOX_THRESHOLD, metadata={
         "group": GROUNDING, "help": "keep (chunk, box) pairs with score > this (paper: 0.65, calibrated for GLIP)"})
@@ -120,6 +127,16 @@ class PipelineConfig:
         "group": ENGINE, "metavar": "NAME",
         "help": "run every task and actor only on nodes that have this custom Ray resource (ray start "
                 "--resources '{\"NAME\": 1}'), e.g. to keep the pipeline off the head node"})
+    # faults of a fleet (docs/robustness.md, "Fault model")
+    max_actor_replacements: int = field(default=16, metadata={
+        "group": ENGINE, "help": "Ray actors the run may replace (lost, or stopped by a fault of the machine: "
+                                 "a CUDA error, a hung detector) before it stops; their shards go to other actors"})
+    storage_retries: int = field(default=5, metadata={
+        "group": IO, "help": "attempts of a storage request that fails transiently (503/SlowDown, a reset "
+                             "connection) before its shard fails"})
+    storage_backoff_s: float = field(default=0.5, metadata={
+        "group": IO, "metavar": "SECONDS",
+        "help": "first wait between storage attempts (doubled each attempt, at most 30 s)"})
     # run control
     overwrite: bool = field(default=False, metadata={"group": IO, "help": "rebuild every shard, even finished ones"})
     shards: tuple[str, ...] | None = field(default=None, metadata={
@@ -137,6 +154,12 @@ class PipelineConfig:
                 problems.append(f"{name} must be at least 1, got {value!r}")
         if self.num_gpus is not None and not (self.num_gpus >= 0 and self.num_gpus < float("inf")):
             problems.append(f"num_gpus must be a finite number >= 0, got {self.num_gpus!r}")
+        if self.detector_timeout_s is not None and not (0 <= self.detector_timeout_s < float("inf")):
+            problems.append(f"detector_timeout must be a number of seconds >= 0, got {self.detector_timeout_s!r}")
+        if not isinstance(self.max_actor_replacements, int) or self.max_actor_replacements < 0:
+            problems.append(f"max_actor_replacements must be >= 0, got {self.max_actor_replacements!r}")
+        if not (self.storage_backoff_s >= 0):
+            problems.append(f"storage_backoff_s must be >= 0, got {self.storage_backoff_s!r}")
         if not (self.progress_interval_s >= 0):
             problems.append(f"progress_interval_s must be >= 0, got {self.progress_interval_s!r}")
         return problems

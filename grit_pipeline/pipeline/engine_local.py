@@ -47,9 +47,17 @@ def run_stages(stages, samples: list[dict[str, Any]], progress=None) -> list[dic
 
 
 def run_local(config: PipelineConfig, job, stage_classes, todo: list[str]) -> None:
+    """Each shard in turn: read, every stage, commit. A fault of the machine (``SystemicFault``) stops the
+    run with the shard it met uncommitted (``fault.shard`` names it); a rerun resumes from there."""
+    from grit_pipeline.faults import SystemicFault
+
     stages = [cls(config) for cls in stage_classes]
     with one_torch_thread(stage_classes):
         for shard in todo:
-            samples = run_stages(stages, job.source.read(shard), job.progress)
+            try:
+                samples = run_stages(stages, job.source.read(shard), job.progress)
+            except SystemicFault as fault:
+                fault.shard = shard
+                raise
             job.progress.samples_finished(shard, len(samples), len(samples))
             job.write(shard, samples)

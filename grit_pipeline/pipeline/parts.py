@@ -90,9 +90,11 @@ def read_parts(sink_url: str, shard: str, names: list[str]) -> list[dict[str, An
 
 def remove_parts(sink_url: str, shard: str | None = None) -> None:
     """Delete a shard's staging folder (``shard=None``: the whole staging area), whatever it holds."""
+    from grit_pipeline.faults import STORAGE_RETRY
+
     folder = parts_folder(sink_url, shard)
     try:
-        folder.fs.rm(folder.root, recursive=True)
+        STORAGE_RETRY.call(f"delete {folder.root}", lambda: folder.fs.rm(folder.root, recursive=True))
     except FileNotFoundError:
         pass
 
@@ -141,16 +143,25 @@ class ShardParts:
 
 
 class PartLedger:
-    """The driver's record of accepted parts: exactly one accepted copy of every key, per shard."""
+    """The driver's record of accepted parts: exactly one accepted copy of every key, per shard.
+
+    Only shards in flight hold their keys: once a shard is complete, ``seal`` hands over its parts and
+    per-status counts and forgets its keys, keeping its name so that a late copy of any of its parts
+    (a retried attempt) is still refused. The driver's memory is O(keys of the shards in flight) + O(shards).
+    """
 
     def __init__(self):
-        self.shards: dict[str, ShardParts] = {}
+        self.shards: dict[str, ShardParts] = {}     # shards in flight
+        self.sealed: set[str] = set()               # complete shards, handed to a commit
         self.rejected: list[tuple[str, str]] = []   # (shard, part) of duplicate attempts
         self.startup_s: dict[str, float] = {}
         self.nodes: dict[str, int] = {}             # parts written per node
 
     def add(self, info: dict[str, Any]) -> bool:
         """Record a part; False (and never merged) when any of its keys was accepted already."""
+        if info["shard"] in self.sealed:
+            self.rejected.append((info["shard"], info["part"]))
+            return False
         shard = self.shards.setdefault(info["shard"], ShardParts(total=info["shard_total"]))
         keys = info["keys"]
         if len(set(keys)) != len(keys) or shard.keys.intersection(keys):
@@ -170,6 +181,19 @@ class PartLedger:
         parts = self.shards.get(shard)
         return parts is not None and len(parts.keys) == parts.total
 
+    def seal(self, shard: str) -> tuple[list[str], dict[str, int]]:
+        """A complete shard's accepted parts and per-status counts; its keys are released."""
+        parts = self.shards.pop(shard)
+        self.sealed.add(shard)
+        return parts.parts, parts.counts
+
+    def seen(self, shard: str) -> bool:
+        return shard in self.shards or shard in self.sealed
+
+    def keys_held(self) -> int:
+        """Keys the ledger holds now (those of the shards in flight)."""
+        return sum(len(p.keys) for p in self.shards.values())
+
     def incomplete(self) -> dict[str, int]:
         """Shards with some but not all samples accepted: shard -> samples received."""
         return {name: len(p.keys) for name, p in self.shards.items() if len(p.keys) != p.total}
@@ -178,9 +202,11 @@ class PartLedger:
 def remove_stale_parts(sink_url: str, shards: list[str]) -> list[str]:
     """Delete what killed runs left in the staging area for ``shards`` (a run starts from no parts);
     returns the shards that had some. Staging folders of other shards (another run's) are left alone."""
+    from grit_pipeline.faults import STORAGE_RETRY
+
     folder = parts_folder(sink_url)
     try:
-        entries = folder.fs.ls(folder.root, detail=True)
+        entries = STORAGE_RETRY.call(f"list {folder.root}", lambda: folder.fs.ls(folder.root, detail=True))
     except FileNotFoundError:
         return []
     staged = {e["name"].rstrip("/").rsplit("/", 1)[-1] for e in entries}

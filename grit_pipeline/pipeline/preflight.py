@@ -24,7 +24,6 @@ import re
 import tempfile
 import time
 import traceback
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -158,36 +157,34 @@ def check_cluster_gpus(per_actor: float, node_gpus: list[float]) -> None:
 
 # --- output -------------------------------------------------------------------------------------------------
 
-def recorded_params(output_url: str) -> list[dict[str, Any]]:
+def recorded_params(output_url: str, index=None) -> list[dict[str, Any]]:
     """The distinct output-affecting parameter sets a build folder records: its ``_run.json`` and the
-    ``.done`` marker of every finished shard (unreadable ones are skipped: such a shard is rebuilt anyway)."""
-    folder = Folder(output_url)
-    if not folder.exists():
+    ``.done`` marker of every finished shard (unreadable ones are skipped: such a shard is rebuilt anyway).
+    ``index``: the folder's ``OutputIndex`` when the caller has one (its markers are read once per run)."""
+    from .index import OutputIndex
+
+    index = index if index is not None else OutputIndex(output_url)
+    if not index.sizes:
         return []
-    names = folder.names()
-    wanted = ([RUN_FILE] if RUN_FILE in names else []) + sorted(n for n in names if n.endswith(DONE_SUFFIX))
-
-    def params(name: str):
+    records = list(index.markers().values())
+    if RUN_FILE in index.sizes:
         try:
-            record = json.loads(folder.read_bytes(name))
+            records.append(index.read_json(RUN_FILE))
         except (OSError, ValueError):
-            return None
-        return record.get("params") if isinstance(record, dict) and isinstance(record.get("params"), dict) else None
-
-    with ThreadPoolExecutor(max_workers=8) as pool:  # markers on an object store: one request each
-        found = [p for p in pool.map(params, wanted) if p is not None]
+            pass
+    found = [r.get("params") for r in records if isinstance(r, dict) and isinstance(r.get("params"), dict)]
     distinct: dict[str, dict[str, Any]] = {}
     for p in found:
         distinct.setdefault(json.dumps(p, sort_keys=True, default=str), p)
     return list(distinct.values())
 
 
-def output_conflicts(output_url: str, params: dict[str, Any]) -> dict[str, tuple[list[Any], Any]]:
+def output_conflicts(output_url: str, params: dict[str, Any], index=None) -> dict[str, tuple[list[Any], Any]]:
     """Parameters on which the build already in ``output_url`` differs from ``params`` (this run's):
     name -> (the values recorded there, this run's value). Empty when the folder holds no build or a
     build made the same way (an input folder spelt differently counts as the same input)."""
     conflicts: dict[str, tuple[list[Any], Any]] = {}
-    for record in recorded_params(output_url):
+    for record in recorded_params(output_url, index):
         for name, new in params.items():
             old = record.get(name, _NOT_RECORDED)
             if _same(name, old, new) or (name == "input" and old == ""):  # "": a stage run that named none
@@ -207,50 +204,47 @@ def describe_conflicts(output_url: str, conflicts: dict[str, tuple[list[Any], An
             f"--overwrite to replace that build, or choose another --output")
 
 
-def foreign_shard_files(output_url: str) -> list[str]:
+def foreign_shard_files(output_url: str, index=None) -> list[str]:
     """Shard files (NNNNN.tar / .parquet) in a folder that records no grit build (no ``.done`` marker, no
     ``_run.json``), e.g. img2dataset output given as ``--output``: a run would overwrite them."""
-    folder = Folder(output_url)
-    if not folder.exists():
-        return []
-    names = folder.names()
+    names = index.names() if index is not None else Folder(output_url).names()
     if RUN_FILE in names or any(n.endswith(DONE_SUFFIX) for n in names):
         return []
     return sorted(n for n in names if n.endswith((".tar", ".parquet")) and not n.startswith("_"))
 
 
-def check_output(output_url: str, params: dict[str, Any], foreign: bool = True) -> None:
+def check_output(output_url: str, params: dict[str, Any], foreign: bool = True, index=None) -> None:
     """Refuse (``PreflightError``) an output holding a build made from another input or with other
     output-affecting ``params``, or (``foreign``) shard files no grit run wrote. Reads only."""
-    foreign = foreign_shard_files(output_url) if foreign else []
+    from .index import OutputIndex
+
+    index = index if index is not None else OutputIndex(output_url)
+    foreign = foreign_shard_files(output_url, index) if foreign else []
     if foreign:
         raise PreflightError(f"{output_url} holds shard files no grit run wrote ({', '.join(foreign[:3])}"
                              f"{' ...' if len(foreign) > 3 else ''}; no .done marker, no {RUN_FILE}): is it an "
                              f"input folder? nothing was changed; choose another --output, or --overwrite to "
                              f"build there anyway")
-    conflicts = output_conflicts(output_url, params)
+    conflicts = output_conflicts(output_url, params, index)
     if conflicts:
         raise PreflightError(describe_conflicts(output_url, conflicts))
 
 
-def conflicting_shards(output_url: str, params: dict[str, Any], keep: list[str] = ()) -> list[str]:
+def conflicting_shards(output_url: str, params: dict[str, Any], keep: list[str] = (), index=None) -> list[str]:
     """Finished shards of ``output_url`` whose ``.done`` marker records other ``params`` (another input, other
     settings), except those in ``keep`` (the run rebuilds them): what ``--overwrite`` removes."""
-    folder = Folder(output_url)
-    if not folder.exists():
-        return []
-    shards = [n[: -len(DONE_SUFFIX)] for n in folder.names() if n.endswith(DONE_SUFFIX)]
-    shards = [s for s in shards if s not in set(keep)]
+    from .index import OutputIndex
 
-    def differs(shard: str) -> bool:
-        try:
-            recorded = json.loads(folder.read_bytes(f"{shard}{DONE_SUFFIX}")).get("params") or {}
-        except (OSError, ValueError, AttributeError):
+    index = index if index is not None else OutputIndex(output_url)
+    keep = set(keep)
+
+    def differs(marker) -> bool:
+        recorded = marker.get("params") if isinstance(marker, dict) else None
+        if not isinstance(recorded, dict):
             return True
         return any(not _same(name, recorded.get(name, _NOT_RECORDED), new) for name, new in params.items())
 
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        return sorted(s for s, stale in zip(shards, pool.map(differs, shards)) if stale)
+    return sorted(s for s, marker in index.markers().items() if s not in keep and differs(marker))
 
 
 def same_params(recorded: Any, expected: dict[str, Any]) -> bool:
@@ -315,6 +309,21 @@ def worker_failure(error: BaseException, output_url: str, where: str = "a worker
         cause = f"{type(error).__name__}: {message}" if message else type(error).__name__
     log = write_error_log(output_url, _ANSI.sub("", report))
     return WorkerError(f"{where} failed: {' '.join(cause.split())[:500]} (full traceback: {log})", log)
+
+
+def fault_stop(fault: BaseException, output_url: str, summary) -> WorkerError:
+    """The one line a run stops with when a fault of the machine (``faults.SystemicFault``) met a shard:
+    which shard, the fault, that nothing of that shard was committed, and that a rerun finishes the build."""
+    report = "".join(traceback.format_exception(fault))
+    log = write_error_log(output_url, _ANSI.sub("", report))
+    shard = getattr(fault, "shard", None)
+    where = f"shard {shard} stopped" if shard else "the run stopped"
+    message = " ".join(str(fault).split())[:400]
+    return WorkerError(
+        f"{where} by a fault of the machine, not of its data ({type(fault).__name__}: {message}); nothing of "
+        f"{'it' if shard else 'the shards in flight'} was committed or rejected, {len(summary.shards_written)} "
+        f"shard(s) were committed by this run. Rerun the same command to finish the build (full traceback: {log})",
+        log)
 
 
 def write_error_log(output_url: str, report: str) -> str:

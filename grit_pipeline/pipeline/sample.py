@@ -41,6 +41,9 @@ SAMPLE_SCHEMA = pa.schema(
         # A stage process's start-up (imports, model load), carried once by the first sample it handles and
         # taken off before writing: reported per run, never mixed into the per-sample ``seconds``.
         pa.field("startup_s", pa.map_(pa.string(), pa.float64())),
+        # Fault-model events met while processing this sample's batch (e.g. {"oom_splits": 2}): summed into
+        # the shard's stats, never part of a GRIT row.
+        pa.field("fault_counts", pa.map_(pa.string(), pa.int64())),
     ]
 )
 SAMPLE_FIELDS = tuple(SAMPLE_SCHEMA.names)
@@ -83,6 +86,14 @@ def add_seconds(samples: list[dict[str, Any]], stage: str, seconds: float) -> No
         sample["seconds"] = timings
 
 
+def add_counts(sample: dict[str, Any], counts: dict[str, int]) -> None:
+    """Add ``counts`` to the sample's ``fault_counts``."""
+    merged = dict(sample.get("fault_counts") or {})
+    for name, n in counts.items():
+        merged[name] = merged.get(name, 0) + n
+    sample["fault_counts"] = merged
+
+
 def pack_detections(detections) -> list[list[float]]:
     """Detections -> the ``detections`` column: ``[phrase_index, x1, y1, x2, y2, score]`` per detection."""
     return [[float(d.phrase_index), *map(float, d.box), float(d.score)] for d in detections]
@@ -112,7 +123,7 @@ def table_to_rows(table: pa.Table) -> list[dict[str, Any]]:
 
 def _maps_to_dicts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for row in rows:
-        for name in ("seconds", "startup_s"):
+        for name in ("seconds", "startup_s", "fault_counts"):
             if isinstance(row.get(name), list):
                 row[name] = dict(row[name])
     return rows

@@ -22,9 +22,10 @@ import time
 from typing import Any
 
 from grit_pipeline import status as S
+from grit_pipeline.faults import SystemicFault, describe, is_systemic
 
 from .config import PipelineConfig
-from .sample import add_seconds, finish, pack_detections, pending, unpack_detections
+from .sample import add_counts, add_seconds, finish, pack_detections, pending, unpack_detections
 
 LIGHT_CPUS = 0.5  # a light stage (and the engine's read/write tasks) asks for half a CPU
 
@@ -75,6 +76,8 @@ class Stage:
         if todo:
             try:
                 self.process(todo)
+            except SystemicFault:
+                raise  # the machine's fault: the shard stops uncommitted (docs/robustness.md, "Fault model")
             except Exception as error:  # noqa: BLE001 - see _one_by_one
                 self._one_by_one(todo, error)
         add_seconds(todo, self.name, time.perf_counter() - started)
@@ -86,7 +89,7 @@ class Stage:
         When every sample fails on its own too, the fault is not in the data (a lost GPU, a broken model):
         the batch's error is raised and the shard is not committed, so a rerun retries it.
         """
-        if isinstance(batch_error, MemoryError):
+        if isinstance(batch_error, MemoryError) or is_systemic(batch_error):
             raise batch_error
         failed = []
         for sample in samples:
@@ -94,10 +97,15 @@ class Stage:
                 continue
             try:
                 self.process([sample])
-            except Exception as error:  # noqa: BLE001 - any error of one sample becomes its reject
+            except SystemicFault:
+                raise
+            except Exception as error:  # noqa: BLE001 - any other error of one sample becomes its reject
+                if isinstance(error, MemoryError) or is_systemic(error):
+                    raise SystemicFault(f"{self.name}: {describe(error)}") from error
                 failed.append((sample, error))
         if len(failed) == len(samples) and len(samples) > 1:
-            raise batch_error
+            raise SystemicFault(f"{self.name}: every sample of a batch of {len(samples)} failed: "
+                                f"{describe(batch_error)}") from batch_error
         for sample, error in failed:
             finish(sample, S.STAGE_ERROR, f"{self.name} failed on this sample: {type(error).__name__}: "
                    f"{str(error)[:300]}", self.name)
@@ -167,7 +175,11 @@ class GroundStage(Stage):
         for start in range(0, len(samples), size):
             batch = samples[start:start + size]
             phrases = [[s["caption"][a:b] for a, b in s["noun_chunk_spans"]] for s in batch]
-            results = detect_batch([s["image_bytes"] for s in batch], phrases, self.detector, max_pixels=max_pixels)
+            counters: dict[str, int] = {}
+            results = detect_batch([s["image_bytes"] for s in batch], phrases, self.detector, max_pixels=max_pixels,
+                                   timeout_s=self.config.detector_timeout_s, counters=counters)
+            if counters:  # (out-of-memory halvings: carried by the batch's first sample into the shard's stats)
+                add_counts(batch[0], counters)
             for sample, result in zip(batch, results):
                 sample["width"], sample["height"] = result.width, result.height
                 if result.status is None:

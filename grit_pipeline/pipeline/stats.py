@@ -8,35 +8,42 @@ from typing import Any
 
 from grit_pipeline import status as S
 
-from .shards import DONE_SUFFIX
-from .storage import Folder
+from .index import OutputIndex, read_concurrently
 
 # Kosmos-2 paper, Table 1.
 PAPER_TABLE1 = {"images": 90_614_680, "boxes": 137_349_210, "spans": 114_978_233, "avg_expression_words": 4.7}
 
 
-def finished_shards(output: str) -> list[str]:
-    names = Folder(output).names()
-    return sorted(n[: -len(DONE_SUFFIX)] for n in names if n.endswith(DONE_SUFFIX))
+def finished_shards(output: str, index: OutputIndex | None = None) -> list[str]:
+    return (index if index is not None else OutputIndex(output)).done_shards()
 
 
-def collect_totals(output: str) -> dict[str, Any]:
-    """Sum the per-shard stats of every finished shard."""
-    folder = Folder(output)
+def collect_totals(output: str, index: OutputIndex | None = None) -> dict[str, Any]:
+    """Sum the per-shard stats of every finished shard (one listing; the stats files read concurrently)."""
+    index = index if index is not None else OutputIndex(output)
     totals: dict[str, Any] = {"shards": 0, "samples": 0, "images": 0, "boxes": 0, "spans": 0, "span_words": 0,
-                              "counts": {name: 0 for name in S.ALL}, "timings_s": {}}
+                              "counts": {name: 0 for name in S.ALL}, "timings_s": {}, "faults": {}}
     histogram = None
     totals["unreadable_stats"] = []
-    for shard in finished_shards(output):
+    shards = index.done_shards()
+
+    def read(shard: str):
         try:
-            stats = json.loads(folder.read_bytes(f"{shard}_stats.json"))
+            stats = index.read_json(f"{shard}_stats.json")
             if not isinstance(stats, dict):
                 raise ValueError("not a JSON object")
             check_shard_stats(stats)
+            return stats
         except FileNotFoundError:
-            continue
+            return None
         except (ValueError, TypeError, RecursionError) as error:  # a damaged file: say so, count the rest
-            totals["unreadable_stats"].append(f"{shard}_stats.json ({str(error)[:100]})")
+            return error
+
+    for shard, stats in zip(shards, read_concurrently(read, shards, "shard stats", progress=index.progress)):
+        if stats is None:
+            continue
+        if isinstance(stats, Exception):
+            totals["unreadable_stats"].append(f"{shard}_stats.json ({str(stats)[:100]})")
             continue
         totals["shards"] += 1
         for name in ("samples", "images", "boxes", "spans", "span_words"):
@@ -45,6 +52,8 @@ def collect_totals(output: str) -> dict[str, Any]:
             totals["counts"][name] = totals["counts"].get(name, 0) + n
         for stage, seconds in stats.get("timings_s", {}).items():
             totals["timings_s"][stage] = round(totals["timings_s"].get(stage, 0.0) + seconds, 6)
+        for name, n in stats.get("faults", {}).items():
+            totals["faults"][name] = totals["faults"].get(name, 0) + n
         h = stats.get("score_histogram")
         if h:
             if histogram is None:
@@ -60,7 +69,7 @@ def check_shard_stats(stats: dict[str, Any]) -> None:
     for name in ("samples", "images", "boxes", "spans", "span_words"):
         if not isinstance(stats.get(name, 0), int) or isinstance(stats.get(name, 0), bool):
             raise ValueError(f"{name} is not an integer")
-    for name in ("counts", "timings_s"):
+    for name in ("counts", "timings_s", "faults"):
         values = stats.get(name, {})
         if not isinstance(values, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                                    for v in values.values()):
@@ -72,15 +81,14 @@ def check_shard_stats(stats: dict[str, Any]) -> None:
         raise ValueError("score_histogram is malformed")
 
 
-def mixed_params(output: str) -> dict[str, list[str]]:
+def mixed_params(output: str, index: OutputIndex | None = None) -> dict[str, list[str]]:
     """Parameters whose value differs between finished shards (an interrupted rebuild with new settings):
     {name: ["value (N shards)", ...]}; {} when every shard was built the same way."""
-    folder = Folder(output)
+    index = index if index is not None else OutputIndex(output)
     seen: dict[str, Counter] = {}
-    for shard in finished_shards(output):
-        try:
-            params = json.loads(folder.read_bytes(f"{shard}{DONE_SUFFIX}")).get("params") or {}
-        except (ValueError, AttributeError, FileNotFoundError):
+    for marker in index.markers().values():
+        params = marker.get("params") if isinstance(marker, dict) else None
+        if not isinstance(params, dict):
             continue
         for name, value in params.items():
             seen.setdefault(name, Counter())[json.dumps(value, sort_keys=True)] += 1
@@ -88,7 +96,36 @@ def mixed_params(output: str) -> dict[str, list[str]]:
             for name, values in sorted(seen.items()) if len(values) > 1}
 
 
-def duplicate_keys(output: str, examples: int = 5) -> tuple[int, dict[str, list[str]]]:
+def _read_columns(index: OutputIndex, name: str, columns: list[str]):
+    """Some columns of a parquet file of the build; None when it is missing or damaged."""
+    import pyarrow.parquet as pq
+
+    if name not in index.sizes:
+        return None
+    try:
+        with index.folder.open(name) as f:
+            return pq.read_table(f, columns=columns)
+    except Exception:  # noqa: BLE001 - a damaged file is reported by the other checks
+        return None
+
+
+def _keys_and_rejects(index: OutputIndex) -> list[tuple[str, Any, Any]]:
+    """Per finished shard: (shard, its rows' keys, its rejects' key/status/reason table), each file read once,
+    concurrently; cached on the index (``duplicate_keys`` and ``drop_reasons`` share it)."""
+    cached = getattr(index, "_keys_and_rejects", None)
+    if cached is None:
+        shards = index.done_shards()
+
+        def read(shard: str):
+            return (shard, _read_columns(index, f"{shard}.parquet", ["key"]),
+                    _read_columns(index, f"{shard}_rejects.parquet", ["key", "status", "reason"]))
+
+        cached = read_concurrently(read, shards, "rows and rejects", progress=index.progress)
+        index._keys_and_rejects = cached
+    return cached
+
+
+def duplicate_keys(output: str, examples: int = 5, index: OutputIndex | None = None) -> tuple[int, dict[str, list[str]]]:
     """Keys found in more than one finished shard (build or rejects): (how many, {key: [shards]} for a few).
 
     A shard never holds a key twice (ingest rejects every copy as ``duplicate_key``); across shards each
@@ -96,23 +133,17 @@ def duplicate_keys(output: str, examples: int = 5) -> tuple[int, dict[str, list[
     """
     import pyarrow as pa
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
-    folder = Folder(output)
-    arrays, owners = [], []
-    for shard in finished_shards(output):
-        for name in (f"{shard}.parquet", f"{shard}_rejects.parquet"):
-            if folder.exists(name):
-                try:
-                    with folder.open(name) as f:
-                        keys = pq.read_table(f, columns=["key"]).column("key")
-                except Exception:  # noqa: BLE001 - a damaged file is reported by the other checks
-                    continue
-                arrays.append(keys)
-                owners.append((shard, keys))
-    if not arrays:
+    index = index if index is not None else OutputIndex(output)
+    owners = []
+    for shard, rows, rejects in _keys_and_rejects(index):
+        for table in (rows, rejects):
+            if table is not None:
+                owners.append((shard, table.column("key")))
+    chunks = [c for _, keys in owners for c in keys.chunks]
+    if not chunks:
         return 0, {}
-    counts = pc.value_counts(pa.chunked_array([c for a in arrays for c in a.chunks], pa.string()))
+    counts = pc.value_counts(pa.chunked_array(chunks, pa.string()))
     repeated = counts.filter(pc.greater(counts.field("counts"), 1)).field("values")
     if len(repeated) == 0:
         return 0, {}
@@ -124,13 +155,14 @@ def duplicate_keys(output: str, examples: int = 5) -> tuple[int, dict[str, list[
     return len(repeated), where
 
 
-def build_warnings(output: str, totals: dict[str, Any] | None = None) -> list[str]:
+def build_warnings(output: str, totals: dict[str, Any] | None = None, index: OutputIndex | None = None) -> list[str]:
     """What makes a build's totals doubtful, one line each (``grit stats`` and ``grit report`` print them)."""
+    index = index if index is not None else OutputIndex(output)
     lines = []
-    for name, values in mixed_params(output).items():
+    for name, values in mixed_params(output, index).items():
         lines.append(f"shards were built with different {name}: {', '.join(values)}; the totals mix them "
                      f"(rerun with the same settings to rebuild the stale shards)")
-    count, where = duplicate_keys(output)
+    count, where = duplicate_keys(output, index=index)
     if count:
         shown = "; ".join(f"{key!r} in {', '.join(shards)}" for key, shards in sorted(where.items()))
         lines.append(f"{count} key(s) appear in more than one shard (each copy is kept; GrIT-20M keys are "
@@ -140,20 +172,12 @@ def build_warnings(output: str, totals: dict[str, Any] | None = None) -> list[st
     return lines
 
 
-def drop_reasons(output: str, top: int = 10) -> list[tuple[str, str, int]]:
+def drop_reasons(output: str, top: int = 10, index: OutputIndex | None = None) -> list[tuple[str, str, int]]:
     """The most frequent (status, reason) pairs among rejects, reasons cut to their first clause."""
-    import pyarrow.parquet as pq
-
-    folder = Folder(output)
+    index = index if index is not None else OutputIndex(output)
     counter: Counter = Counter()
-    for shard in finished_shards(output):
-        name = f"{shard}_rejects.parquet"
-        if not folder.exists(name):
-            continue
-        try:
-            with folder.open(name) as f:
-                table = pq.read_table(f, columns=["status", "reason"])
-        except Exception:  # noqa: BLE001 - a damaged rejects file: its reasons are missing, the rest count
+    for _, _, table in _keys_and_rejects(index):
+        if table is None:  # a damaged rejects file: its reasons are missing, the rest count
             continue
         for status, reason in zip(table.column("status").to_pylist(), table.column("reason").to_pylist()):
             counter[(status, _reason_kind(reason))] += 1

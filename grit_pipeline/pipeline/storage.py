@@ -4,8 +4,13 @@ Local writes go to ``NAME.tmp-<pid>`` and are renamed with ``os.replace`` once c
 filesystems the file is staged locally and uploaded in one go (an object store publishes an object only
 when its upload completes). Either way a reader never sees half a file under a final name.
 
-Test hook: ``GRIT_FAULT_KILL_AT_RENAME=N`` makes the process SIGKILL itself at its N-th atomic write,
-after the temp file is complete but before the rename (the partial-write crash case).
+Requests that fail transiently (an object store's 503/SlowDown, a reset connection) are retried with
+backoff under ``faults.STORAGE_RETRY`` (``--storage-retries``, ``--storage-backoff-s``); one that keeps
+failing raises ``faults.StorageError`` and its shard fails without being committed.
+
+Test hooks: ``GRIT_FAULT_KILL_AT_RENAME=N`` makes the process SIGKILL itself at its N-th atomic write,
+after the temp file is complete but before the rename (the partial-write crash case);
+``GRIT_FAULT_INJECTION=1`` registers the failing ``flaky://`` filesystem (``grit_pipeline.fault_injection``).
 """
 from __future__ import annotations
 
@@ -16,7 +21,16 @@ from typing import IO, Iterator
 
 import fsspec
 
+from grit_pipeline.faults import STORAGE_RETRY
+
+if os.environ.get("GRIT_FAULT_INJECTION"):
+    import grit_pipeline.fault_injection  # noqa: F401 - registers flaky://
+
 _renames = 0
+
+
+def _retry(what: str, function):
+    return STORAGE_RETRY.call(what, function)
 
 
 class Folder:
@@ -34,32 +48,40 @@ class Folder:
         return f"{self.url}/{name}"
 
     def exists(self, name: str = "") -> bool:
-        return self.fs.exists(self.path(name) if name else self.root)
+        path = self.path(name) if name else self.root
+        return _retry(f"exists {path}", lambda: self.fs.exists(path))
 
     def names(self) -> list[str]:
         """File names directly in the folder (sorted); [] when it does not exist."""
+        return sorted(self.sizes())
+
+    def sizes(self) -> dict[str, int]:
+        """Name -> size of every file directly in the folder, from one listing; {} when it does not exist."""
         try:
-            entries = self.fs.ls(self.root, detail=True)
+            entries = _retry(f"list {self.root}", lambda: self.fs.ls(self.root, detail=True))
         except FileNotFoundError:
-            return []
-        return sorted(e["name"].rstrip("/").rsplit("/", 1)[-1] for e in entries if e.get("type") != "directory")
+            return {}
+        return {e["name"].rstrip("/").rsplit("/", 1)[-1]: int(e.get("size") or 0)
+                for e in entries if e.get("type") != "directory"}
 
     def open(self, name: str, mode: str = "rb") -> IO:
         return self.fs.open(self.path(name), mode)
 
     def read_bytes(self, name: str) -> bytes:
-        with self.open(name) as f:
-            return f.read()
+        path = self.path(name)
+        return _retry(f"read {path}", lambda: self.fs.cat_file(path))
 
     def size(self, name: str) -> int:
-        return int(self.fs.size(self.path(name)))
+        path = self.path(name)
+        return int(_retry(f"size {path}", lambda: self.fs.size(path)))
 
     def makedirs(self) -> None:
-        self.fs.makedirs(self.root, exist_ok=True)
+        _retry(f"mkdir {self.root}", lambda: self.fs.makedirs(self.root, exist_ok=True))
 
     def remove(self, name: str) -> None:
+        path = self.path(name)
         with contextlib.suppress(FileNotFoundError):
-            self.fs.rm(self.path(name))
+            _retry(f"delete {path}", lambda: self.fs.rm(path))
 
     @contextlib.contextmanager
     def atomic_open(self, name: str) -> Iterator[IO]:
@@ -73,7 +95,7 @@ class Folder:
                 yield staging
                 staging.flush()
                 _count_rename()
-                self.fs.put_file(staging.name, self.path(name))
+                _retry(f"upload {self.path(name)}", lambda: self.fs.put_file(staging.name, self.path(name)))
             return
         final = self.path(name)
         temp = f"{final}.tmp-{os.getpid()}"

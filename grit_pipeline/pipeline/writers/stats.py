@@ -20,7 +20,10 @@ def shard_stats(samples, context) -> dict:
     histogram = [0] * HISTOGRAM_BINS
     boxes = spans = span_words = 0
     timings: dict[str, float] = {}
+    faults: dict[str, int] = {}
     for s in samples:
+        for name, n in (s.get("fault_counts") or {}).items():
+            faults[name] = faults.get(name, 0) + n
         counts[s["status"]] = counts.get(s["status"], 0) + 1
         for stage, seconds in (s.get("seconds") or {}).items():
             timings[stage] = timings.get(stage, 0.0) + seconds
@@ -48,6 +51,8 @@ def shard_stats(samples, context) -> dict:
             "counts": histogram,
         },
         "timings_s": {stage: round(seconds, 6) for stage, seconds in sorted(timings.items())},
+        # Out-of-memory halvings of detector batches and other fault-model events (docs/robustness.md)
+        "faults": dict(sorted(faults.items())),
     }
 
 

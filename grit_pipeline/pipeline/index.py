@@ -1,0 +1,108 @@
+"""What an output folder holds, from one listing, and its small files read once, concurrently.
+
+At GRIT's size an output holds ~10,000 shards (50,000 files) on an object store, where a request costs
+20-50 ms: planning a resume, the refusal checks and ``grit stats`` must not make requests one shard at a
+time. ``OutputIndex`` lists the folder once (names and sizes: which shards have a ``.done`` marker, and
+whether each file still has the size the marker recorded) and reads the markers once, with
+``MAX_CONCURRENT_REQUESTS`` requests in flight; ``read_concurrently`` does the same for any per-shard file
+(stats, keys, rejects). A step that takes more than a few seconds reports its progress on stderr.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Iterable, TypeVar
+
+from .storage import Folder
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+DONE_SUFFIX = ".done"
+MAX_CONCURRENT_REQUESTS = 64   # requests in flight per listing-wide read (object stores take thousands)
+PROGRESS_AFTER_S = 3.0         # a read of many files reports its progress once it has taken this long
+PROGRESS_EVERY_S = 5.0
+
+
+def read_concurrently(function: Callable[[T], R], items: Iterable[T], what: str = "",
+                      workers: int = MAX_CONCURRENT_REQUESTS, progress: bool = True) -> list[R]:
+    """``[function(item) for item in items]`` with up to ``workers`` calls in flight, in order; a line on
+    stderr every few seconds once it takes longer than PROGRESS_AFTER_S (``what`` names the files)."""
+    items = list(items)
+    if len(items) <= 1:
+        return [function(item) for item in items]
+    done = 0
+    lock = threading.Lock()
+    started = time.monotonic()
+    last = [started + PROGRESS_AFTER_S - PROGRESS_EVERY_S]
+
+    def counted(item: T) -> R:
+        nonlocal done
+        result = function(item)
+        with lock:
+            done += 1
+            now = time.monotonic()
+            if progress and what and now - last[0] >= PROGRESS_EVERY_S:
+                last[0] = now
+                print(f"[grit] reading {what}: {done:,}/{len(items):,} ({now - started:.0f} s)", file=sys.stderr,
+                      flush=True)
+        return result
+
+    with ThreadPoolExecutor(max_workers=min(workers, len(items))) as pool:
+        return list(pool.map(counted, items))
+
+
+class OutputIndex:
+    """One listing of an output (or stage) folder, and its ``.done`` markers read once on demand."""
+
+    def __init__(self, url: str, progress: bool = True):
+        self.folder = Folder(url)
+        self.url = self.folder.url
+        self.progress = progress
+        self.sizes = self.folder.sizes()   # name -> bytes; {} when the folder does not exist
+        self._markers: dict[str, dict[str, Any] | None] | None = None
+
+    @property
+    def exists(self) -> bool:
+        return bool(self.sizes) or self.folder.exists()
+
+    def names(self) -> list[str]:
+        return sorted(self.sizes)
+
+    def done_shards(self) -> list[str]:
+        """Shards with a ``.done`` marker, sorted."""
+        return sorted(n[: -len(DONE_SUFFIX)] for n in self.sizes if n.endswith(DONE_SUFFIX))
+
+    def markers(self) -> dict[str, dict[str, Any] | None]:
+        """shard -> its parsed ``.done`` marker (None when unreadable), every marker read once."""
+        if self._markers is None:
+            shards = self.done_shards()
+            self._markers = dict(zip(shards, read_concurrently(self._read_marker, shards, "shard markers",
+                                                               progress=self.progress)))
+        return self._markers
+
+    def marker(self, shard: str) -> dict[str, Any] | None:
+        return self.markers().get(shard)
+
+    def read_json(self, name: str) -> Any:
+        """A JSON file of the folder (raises FileNotFoundError / ValueError)."""
+        return json.loads(self.folder.read_bytes(name))
+
+    def _read_marker(self, shard: str) -> dict[str, Any] | None:
+        try:
+            marker = self.read_json(f"{shard}{DONE_SUFFIX}")
+        except (OSError, ValueError):
+            return None
+        return marker if isinstance(marker, dict) else None
+
+    def intact(self, shard: str, files: list[str], marker: dict[str, Any]) -> bool:
+        """Every file of the shard has the size its marker recorded (a marker without sizes: they exist)."""
+        recorded = marker.get("files")
+        if recorded is None:
+            return all(name in self.sizes for name in files)
+        if not isinstance(recorded, dict):
+            return False
+        return all(name in self.sizes and self.sizes[name] == recorded.get(name) for name in files)
