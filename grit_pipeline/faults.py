@@ -97,10 +97,10 @@ class StorageRetry:
             try:
                 return fn()
             except Exception as error:  # noqa: BLE001 - only transient errors are retried
-                if attempt == self.attempts or not is_transient_storage_error(error):
-                    if attempt > 1:
-                        raise StorageError(f"{what}: failed {attempt} times, last: {describe(error)}") from error
-                    raise
+                if not is_transient_storage_error(error):
+                    raise  # (e.g. FileNotFoundError: an answer, not a failure)
+                if attempt == self.attempts:
+                    raise StorageError(f"{what}: failed {attempt} times, last: {describe(error)}") from error
                 self.retries += 1
                 time.sleep(min(self.max_s, self.base_s * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0))
         raise AssertionError("unreachable")

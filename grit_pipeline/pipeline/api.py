@@ -148,6 +148,7 @@ def _check(config: PipelineConfig, need_input: bool, grounding: bool = False, te
     problems = config.number_problems()
     if problems:
         raise ValueError("; ".join(problems))
+    configure_storage_retry(config.storage_retries, config.storage_backoff_s)
     if grounding:
         check_detector(config)
     if text:

@@ -46,6 +46,16 @@ def run_stages(stages, samples: list[dict[str, Any]], progress=None) -> list[dic
     return samples
 
 
+CHUNK_ROWS = 256  # samples read and run through the stages at a time (the Ray engine's batch too)
+
+
+def _chunks(source, shard: str):
+    """The shard's samples in chunks (sources without ``chunks``: the whole shard as one)."""
+    if hasattr(source, "chunks"):
+        return source.chunks(shard, CHUNK_ROWS)
+    return [source.read(shard)]
+
+
 def run_local(config: PipelineConfig, job, stage_classes, todo: list[str]) -> None:
     """Each shard in turn: read, every stage, commit. A fault of the machine (``SystemicFault``) stops the
     run with the shard it met uncommitted (``fault.shard`` names it); a rerun resumes from there."""
@@ -55,7 +65,8 @@ def run_local(config: PipelineConfig, job, stage_classes, todo: list[str]) -> No
     with one_torch_thread(stage_classes):
         for shard in todo:
             try:
-                samples = run_stages(stages, job.source.read(shard), job.progress)
+                samples = [sample for chunk in _chunks(job.source, shard)
+                           for sample in run_stages(stages, chunk, job.progress)]
             except SystemicFault as fault:
                 fault.shard = shard
                 raise

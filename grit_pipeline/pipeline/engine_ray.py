@@ -27,6 +27,7 @@ size: it holds keys and statuses of the shards in flight only.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
@@ -39,13 +40,12 @@ from typing import Any, Iterator
 import pyarrow as pa
 
 from .config import PipelineConfig
-from .engine_local import run_stages
+from .engine_local import CHUNK_ROWS, _chunks, run_stages
 from .parts import PART_INFO_SCHEMA, PartLedger, commit_shard, current_node, remove_stale_parts, write_parts
 from .preflight import PreflightError, check_cluster_gpus
 from .sample import rows_to_table, table_to_rows
 from .stages import FUSED, LIGHT_CPUS
 
-CHUNK_ROWS = 256  # samples per batch an operator hands on (one part each when it writes); a shard is ~10k
 NODE_RESOURCE_SHARE = 0.001  # of config.node_resource per task/actor: placement only, never a limit
 # What one actor of the fused operator may take (Python, spaCy, torch, a small detector, one input shard):
 # the pool is never larger than the cluster's memory for Ray tasks divided by this.
@@ -81,8 +81,15 @@ def init_ray(config: PipelineConfig) -> bool:
     resources = {config.node_resource: 1.0} if config.node_resource else None
     # address="local": always a fresh in-process cluster, never one a `ray start` left on this machine.
     # No worker is started ahead: the actors start their own, and idle ones would only cost start-up CPU.
+    # A detector from outside imported from a folder off site-packages (module:Class in a tests/ folder, an
+    # entry point next to it): the workers get that folder on their PYTHONPATH (docs/detectors.md).
+    from grit_pipeline.detectors.base import plugin_import_paths
+
+    folders = plugin_import_paths(config.detector)
+    pythonpath = os.pathsep.join(folders + [p for p in [os.environ.get("PYTHONPATH")] if p])
+    runtime_env = {"env_vars": {"PYTHONPATH": pythonpath}} if folders else None
     ray.init(address="local", num_cpus=cpus, resources=resources, include_dashboard=False, log_to_driver=True,
-             configure_logging=False, _system_config={"enable_worker_prestart": False})
+             configure_logging=False, _system_config={"enable_worker_prestart": False}, runtime_env=runtime_env)
     return True
 
 
@@ -270,6 +277,9 @@ class OperatorActor:
     retry and log it for ever, a failed batch stops the run with its cause."""
 
     def __init__(self, operator: Operator, config: PipelineConfig, source=None, sink_url: str | None = None):
+        from grit_pipeline.faults import configure_storage_retry
+
+        configure_storage_retry(config.storage_retries, config.storage_backoff_s)
         self.operator, self.source, self.sink_url = operator, source, sink_url
         self.stages = [cls(config) for cls in operator.stages]
         self.setup_error = None
@@ -288,22 +298,34 @@ class OperatorActor:
         yields each part's ``PartInfo`` rows (the fused plan: a streaming generator task)."""
         if self.setup_error is not None:
             raise self.setup_error
-        samples = self.source.read(shard)
-        for start in range(0, len(samples), CHUNK_ROWS):
-            chunk = run_stages(self.stages, samples[start:start + CHUNK_ROWS])
+        for chunk in _chunks(self.source, shard):  # the input streamed: one chunk's images in memory
+            chunk = run_stages(self.stages, chunk)
             yield write_parts(self.sink_url, chunk, node=current_node())
             del chunk  # (the image bytes of a chunk are on disk now)
 
     def __call__(self, table: pa.Table) -> Iterator[pa.Table]:
         """A Ray Data batch (the streaming plan): shard names when the operator reads, else samples;
-        yields samples, or ``PART_INFO_SCHEMA`` rows when it writes."""
+        yields samples, or ``PART_INFO_SCHEMA`` rows when it writes.
+
+        A fault of the machine ends this actor's process: Ray Data starts a replacement (at most
+        ``--max-actor-replacements`` restarts per actor) and retries the batch there; samples a retry hands
+        on twice are refused by the driver's ledger."""
+        try:
+            yield from self._batches(table)
+        except Exception as error:  # noqa: BLE001 - only faults of the machine end the process
+            if not machine_fault(error):
+                raise
+            print(f"[grit] {type(self).__name__} actor stops on a fault of the machine ({fault_line(error)}); "
+                  f"Ray Data replaces it and retries the batch", file=sys.stderr, flush=True)
+            os._exit(1)
+
+    def _batches(self, table: pa.Table) -> Iterator[pa.Table]:
         if self.setup_error is not None:
             raise self.setup_error
         if self.operator.reads:
             for shard in table.column("shard").to_pylist():
-                samples = self.source.read(shard)
-                for start in range(0, len(samples), CHUNK_ROWS):
-                    yield self._handed_on(samples[start:start + CHUNK_ROWS])
+                for chunk in _chunks(self.source, shard):
+                    yield self._handed_on(chunk)
         else:
             yield self._handed_on(table_to_rows(table))
 
@@ -359,19 +381,26 @@ def _run_fused(config: PipelineConfig, job, operator: Operator, todo: list[str],
                actor_cpus: float) -> Iterator[dict[str, Any]]:
     """The one-operator plan: a queue of shards, one at a time per actor; yields every part's ``PartInfo``.
 
-    An actor that dies (its node lost) gives its shard back to the queue and the others carry on; the
-    parts it wrote are either accepted already (a retry's copies of the same keys are then refused by the
-    ledger) or never seen (the retry's are accepted). Each ``PartInfo`` carries its actor under "actor",
-    so the shard's commit can run there (before the actor's next shard: Ray runs one caller's calls to an
-    actor in order)."""
+    An actor that dies (its node lost, its process killed) or stops a shard on a fault of the machine
+    (``faults.SystemicFault``: a CUDA error, a hung detector call; or storage that kept failing) gives its
+    shard back to the queue: the actor is killed and a fresh one takes its place, at most
+    ``config.max_actor_replacements`` times per run (then the run stops with the last fault). The parts it
+    wrote are either accepted already (a retry's copies of the same keys are then refused by the ledger) or
+    never seen (the retry's are accepted). Each ``PartInfo`` carries its actor under "actor", so the shard's
+    commit can run there (before the actor's next shard: Ray runs one caller's calls to an actor in order)."""
     import ray
-    from ray.exceptions import ActorDiedError, ActorUnavailableError, ObjectLostError, OwnerDiedError
+    from ray.exceptions import ActorDiedError, ActorUnavailableError, ObjectLostError, OwnerDiedError, RayTaskError
 
     lost = (ActorDiedError, ActorUnavailableError, ObjectLostError, OwnerDiedError)
     worker = ray.remote(actor_class(operator)).options(max_restarts=0, max_task_retries=0,
                                                       **placement(config, actor_cpus))
     sink_url = job.sink.folder.url
-    actors = [worker.remote(operator, config, job.source, sink_url) for _ in range(pool)]
+
+    def new_actor():
+        return worker.remote(operator, config, job.source, sink_url)
+
+    actors = [new_actor() for _ in range(pool)]
+    replacements_left = config.max_actor_replacements
     queue = deque(todo)
     running: dict[Any, tuple[Any, str]] = {}  # streaming generator -> (actor, shard)
 
@@ -392,20 +421,52 @@ def _run_fused(config: PipelineConfig, job, operator: Operator, todo: list[str],
                 if queue:
                     start(actor)
                 continue
-            except lost as error:
+            except (*lost, RayTaskError) as error:
+                if isinstance(error, RayTaskError) and not machine_fault(error):
+                    raise  # a bug or a refusal of the stages: the run stops with it
                 del running[generator]
                 actors.remove(actor)
                 queue.appendleft(shard)
-                if not actors:
-                    raise  # every actor lost: the run stops with the last one's error
-                print(f"[grit] a Ray actor was lost ({type(error).__name__}); shard {shard} goes to another",
-                      file=sys.stderr, flush=True)
-                idle = [a for a in actors if a not in {a for a, _ in running.values()}]
-                for other in idle[:len(queue)]:
+                what = "was lost" if isinstance(error, lost) else "stopped on a fault of the machine"
+                fault = fault_line(error)
+                with contextlib.suppress(Exception):
+                    ray.kill(actor, no_restart=True)  # (a hung detector call dies with its process)
+                if replacements_left > 0:
+                    replacements_left -= 1
+                    actors.append(new_actor())
+                    job.summary.actors_replaced += 1
+                elif not actors:
+                    from grit_pipeline.faults import SystemicFault
+
+                    stop = SystemicFault(f"every Ray actor was lost or stopped by a fault and "
+                                         f"--max-actor-replacements {config.max_actor_replacements} are used up; "
+                                         f"last: {fault}")
+                    stop.shard = shard
+                    raise stop from error
+                print(f"[grit] a Ray actor {what} on shard {shard} ({fault}); the shard goes to another actor"
+                      f" ({replacements_left} replacement(s) left)", file=sys.stderr, flush=True)
+                busy = {a for a, _ in running.values()}
+                for other in [a for a in actors if a not in busy][:len(queue)]:
                     start(other)
                 continue
             for info in infos:
                 yield info | {"actor": actor}
+
+
+def machine_fault(error: BaseException) -> bool:
+    """A worker's error that is a fault of the machine (the shard is retried), not of the stages' code."""
+    from grit_pipeline.faults import StorageError, SystemicFault, is_systemic, is_transient_storage_error
+
+    cause = getattr(error, "cause", None) or error
+    return (isinstance(cause, (SystemicFault, StorageError, MemoryError)) or is_systemic(cause)
+            or is_transient_storage_error(cause))
+
+
+def fault_line(error: BaseException) -> str:
+    """A worker's error in one line: the cause's type and message, not Ray's traceback."""
+    cause = getattr(error, "cause", None) or error
+    text = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {text[-1][:300] if text else ''}"
 
 
 def _run_streaming(config: PipelineConfig, job, operators: list[Operator], todo: list[str],
@@ -442,41 +503,54 @@ def _build_dataset(config: PipelineConfig, job, operators: list[Operator], todo:
                                                  sink_url if operator.writes else None),
                             batch_size=1 if operator.reads else CHUNK_ROWS, batch_format="pyarrow",
                             compute=ActorPoolStrategy(size=operator.pool_size(config)),
+                            max_restarts=config.max_actor_replacements,
                             **placement(config, operator.cpus(config), num_gpus if operator.gpu else 0))
     return ds
 
 
+def _commit_task(storage_retry: tuple[int, float], *args) -> dict[str, Any]:
+    """``parts.commit_shard`` as a Ray task, under the run's storage retry policy."""
+    from grit_pipeline.faults import configure_storage_retry
+
+    configure_storage_retry(*storage_retry)
+    return commit_shard(*args)
+
+
 def _commit_on_workers(config: PipelineConfig, part_infos: Iterator[dict[str, Any]], job, todo: list[str]) -> None:
-    """Account for the parts the workers wrote and have each complete shard committed by a worker."""
+    """Account for the parts the workers wrote and have each complete shard committed by a worker.
+
+    The ledger releases a shard's keys as soon as its commit is asked for: the driver holds the keys of the
+    shards in flight only, and per committed shard its counts."""
     import ray
 
     from ray.exceptions import ActorDiedError, ActorUnavailableError
 
-    commit = ray.remote(commit_shard).options(max_retries=3, **placement(config, LIGHT_CPUS))
+    commit = ray.remote(_commit_task).options(max_retries=3, **placement(config, LIGHT_CPUS))
     sink_ref, source_ref = ray.put(job.sink), ray.put(job.source)
+    storage_retry = (config.storage_retries, config.storage_backoff_s)
     ledger = PartLedger()
-    pending: dict[Any, tuple[str, list[str], bool]] = {}  # commit ref -> (shard, parts, on an actor)
+    pending: dict[Any, tuple[str, list[str], dict[str, int], bool]] = {}  # ref -> (shard, parts, counts, on actor)
 
-    def submit(shard: str, parts: list[str], actor=None) -> None:
+    def submit(shard: str, parts: list[str], counts: dict[str, int], actor=None) -> None:
         """A commit on ``actor`` (the one that wrote the shard's last part), else as a task on any worker."""
         args = (shard, parts, job.expected[shard], job.describe(shard))
-        ref = actor.commit.remote(sink_ref, *args) if actor is not None else commit.remote(sink_ref, source_ref, *args)
-        pending[ref] = (shard, parts, actor is not None)
+        ref = (actor.commit.remote(sink_ref, *args) if actor is not None
+               else commit.remote(storage_retry, sink_ref, source_ref, *args))
+        pending[ref] = (shard, parts, counts, actor is not None)
 
     def harvest(timeout: float | None) -> None:
         ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=timeout)
         for ref in ready:
-            shard, parts, on_actor = pending.pop(ref)
+            shard, parts, counts, on_actor = pending.pop(ref)
             try:
                 result = ray.get(ref)  # a commit task that failed all its retries fails the run here
             except (ActorDiedError, ActorUnavailableError):
                 if not on_actor:
                     raise
-                submit(shard, parts)  # the actor was lost before it committed: a task does it
+                submit(shard, parts, counts)  # the actor was lost before it committed: a task does it
                 continue
             job.count_node(result["node"], "commits")
-            parts = ledger.shards.get(shard)
-            job.committed(shard, result["samples"], dict(parts.counts) if parts else {})
+            job.committed(shard, result["samples"], counts)
             if os.environ.get(KILL_DRIVER_ENV) and len(job.summary.shards_written) >= int(os.environ[KILL_DRIVER_ENV]):
                 os.kill(os.getpid(), signal.SIGKILL)
 
@@ -485,7 +559,8 @@ def _commit_on_workers(config: PipelineConfig, part_infos: Iterator[dict[str, An
             job.count_node(info["node"], "parts")
             job.progress.samples_finished(info["shard"], info["shard_total"], len(info["keys"]))
             if ledger.complete(info["shard"]):
-                submit(info["shard"], ledger.shards[info["shard"]].parts, info.get("actor"))
+                parts, counts = ledger.seal(info["shard"])
+                submit(info["shard"], parts, counts, info.get("actor"))
         # else: a duplicate attempt's part, never merged, deleted with the shard's staging
         if pending:
             harvest(timeout=0)
@@ -493,8 +568,8 @@ def _commit_on_workers(config: PipelineConfig, part_infos: Iterator[dict[str, An
     if partial:
         raise RuntimeError(f"samples lost in the Ray pipeline (shard: samples received): {partial}")
     for shard in todo:
-        if shard not in ledger.shards:  # a shard without samples sends nothing through the pipeline
-            submit(shard, [])
+        if not ledger.seen(shard):  # a shard without samples sends nothing through the pipeline
+            submit(shard, [], {})
     while pending:
         harvest(timeout=None)
     job.add_startup(ledger.startup_s)

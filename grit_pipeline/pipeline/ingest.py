@@ -16,7 +16,7 @@ import json
 import math
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import pyarrow.parquet as pq
 
@@ -58,7 +58,25 @@ def list_input_shards(url: str) -> list[InputShard]:
 def read_input_shard(shard: InputShard, check_letterbox: bool = True,
                      max_member_bytes: int | None = DEFAULT_MAX_MEMBER_BYTES,
                      max_caption_chars: int | None = DEFAULT_MAX_CAPTION_CHARS) -> list[dict[str, Any]]:
-    """All samples of one input shard (in the order the files list them), one per key."""
+    """All samples of one input shard, one per key (``iter_input_shard``'s chunks in one list)."""
+    return [sample for chunk in iter_input_shard(shard, check_letterbox=check_letterbox,
+                                                 max_member_bytes=max_member_bytes,
+                                                 max_caption_chars=max_caption_chars)
+            for sample in chunk]
+
+
+def iter_input_shard(shard: InputShard, chunk_size: int = 256, check_letterbox: bool = True,
+                     max_member_bytes: int | None = DEFAULT_MAX_MEMBER_BYTES,
+                     max_caption_chars: int | None = DEFAULT_MAX_CAPTION_CHARS) -> Iterator[list[dict[str, Any]]]:
+    """The samples of one input shard, one per key, in chunks of at most ``chunk_size``, streaming its tar:
+    a worker holds one chunk's image bytes, whatever the shard's size.
+
+    Two passes over the tar: the first reads its headers only (which keys it holds and how often, where it
+    ends), so that every sample carries the shard's total (``shard_total``) and a key the tar holds twice is
+    rejected in every copy before any is handed on; the second reads the members. Order: the tar's samples
+    in tar order, then keys only the parquet lists (failed downloads), a key the tar cut off, parquet rows
+    without a key.
+    """
     folder = Folder(shard.folder)
     meta_rows: dict[str, dict[str, Any]] = {}
     copies: Counter = Counter()  # how often each key is listed by the parquet / present in the tar
@@ -67,7 +85,8 @@ def read_input_shard(shard: InputShard, check_letterbox: bool = True,
     if shard.has_parquet:
         try:
             parquet_copies: Counter = Counter()
-            # ParquetFile, not read_table: the same table without importing pyarrow.dataset (~1 s per process)
+            # ParquetFile, not read_table: the same table without importing pyarrow.dataset (~1 s per process).
+            # Metadata only (no image bytes): a few hundred bytes per key.
             with folder.open(f"{shard.name}.parquet") as f:
                 rows = pq.ParquetFile(f).read().to_pylist()
             for index, row in enumerate(rows):
@@ -80,36 +99,74 @@ def read_input_shard(shard: InputShard, check_letterbox: bool = True,
             copies.update(parquet_copies)
         except Exception as error:  # noqa: BLE001 - an unreadable parquet: rely on the tar alone
             parquet_error = f"{type(error).__name__}: {error}"
-    members: dict[str, Any] = {}
+    # Pass 1: the tar's keys, from its headers (members skipped unread).
+    tar_keys: dict[str, None] = {}
     tar_copies: Counter = Counter()
     cut_key = tar_error = None
     if shard.has_tar:
         try:
-            reader = TarReader(folder.open(f"{shard.name}.tar"), max_member_bytes=max_member_bytes)
+            reader = TarReader(folder.open(f"{shard.name}.tar"), max_member_bytes=max_member_bytes,
+                               wanted=lambda key, ext: False)
             for tar_sample in reader:
                 tar_copies[tar_sample.key] += 1
-                members.setdefault(tar_sample.key, tar_sample)
+                tar_keys.setdefault(tar_sample.key)
             tar_error, cut_key = reader.error, reader.cut_key
         except OSError as error:  # the tar could not even be opened
             tar_error = f"{type(error).__name__}: {error}"
     for key, n in tar_copies.items():
         copies[key] = max(copies[key], n)
-
-    incomplete = {cut_key} if cut_key is not None else set()
-    keys = list(meta_rows) + [k for k in members if k not in meta_rows] + sorted(incomplete - set(members) - set(meta_rows))
-    samples = [_sample(shard, key, meta_rows.get(key), members.get(key), key in incomplete, tar_error,
-                       check_letterbox, copies[key], max_member_bytes, max_caption_chars) for key in keys]
-    samples += [finish(new_sample(key=keyless_row_key(index), source_shard=shard.name), S.BAD_KEY,
-                       f"row {index} of {shard.name}.parquet has no key", STAGE) for index in keyless_rows]
-    for sample in samples:
-        sample["shard_total"] = len(samples)
+    planned = set(meta_rows) | set(tar_keys) | ({cut_key} if cut_key is not None else set())
+    total = len(planned) + len(keyless_rows)
     if parquet_error:
         # Not a per-sample problem: every sample the tar holds is still processed; failed downloads
         # (listed only in the parquet) cannot be known.
         import sys
 
         print(f"[grit] warning: {shard.name}.parquet unreadable ({parquet_error}); using the tar only", file=sys.stderr)
-    return samples
+
+    def make(key, tar_sample, incomplete, error):
+        sample = _sample(shard, key, meta_rows.get(key), tar_sample, incomplete, error, check_letterbox,
+                         copies[key], max_member_bytes, max_caption_chars)
+        sample["shard_total"] = total
+        return sample
+
+    emitted: set[str] = set()
+    chunk: list[dict[str, Any]] = []
+    # Pass 2: the members, a sample at a time.
+    if tar_keys:
+        reader = TarReader(folder.open(f"{shard.name}.tar"), max_member_bytes=max_member_bytes)
+        for tar_sample in reader:
+            key = tar_sample.key
+            if key in emitted or key not in planned:
+                continue  # a later copy of a duplicate key (rejected with its first), or a key pass 1 never saw
+            emitted.add(key)
+            chunk.append(make(key, tar_sample, False, None))
+            if len(chunk) >= chunk_size:
+                yield chunk
+                chunk = []
+        if reader.error and not tar_error:
+            tar_error = reader.error
+        if reader.cut_key is not None and reader.cut_key in planned and cut_key is None:
+            cut_key = reader.cut_key
+    rest = ([k for k in meta_rows if k not in emitted]
+            + [k for k in tar_keys if k not in emitted and k not in meta_rows])
+    if cut_key is not None and cut_key not in emitted and cut_key not in rest:
+        rest.append(cut_key)
+    for key in rest:
+        chunk.append(make(key, None, key == cut_key, tar_error))
+        if len(chunk) >= chunk_size:
+            yield chunk
+            chunk = []
+    for index in keyless_rows:
+        sample = finish(new_sample(key=keyless_row_key(index), source_shard=shard.name), S.BAD_KEY,
+                        f"row {index} of {shard.name}.parquet has no key", STAGE)
+        sample["shard_total"] = total
+        chunk.append(sample)
+        if len(chunk) >= chunk_size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def keyless_row_key(index: int) -> str:

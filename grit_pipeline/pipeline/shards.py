@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import Any, Iterator
 
 import pyarrow.parquet as pq
 
 from .config import PipelineConfig, join_path
-from .ingest import InputShard, list_input_shards, read_input_shard
+from .ingest import InputShard, iter_input_shard, list_input_shards, read_input_shard
 from .preflight import same_params
 from .sample import rows_to_table, table_to_rows
 from .storage import Folder
@@ -80,6 +80,13 @@ class InputSource:
         return read_input_shard(self._shards[shard], check_letterbox=self.check_letterbox,
                                 max_member_bytes=self.max_member_bytes, max_caption_chars=self.max_caption_chars)
 
+    def chunks(self, shard: str, size: int) -> Iterator[list[dict[str, Any]]]:
+        """The shard's samples, at most ``size`` at a time, its tar streamed (``ingest.iter_input_shard``)."""
+        if shard not in self._shards:
+            self.shards()
+        return iter_input_shard(self._shards[shard], chunk_size=size, check_letterbox=self.check_letterbox,
+                                max_member_bytes=self.max_member_bytes, max_caption_chars=self.max_caption_chars)
+
 
 class StageSource:
     """A previous stage's finished per-shard parquet files (WORK/<stage>/NNNNN.parquet)."""
@@ -111,6 +118,14 @@ class StageSource:
     def read(self, shard: str) -> list[dict[str, Any]]:
         with self.folder.open(f"{shard}.parquet") as f:
             return table_to_rows(pq.ParquetFile(f).read())  # (no pyarrow.dataset import)
+
+    def chunks(self, shard: str, size: int) -> Iterator[list[dict[str, Any]]]:
+        """The shard's samples, at most ``size`` at a time, read batch by batch from its parquet."""
+        import pyarrow as pa
+
+        with self.folder.open(f"{shard}.parquet") as f:
+            for batch in pq.ParquetFile(f).iter_batches(batch_size=size):
+                yield table_to_rows(pa.Table.from_batches([batch]))
 
 
 def _parquet_rows(folder: Folder, name: str) -> int | None:
