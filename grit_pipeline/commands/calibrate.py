@@ -61,7 +61,6 @@ def run(args) -> int:
 
     from grit_pipeline import calibrate
     from grit_pipeline.config_flags import config_from_args
-    from grit_pipeline.detectors.base import available_detectors
     from grit_pipeline.evaluate import load_truth
     from grit_pipeline.pipeline.config import PipelineConfig
 
@@ -79,8 +78,6 @@ def run(args) -> int:
         truth = load_truth(args.truth, args.split)
         config = config_from_args(PipelineConfig, args, only=SHARED_SETTINGS, input=args.input or "",
                                   engine="local", progress=False)
-        if config.detector not in available_detectors():
-            raise ValueError(f"unknown detector {config.detector!r}; available: {', '.join(available_detectors())}")
         problems = config.number_problems()
         if problems:
             raise ValueError(problems[0])

@@ -58,7 +58,6 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from grit_pipeline.config_flags import config_from_args
-    from grit_pipeline.detectors.base import available_detectors
     from grit_pipeline.grounding import check_thresholds
     from grit_pipeline.pipeline.config import PipelineConfig
     from grit_pipeline.pipeline.preflight import check_detector, check_spacy_model
@@ -75,8 +74,6 @@ def run(args) -> int:
         if args.min_score is not None and args.min_score > config.box_threshold:
             raise ValueError(f"--min-score {args.min_score} above --box-threshold {config.box_threshold} would "
                              "hide boxes that pass the threshold")
-        if config.detector not in available_detectors():
-            raise ValueError(f"unknown detector {config.detector!r}; available: {', '.join(available_detectors())}")
         config = config.replace(model=config.model or None,
                                 detector_options=_supported_options(config.detector, options))
         # the checks grit run makes before starting: detector and model, spaCy pipeline (one line each)

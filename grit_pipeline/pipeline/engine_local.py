@@ -50,9 +50,9 @@ CHUNK_ROWS = 256  # samples read and run through the stages at a time (the Ray e
 
 
 def _chunks(source, shard: str):
-    """The shard's samples in chunks (sources without ``chunks``: the whole shard as one)."""
-    if hasattr(source, "chunks"):
-        return source.chunks(shard, CHUNK_ROWS)
+    """The shard's samples in chunks (sources without ``read_chunks``: the whole shard as one)."""
+    if hasattr(source, "read_chunks"):
+        return source.read_chunks(shard, CHUNK_ROWS)
     return [source.read(shard)]
 
 

@@ -80,7 +80,7 @@ class InputSource:
         return read_input_shard(self._shards[shard], check_letterbox=self.check_letterbox,
                                 max_member_bytes=self.max_member_bytes, max_caption_chars=self.max_caption_chars)
 
-    def chunks(self, shard: str, size: int) -> Iterator[list[dict[str, Any]]]:
+    def read_chunks(self, shard: str, size: int) -> Iterator[list[dict[str, Any]]]:
         """The shard's samples, at most ``size`` at a time, its tar streamed (``ingest.iter_input_shard``)."""
         if shard not in self._shards:
             self.shards()
@@ -119,7 +119,7 @@ class StageSource:
         with self.folder.open(f"{shard}.parquet") as f:
             return table_to_rows(pq.ParquetFile(f).read())  # (no pyarrow.dataset import)
 
-    def chunks(self, shard: str, size: int) -> Iterator[list[dict[str, Any]]]:
+    def read_chunks(self, shard: str, size: int) -> Iterator[list[dict[str, Any]]]:
         """The shard's samples, at most ``size`` at a time, read batch by batch from its parquet."""
         import pyarrow as pa
 
