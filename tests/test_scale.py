@@ -154,3 +154,27 @@ def test_an_input_shard_is_read_a_chunk_at_a_time(tmp_path):
     assert by_key[samples[3]["key"]]["status"] == "duplicate_key"
     assert {k: (s["status"], s["reason"]) for k, s in by_key.items()} == \
            {s["key"]: (s["status"], s["reason"]) for s in whole}
+
+
+def test_the_commit_merges_parts_by_key_a_row_group_at_a_time(tmp_path):
+    """Parts are written sorted by key in row groups of MERGE_ROWS; the merge yields the shard in key order
+    with its image bytes, while the rest of the commit reads the parts without them."""
+    import pyarrow.parquet as pq
+
+    from grit_pipeline.pipeline.parts import MERGE_ROWS, merged_parts, parts_folder, read_parts, write_parts
+    from grit_pipeline.pipeline.sample import new_sample
+
+    keys = [f"k{i:03d}" for i in range(100)]
+    parts = []
+    for offset in range(3):  # three parts holding interleaved keys, each given out of order
+        rows = [new_sample(key=k, source_shard="00000", shard_total=100, status="grounded",
+                           image_bytes=k.encode() * 10) for k in reversed(keys[offset::3])]
+        (info,) = write_parts(str(tmp_path), rows)
+        parts.append(info["part"])
+    folder = parts_folder(str(tmp_path), "00000")
+    metadata = pq.ParquetFile(folder.path(parts[0])).metadata
+    assert metadata.num_row_groups == -(-34 // MERGE_ROWS) and metadata.row_group(0).num_rows == MERGE_ROWS
+    merged = list(merged_parts(str(tmp_path), "00000", parts))
+    assert [r["key"] for r in merged] == keys and all(r["image_bytes"] == r["key"].encode() * 10 for r in merged)
+    light = read_parts(str(tmp_path), "00000", parts, columns=["key", "status"])
+    assert len(light) == 100 and all(r["image_bytes"] is None for r in light)

@@ -29,7 +29,7 @@ RAY_EFFICIENCY = 0.85   # the Ray engine's rate per actor relative to the local 
 # 3.7-4.5 ms measured).
 DETECTOR_SECONDS = {"noop": 0.0024, "demo": 0.0045}
 HEAVY_DETECTOR_S = 0.5  # a real detector on a CPU core is slower than this
-SAMPLED_SHARDS = 8      # shards whose size is read to estimate the job (their parquet footers only)
+SAMPLED_SHARDS = 8      # shards whose size is read to estimate the job (their parquet footers only, concurrently)
 
 
 def choose_engine(config: PipelineConfig, source, todo: list[str]) -> tuple[str, str]:
@@ -63,8 +63,11 @@ def estimate_images(source, todo: list[str]) -> int:
     """Images in the shards to do, from up to SAMPLED_SHARDS of them (their mean size times the count)."""
     if not todo:
         return 0
+    from .index import read_concurrently
+
     step = max(1, len(todo) // SAMPLED_SHARDS)
-    sizes = [source.size_hint(shard) for shard in todo[::step][:SAMPLED_SHARDS]]
+    # A fixed number of footers, read at once: one request's latency whatever the number of shards.
+    sizes = read_concurrently(source.size_hint, todo[::step][:SAMPLED_SHARDS], progress=False)
     known = [n for n in sizes if n is not None]
     if not known:
         return 0

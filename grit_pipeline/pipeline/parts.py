@@ -18,16 +18,17 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .config import join_path
-from .sample import rows_to_table, table_to_rows
+from .sample import SAMPLE_FIELDS, rows_to_table, table_to_rows
 from .storage import Folder
 
 PARTS_DIR = "_parts"
+MERGE_ROWS = 16  # rows per row group of a part: what the commit's merge holds per part
 
 # One row per part: what the driver receives instead of the samples.
 PART_INFO_SCHEMA = pa.schema([
@@ -70,22 +71,40 @@ def write_parts(sink_url: str, samples: list[dict[str, Any]], node: str = "") ->
         folder = parts_folder(sink_url, shard)
         folder.makedirs()
         name = f"{uuid.uuid4().hex}.parquet"
+        rows = sorted(rows, key=lambda r: r["key"])  # the commit merges parts by key, a row group at a time
         with folder.atomic_open(name) as f:
             # Image bytes do not compress; the part lives only until its shard is committed.
-            pq.write_table(rows_to_table(rows), f, compression="none")
+            pq.write_table(rows_to_table(rows), f, compression="none", row_group_size=MERGE_ROWS)
         infos.append({"shard": shard, "part": name, "shard_total": rows[0]["shard_total"],
                       "keys": [r["key"] for r in rows], "statuses": [r["status"] for r in rows],
                       "startup_s": startup if not infos else {}, "node": node})
     return infos
 
 
-def read_parts(sink_url: str, shard: str, names: list[str]) -> list[dict[str, Any]]:
+def read_parts(sink_url: str, shard: str, names: list[str], columns: list[str] | None = None) -> list[dict[str, Any]]:
+    """The samples of the named parts (only ``columns`` when given; the others read as None)."""
     folder = parts_folder(sink_url, shard)
     samples: list[dict[str, Any]] = []
     for name in names:
         with folder.open(name) as f:
-            samples.extend(table_to_rows(pq.ParquetFile(f).read()))  # (no pyarrow.dataset import)
+            samples.extend(table_to_rows(pq.ParquetFile(f).read(columns=columns)))  # (no pyarrow.dataset import)
     return samples
+
+
+def merged_parts(sink_url: str, shard: str, names: list[str]) -> Iterator[dict[str, Any]]:
+    """The samples of the named parts in key order, image bytes included, holding one row group of
+    MERGE_ROWS samples per part at a time (each part is sorted by key: ``write_parts``)."""
+    import heapq
+
+    folder = parts_folder(sink_url, shard)
+
+    def rows_of(name: str) -> Iterator[dict[str, Any]]:
+        with folder.open(name) as f:
+            parquet = pq.ParquetFile(f)
+            for group in range(parquet.num_row_groups):
+                yield from table_to_rows(parquet.read_row_group(group))
+
+    return heapq.merge(*(rows_of(name) for name in names), key=lambda row: row["key"])
 
 
 def remove_parts(sink_url: str, shard: str | None = None) -> None:
@@ -110,14 +129,22 @@ def commit_shard(sink, source, shard: str, part_names: list[str], params: dict[s
     if sink.is_done(shard, params) and not parts_folder(sink.folder.url, shard).exists():
         # A retried commit whose first attempt finished (and removed the parts): nothing left to do.
         return {"shard": shard, "samples": sink.marker(shard)["samples"], "node": current_node()}
+    stream = None
     if part_names:
-        samples = read_parts(sink.folder.url, shard, part_names)
+        # Everything but the image bytes in memory (a few hundred bytes per sample); the writers that need
+        # the bytes (the tar) get them merged from the parts a row group at a time: a worker's memory is
+        # bounded by MERGE_ROWS x parts, not by the shard's image bytes.
+        light = [name for name in SAMPLE_FIELDS if name != "image_bytes"]
+        samples = read_parts(sink.folder.url, shard, part_names, columns=light)
+
+        def stream() -> Iterator[dict[str, Any]]:
+            return merged_parts(sink.folder.url, shard, part_names)
     else:
         samples = source.read(shard)
         if samples:
             raise RuntimeError(f"shard {shard}: none of its {len(samples)} samples came out of the pipeline")
     sink.clear(shard)
-    sink.write(shard, samples, params, input_description)
+    sink.write(shard, samples, params, input_description, stream=stream)
     remove_parts(sink.folder.url, shard)
     return {"shard": shard, "samples": len(samples), "node": current_node()}
 

@@ -38,6 +38,18 @@ def sort_samples(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return ordered
 
 
+def _same_keys(stream, samples: list[dict[str, Any]], shard: str):
+    """``stream``'s samples, checked to be ``samples`` in the same (key) order."""
+    count = 0
+    for expected, sample in zip(samples, stream):
+        if sample["key"] != expected["key"]:
+            raise RuntimeError(f"shard {shard}: merged parts out of order at {sample['key']!r}")
+        count += 1
+        yield sample
+    if count != len(samples):
+        raise RuntimeError(f"shard {shard}: merged parts hold {count} samples, expected {len(samples)}")
+
+
 class InputSource:
     """The shards of an img2dataset output folder."""
 
@@ -189,7 +201,11 @@ class BuildSink(_Sink):
     def files(self, shard: str) -> list[str]:
         return [w.filename(shard) for w in self.writers]
 
-    def write(self, shard: str, samples: list[dict[str, Any]], params: dict[str, Any], input_description: str) -> None:
+    def write(self, shard: str, samples: list[dict[str, Any]], params: dict[str, Any], input_description: str,
+              stream=None) -> None:
+        """Every writer's file, then the marker. ``stream``: a function giving the same samples in key order
+        with their image bytes (``parts.merged_parts``) when ``samples`` were read without them; the writers
+        that declare ``NEEDS_IMAGE_BYTES`` iterate it once instead."""
         from .writers import WriteContext
 
         samples = sort_samples(samples)
@@ -201,8 +217,11 @@ class BuildSink(_Sink):
         self.folder.makedirs()
         self.folder.remove(f"{shard}{DONE_SUFFIX}")
         for writer in self.writers:
+            rows = samples
+            if stream is not None and getattr(writer, "NEEDS_IMAGE_BYTES", False):
+                rows = _same_keys(stream(), samples, shard)
             with self.folder.atomic_open(writer.filename(shard)) as f:
-                writer.write(samples, f, context)
+                writer.write(rows, f, context)
         self._mark_done(shard, params, len(samples))
 
 
@@ -216,8 +235,10 @@ class StageSink(_Sink):
     def files(self, shard: str) -> list[str]:
         return [f"{shard}.parquet"]
 
-    def write(self, shard: str, samples: list[dict[str, Any]], params: dict[str, Any], input_description: str) -> None:
-        samples = sort_samples(samples)
+    def write(self, shard: str, samples: list[dict[str, Any]], params: dict[str, Any], input_description: str,
+              stream=None) -> None:
+        # (the stage file holds the image bytes: with a stream, the whole shard is read back here)
+        samples = sort_samples(list(stream()) if stream is not None else samples)
         self.folder.makedirs()
         self.folder.remove(f"{shard}{DONE_SUFFIX}")
         with self.folder.atomic_open(f"{shard}.parquet") as f:

@@ -2,8 +2,10 @@
 
 Each writer module defines ``filename(shard) -> str`` and ``write(samples, file, context)``; the shard
 committer (``pipeline.shards.BuildSink``) gives every writer the shard's finished samples sorted by key and
-a binary file that is committed atomically. Add a writer by adding a module and listing it in
-``DEFAULT_WRITERS``.
+a binary file that is committed atomically. In the Ray engine's commit, ``samples`` is a list read without
+image bytes (``image_bytes`` None), and a writer whose module sets ``NEEDS_IMAGE_BYTES = True`` gets an
+iterator of the same samples with their bytes instead, merged from the shard's parts, so a worker never holds
+a shard's images at once. Add a writer by adding a module and listing it in ``DEFAULT_WRITERS``.
 """
 from __future__ import annotations
 

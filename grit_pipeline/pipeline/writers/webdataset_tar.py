@@ -13,6 +13,7 @@ from grit_pipeline import status as S
 from grit_pipeline.record import GRIT_COLUMNS
 
 JSON_FIELDS = GRIT_COLUMNS + ("status", "source_shard")
+NEEDS_IMAGE_BYTES = True  # the commit streams the samples to this writer with their bytes (shards.BuildSink)
 
 
 def filename(shard: str) -> str:
