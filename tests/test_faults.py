@@ -121,25 +121,6 @@ def ray_config(world, output, state_dir, fault, **changes):
 
 
 @pytest.mark.ray
-@pytest.mark.parametrize("fault, changes", [
-    ("device_lost", {}),
-    ("hang", {"detector_timeout_s": 2.0}),
-    ("exit", {}),
-])
-def test_ray_the_shard_goes_to_a_replacement_actor_and_the_run_finishes(clean_world, clean_build, tmp_path,
-                                                                          fault, changes, capsys):
-    output = tmp_path / "grit"
-    # after 2 images: the faulty actor (the first built) fails on its first shard, whichever it gets
-    summary = run_pipeline(ray_config(clean_world, output, tmp_path / "state", fault, options={"after": 2},
-                                      progress=True, **changes))
-    assert summary.actors_replaced == 1 and len(summary.shards_written) == 3
-    assert "the shard goes to another actor" in capsys.readouterr().err
-    assert content(output) == content(clean_build)
-    no_fault_rejects(output)
-    assert not (output / "_parts").exists()
-
-
-@pytest.mark.ray
 def test_ray_out_of_memory_and_flaky_storage_finish_in_one_run(clean_world, clean_build, tmp_path, monkeypatch):
     monkeypatch.setenv("GRIT_FAULT_INJECTION", "1")  # reaches the workers of the run's local Ray
     monkeypatch.setenv("GRIT_FLAKY_FAIL_EVERY", "4")
@@ -151,24 +132,6 @@ def test_ray_out_of_memory_and_flaky_storage_finish_in_one_run(clean_world, clea
     assert summary.actors_replaced == 0 and len(summary.shards_written) == 3
     assert content(output) == content(clean_build)
     assert json.loads((output / "_stats.json").read_text())["faults"]["oom_splits"] >= 3
-
-
-@pytest.mark.ray
-def test_ray_replacements_are_bounded_then_the_run_stops_in_one_line(clean_world, clean_build, tmp_path):
-    """Every actor's device fails (no state dir: every process carries the fault): after
-    --max-actor-replacements the run stops; a rerun with a healthy detector finishes the build."""
-    output = tmp_path / "grit"
-    config = ray_config(clean_world, output, "", "device_lost", options={"after": 0}, max_actor_replacements=1)
-    with pytest.raises(WorkerError) as stopped:
-        run_pipeline(config)
-    line = str(stopped.value)
-    assert "\n" not in line and "--max-actor-replacements 1 are used up" in line and "CUDA error" in line, line
-    assert not list(output.glob("*.done"))
-    no_fault_rejects(output)
-    healthy = config.replace(detector_options={"score": "hash", "fault": "device_lost", "after": "0",
-                                               "times": "0", "state_dir": str(tmp_path / "state")})
-    run_pipeline(healthy.replace(overwrite=True))
-    assert content(output) == content(clean_build)
 
 
 @pytest.mark.ray
@@ -191,3 +154,52 @@ def test_ray_streaming_plan_restarts_the_gpu_actor_and_finishes(clean_world, cle
     assert len(summary.shards_written) == 3
     assert content(output) == content(clean_build)
     no_fault_rejects(output)
+
+
+# The tests below share one local Ray (a run joins a Ray this process runs already): its start and stop
+# cost more than a run here. Tests that start their own Ray come before them in this file.
+@pytest.fixture(scope="module")
+def shared_ray():
+    import ray
+
+    ray.shutdown()
+    ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=True)
+    yield
+    ray.shutdown()
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("fault, changes", [
+    ("device_lost", {}),
+    ("hang", {"detector_timeout_s": 2.0}),
+    ("exit", {}),
+])
+def test_ray_the_shard_goes_to_a_replacement_actor_and_the_run_finishes(shared_ray, clean_world, clean_build,
+                                                                          tmp_path, fault, changes, capsys):
+    output = tmp_path / "grit"
+    # after 2 images: the faulty actor (the first built) fails on its first shard, whichever it gets
+    summary = run_pipeline(ray_config(clean_world, output, tmp_path / "state", fault, options={"after": 2},
+                                      progress=True, **changes))
+    assert summary.actors_replaced == 1 and len(summary.shards_written) == 3
+    assert "the shard goes to another actor" in capsys.readouterr().err
+    assert content(output) == content(clean_build)
+    no_fault_rejects(output)
+    assert not (output / "_parts").exists()
+
+
+@pytest.mark.ray
+def test_ray_replacements_are_bounded_then_the_run_stops_in_one_line(shared_ray, clean_world, clean_build, tmp_path):
+    """Every actor's device fails (no state dir: every process carries the fault): after
+    --max-actor-replacements the run stops; a rerun with a healthy detector finishes the build."""
+    output = tmp_path / "grit"
+    config = ray_config(clean_world, output, "", "device_lost", options={"after": 0}, max_actor_replacements=1)
+    with pytest.raises(WorkerError) as stopped:
+        run_pipeline(config)
+    line = str(stopped.value)
+    assert "\n" not in line and "--max-actor-replacements 1 are used up" in line and "CUDA error" in line, line
+    assert not list(output.glob("*.done"))
+    no_fault_rejects(output)
+    healthy = config.replace(detector_options={"score": "hash", "fault": "device_lost", "after": "0",
+                                               "times": "0", "state_dir": str(tmp_path / "state")})
+    run_pipeline(healthy.replace(overwrite=True))
+    assert content(output) == content(clean_build)
