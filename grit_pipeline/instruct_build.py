@@ -32,7 +32,7 @@ import io
 import json
 import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -41,7 +41,7 @@ from grit_pipeline import status as S
 from grit_pipeline.config_flags import comma_list
 from grit_pipeline.instruct import TEMPLATE_NAMES, InstructParams, InstructReject, make_conversation
 from grit_pipeline.pipeline.config import PipelineConfig
-from grit_pipeline.pipeline.ingest import InputShard, list_input_shards, read_input_shard
+from grit_pipeline.pipeline.ingest import InputShard, iter_input_shard, list_input_shards
 from grit_pipeline.pipeline.sample import finish
 from grit_pipeline.pipeline.shards import BuildSink, InputSource
 from grit_pipeline.pipeline.stages import Stage
@@ -115,25 +115,31 @@ class InstructSource(InputSource):
         return sorted(self._shards)
 
     def read(self, shard: str) -> list[dict[str, Any]]:
+        return [sample for chunk in self.read_chunks(shard, 1 << 30) for sample in chunk]
+
+    def read_chunks(self, shard: str, size: int) -> Iterator[list[dict[str, Any]]]:
+        """The shard's samples with their record's fields, ``size`` at a time (the tar streamed)."""
         if shard not in self._shards:
             self.shards()
         info = self._shards[shard]
-        samples = read_input_shard(info, check_letterbox=self.check_letterbox,
-                                   max_member_bytes=self.max_member_bytes, max_caption_chars=None)
-        pending = [s for s in samples if s["status"] is None]
         records = _parquet_records(info)
-        if any(not _has_spans(records.get(s["key"])) for s in pending):
-            for key, record in _tar_records(info, self.max_member_bytes).items():
-                records[key] = {**record, **{k: v for k, v in records.get(key, {}).items() if v is not None}}
-        for sample in pending:
-            record = records.get(sample["key"]) or {}
-            # The caption of the record (ingest took KEY.txt, which in a build is grounded text).
-            sample["caption"] = record.get("caption")
-            sample["noun_chunks"], sample["ref_exps"] = record.get("noun_chunks"), record.get("ref_exps")
-            for name in ("width", "height"):
-                value = record.get(name)
-                sample[name] = value if isinstance(value, int) and not isinstance(value, bool) else None
-        return samples
+        tar_read = False
+        for samples in iter_input_shard(info, chunk_size=size, check_letterbox=self.check_letterbox,
+                                        max_member_bytes=self.max_member_bytes, max_caption_chars=None):
+            pending = [s for s in samples if s["status"] is None]
+            if not tar_read and any(not _has_spans(records.get(s["key"])) for s in pending):
+                tar_read = True  # (records without spans in the parquet: a GrIT-20M download's tar json has them)
+                for key, record in _tar_records(info, self.max_member_bytes).items():
+                    records[key] = {**record, **{k: v for k, v in records.get(key, {}).items() if v is not None}}
+            for sample in pending:
+                record = records.get(sample["key"]) or {}
+                # The caption of the record (ingest took KEY.txt, which in a build is grounded text).
+                sample["caption"] = record.get("caption")
+                sample["noun_chunks"], sample["ref_exps"] = record.get("noun_chunks"), record.get("ref_exps")
+                for name in ("width", "height"):
+                    value = record.get(name)
+                    sample[name] = value if isinstance(value, int) and not isinstance(value, bool) else None
+            yield samples
 
 
 def _has_spans(record: dict | None) -> bool:
@@ -234,6 +240,8 @@ INDEX_SCHEMA = pa.schema([
 
 class TarWriter:
     """``NNNNN.tar``: the image and the conversation of every record that gave samples."""
+
+    NEEDS_IMAGE_BYTES = True  # the Ray engine's commit streams the samples to it with their bytes
 
     @staticmethod
     def filename(shard: str) -> str:

@@ -217,6 +217,7 @@ class BuildSink(_Sink):
         self.folder.makedirs()
         self.folder.remove(f"{shard}{DONE_SUFFIX}")
         for writer in self.writers:
+            # (a writer that reads image bytes must say so, or it would get None in the Ray engine's commit)
             rows = samples
             if stream is not None and getattr(writer, "NEEDS_IMAGE_BYTES", False):
                 rows = _same_keys(stream(), samples, shard)
