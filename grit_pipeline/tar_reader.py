@@ -96,6 +96,7 @@ class TarReader:
         self.max_member_bytes = max_member_bytes
         self.wanted = wanted
         self.error: str | None = None
+        self.exception: BaseException | None = None  # what ``error`` describes (callers tell storage faults apart)
         self.cut_key: str | None = None
 
     def __iter__(self) -> Iterator[TarSample]:
@@ -141,6 +142,7 @@ class TarReader:
         except (tarfile.TarError, OSError, EOFError, ValueError, RuntimeError) as error:
             # RuntimeError: webdataset's gopen reports a failed pipe/URL this way.
             self.error = f"{type(error).__name__}: {error}"
+            self.exception = error
             if member_key is not None:
                 self.cut_key = member_key
                 if current is not None and current.key == member_key:

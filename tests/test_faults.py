@@ -203,3 +203,37 @@ def test_ray_replacements_are_bounded_then_the_run_stops_in_one_line(shared_ray,
                                                "times": "0", "state_dir": str(tmp_path / "state")})
     run_pipeline(healthy.replace(overwrite=True))
     assert content(output) == content(clean_build)
+
+
+def test_a_read_cut_by_the_network_is_a_storage_fault_not_a_broken_shard(tmp_path, monkeypatch):
+    """A connection reset while streaming an input tar stops the shard (``StorageError``: retried, never
+    rejects); the same tar cut short on disk is a broken input (``shard_error`` rows), as before."""
+    import io
+
+    from grit_pipeline.faults import StorageError
+    from grit_pipeline.pipeline import storage
+    from grit_pipeline.pipeline.ingest import InputShard, read_input_shard
+    from tests.fixtures_shards import healthy_samples, write_shard
+
+    write_shard(tmp_path, "00000", healthy_samples(0, 6))
+    shard = InputShard("00000", str(tmp_path), True, True)
+    size = (tmp_path / "00000.tar").stat().st_size
+
+    class ResetAfter(io.BytesIO):
+        def read(self, n=-1):
+            if self.tell() > size // 2:
+                raise ConnectionResetError(104, "Connection reset by peer")
+            return super().read(n)
+
+    opened = storage.Folder.open
+
+    def open_resetting(self, name, mode="rb"):
+        return ResetAfter(Path(self.path(name)).read_bytes()) if name.endswith(".tar") else opened(self, name, mode)
+
+    monkeypatch.setattr(storage.Folder, "open", open_resetting)
+    with pytest.raises(StorageError, match="reading 00000.tar .* ConnectionResetError"):
+        read_input_shard(shard)
+    monkeypatch.setattr(storage.Folder, "open", opened)
+    (tmp_path / "00000.tar").write_bytes((tmp_path / "00000.tar").read_bytes()[: size // 2])
+    statuses = [s["status"] for s in read_input_shard(shard)]
+    assert S.SHARD_ERROR in statuses and len(statuses) == 6

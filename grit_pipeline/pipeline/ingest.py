@@ -98,6 +98,7 @@ def iter_input_shard(shard: InputShard, chunk_size: int = 256, check_letterbox: 
                     keyless_rows.append(index)
             copies.update(parquet_copies)
         except Exception as error:  # noqa: BLE001 - an unreadable parquet: rely on the tar alone
+            _raise_if_storage_fault(error, shard, "parquet")
             parquet_error = f"{type(error).__name__}: {error}"
     # Pass 1: the tar's keys, from its headers (members skipped unread).
     tar_keys: dict[str, None] = {}
@@ -110,8 +111,10 @@ def iter_input_shard(shard: InputShard, chunk_size: int = 256, check_letterbox: 
             for tar_sample in reader:
                 tar_copies[tar_sample.key] += 1
                 tar_keys.setdefault(tar_sample.key)
+            _raise_if_storage_fault(reader.exception, shard, "tar")
             tar_error, cut_key = reader.error, reader.cut_key
         except OSError as error:  # the tar could not even be opened
+            _raise_if_storage_fault(error, shard, "tar")
             tar_error = f"{type(error).__name__}: {error}"
     for key, n in tar_copies.items():
         copies[key] = max(copies[key], n)
@@ -144,6 +147,7 @@ def iter_input_shard(shard: InputShard, chunk_size: int = 256, check_letterbox: 
             if len(chunk) >= chunk_size:
                 yield chunk
                 chunk = []
+        _raise_if_storage_fault(reader.exception, shard, "tar")
         if reader.error and not tar_error:
             tar_error = reader.error
         if reader.cut_key is not None and reader.cut_key in planned and cut_key is None:
@@ -167,6 +171,16 @@ def iter_input_shard(shard: InputShard, chunk_size: int = 256, check_letterbox: 
             chunk = []
     if chunk:
         yield chunk
+
+
+def _raise_if_storage_fault(error: BaseException | None, shard: InputShard, what: str) -> None:
+    """A read that failed transiently (a reset connection, an object store's 503) is the machine's fault,
+    never a broken input: raise ``faults.StorageError`` so the shard stops uncommitted and is retried, instead
+    of its samples becoming ``shard_error`` rejects."""
+    from grit_pipeline.faults import StorageError, describe, is_transient_storage_error
+
+    if error is not None and is_transient_storage_error(error):
+        raise StorageError(f"reading {shard.name}.{what} of {shard.folder} failed: {describe(error)}") from error
 
 
 def keyless_row_key(index: int) -> str:
