@@ -113,19 +113,22 @@ def run_stage(stage: str, config: PipelineConfig) -> RunSummary:
                 f"(make {previous}) first, with the same --output/--work")
     sink = BuildSink(config) if stage == "write" else StageSink(work, stage)
     # Stage by stage, changed parameters rebuild stale shards (like Make); another input is refused, as in run
-    inputs = {config.input} if index == 0 else {source.params(s).get("input") for s in source.shards()}
+    upstream = source.shards()
+    inputs = {config.input} if index == 0 else {p.get("input") for p in read_concurrently(
+        source.params, upstream, "upstream shard markers", progress=config.progress)}
+    output_index = OutputIndex(sink.folder.url, progress=config.progress)  # one listing, each marker read once
     if len(inputs) == 1 and next(iter(inputs)):
         same_input = {"input": next(iter(inputs))}
         if not config.overwrite:
-            check_output(sink.folder.url, same_input, foreign=stage == "write")
+            check_output(sink.folder.url, same_input, foreign=stage == "write", index=output_index)
     with output_lock(config.output, f"stage {stage}"):
         if config.overwrite and len(inputs) == 1 and next(iter(inputs)):
-            for shard in conflicting_shards(sink.folder.url, same_input):
+            for shard in conflicting_shards(sink.folder.url, same_input, index=output_index):
                 sink.clear(shard)
         if stage == "write":
             write_run_files(config, None, mode="stages")
         summary = _execute(config, stage.replace("_", "-"), source, STAGE_CLASSES[stage], sink,
-                           own_params=config.stage_params(stage))
+                           own_params=config.stage_params(stage), index=output_index)
         if stage == "write":
             write_run_files(config, summary, mode="stages")
     return summary

@@ -523,9 +523,13 @@ def _commit_on_workers(config: PipelineConfig, part_infos: Iterator[dict[str, An
     shards in flight only, and per committed shard its counts."""
     import ray
 
-    from ray.exceptions import ActorDiedError, ActorUnavailableError
+    from ray.exceptions import ActorDiedError, ActorUnavailableError, RayTaskError
 
-    commit = ray.remote(_commit_task).options(max_retries=3, **placement(config, LIGHT_CPUS))
+    from grit_pipeline.faults import StorageError
+
+    # A commit is idempotent: Ray retries it on a lost worker, and on storage that kept failing.
+    commit = ray.remote(_commit_task).options(max_retries=3, retry_exceptions=[StorageError],
+                                              **placement(config, LIGHT_CPUS))
     sink_ref, source_ref = ray.put(job.sink), ray.put(job.source)
     storage_retry = (config.storage_retries, config.storage_backoff_s)
     ledger = PartLedger()
@@ -544,10 +548,11 @@ def _commit_on_workers(config: PipelineConfig, part_infos: Iterator[dict[str, An
             shard, parts, counts, on_actor = pending.pop(ref)
             try:
                 result = ray.get(ref)  # a commit task that failed all its retries fails the run here
-            except (ActorDiedError, ActorUnavailableError):
-                if not on_actor:
+            except (ActorDiedError, ActorUnavailableError, RayTaskError) as error:
+                if not on_actor or (isinstance(error, RayTaskError) and not machine_fault(error)):
                     raise
-                submit(shard, parts, counts)  # the actor was lost before it committed: a task does it
+                # the actor was lost before it committed, or its storage kept failing: a task does it
+                submit(shard, parts, counts)
                 continue
             job.count_node(result["node"], "commits")
             job.committed(shard, result["samples"], counts)

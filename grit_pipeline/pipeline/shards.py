@@ -107,6 +107,7 @@ class StageSource:
         self.stage = stage
         self.folder = Folder(join_path(work, stage))
         self.url = self.folder.url
+        self._params: dict[str, dict[str, Any]] = {}
 
     def shards(self) -> list[str]:
         names = set(self.folder.names())
@@ -118,7 +119,13 @@ class StageSource:
                       if n.endswith(".parquet") and f"{n[:-len('.parquet')]}{DONE_SUFFIX}" not in names)
 
     def params(self, shard: str) -> dict[str, Any]:
-        return json.loads(self.folder.read_bytes(f"{shard}{DONE_SUFFIX}"))["params"]
+        """The parameters the previous stage's marker records (each marker read once per process)."""
+        if shard not in self._params:
+            self._params[shard] = json.loads(self.folder.read_bytes(f"{shard}{DONE_SUFFIX}"))["params"]
+        return self._params[shard]
+
+    def __getstate__(self):
+        return {**self.__dict__, "_params": {}}  # (workers need no copy of every marker)
 
     def describe(self, shard: str) -> str:
         return join_path(self.params(shard).get("input", "?"), shard)  # the same as InputSource's
