@@ -95,6 +95,10 @@ def test_with_gpus_the_detector_has_its_own_operator():
     assert read.reads and not read.writes and ground.gpu and not ground.reads and write.writes
     config = PipelineConfig(text_pool=3, ground_pool=2)
     assert [op.pool_size(config) for op in (read, ground, write)] == [3, 2, 1]
+    # the expansion and part-writing actors follow the GPUs (one per 8) unless --write-pool says
+    assert write.pool_size(PipelineConfig(ground_pool=8)) == 1 and write.pool_size(PipelineConfig(ground_pool=9)) == 2
+    assert write.pool_size(PipelineConfig(ground_pool=64)) == 8
+    assert write.pool_size(PipelineConfig(ground_pool=64, write_pool=3)) == 3
     (alone,) = plan_operators(STAGE_CLASSES["ground"], gpus=True)
     assert alone.gpu and alone.reads and alone.writes
 

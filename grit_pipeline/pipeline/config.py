@@ -117,6 +117,9 @@ class PipelineConfig:
     text_batch_size: int = field(default=256, metadata={"group": ENGINE, "help": "captions per spaCy batch"})
     ground_pool: int = field(default=1, metadata={"group": ENGINE, "help": "detector actors"})
     ground_batch_size: int = field(default=8, metadata={"group": ENGINE, "help": "images per detector call"})
+    write_pool: int | None = field(default=None, metadata={
+        "group": ENGINE, "help": "expansion and part-writing actors after the detector's (plan with GPUs; "
+                                 "default: one per 8 --ground-pool actors)"})
     num_gpus: float | None = field(default=None, metadata={
         "group": ENGINE, "help": "GPUs per detector actor (default 1 if CUDA, else 0)"})
     read_parallelism: int = field(default=2, metadata={
@@ -148,7 +151,7 @@ class PipelineConfig:
         """Numeric settings out of range (e.g. ``--text-batch-size 0``), as one line each."""
         problems = [f"{name} must be at least 1, got {getattr(self, name)!r}" for name in POSITIVE_INTS
                     if not isinstance(getattr(self, name), int) or getattr(self, name) < 1]
-        for name in ("max_pixels", "num_cpus", "object_store_limit_mb"):
+        for name in ("max_pixels", "num_cpus", "object_store_limit_mb", "write_pool"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 problems.append(f"{name} must be at least 1, got {value!r}")

@@ -192,6 +192,16 @@ class GroundStage(Stage):
 class ExpandStage(Stage):
     name = "expand"
     cpus = LIGHT_CPUS
+    pool_setting = "write_pool"
+
+    # One actor expands and stages the parts of ~8 GPUs' output (0.4 ms of CPU per image, plus receiving the
+    # samples and uploading the parts: docs/cluster.md, "Capacity model"); more GPUs, more of them.
+    GPUS_PER_WRITER = 8
+
+    def pool_size(self) -> int:
+        if self.config.write_pool is not None:
+            return max(1, int(self.config.write_pool))
+        return max(1, -(-max(1, int(self.config.ground_pool)) // self.GPUS_PER_WRITER))
 
     def setup(self) -> None:
         # The heavy imports (grounding imports torch), so the first batch's time is the work only.
