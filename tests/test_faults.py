@@ -188,6 +188,19 @@ def test_ray_the_shard_goes_to_a_replacement_actor_and_the_run_finishes(shared_r
 
 
 @pytest.mark.ray
+def test_ray_a_device_lost_mid_shard_keeps_the_parts_already_staged_once(shared_ray, clean_world, clean_build,
+                                                                           tmp_path):
+    """Shards of several parts (--chunk-rows 2): the faulty actor stages a shard's first part, then loses its
+    device; the replacement redoes the shard, its copy of that part is refused, and every key lands once."""
+    output = tmp_path / "grit"
+    summary = run_pipeline(ray_config(clean_world, output, tmp_path / "state", "device_lost", options={"after": 3},
+                                      chunk_rows=2))
+    assert summary.actors_replaced == 1 and summary.duplicate_parts >= 1
+    assert content(output) == content(clean_build)
+    no_fault_rejects(output)
+
+
+@pytest.mark.ray
 def test_ray_replacements_are_bounded_then_the_run_stops_in_one_line(shared_ray, clean_world, clean_build, tmp_path):
     """Every actor's device fails (no state dir: every process carries the fault): after
     --max-actor-replacements the run stops; a rerun with a healthy detector finishes the build."""

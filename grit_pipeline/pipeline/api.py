@@ -44,6 +44,7 @@ class RunSummary:
     startup_s: dict[str, float] = field(default_factory=dict)
     nodes: dict[str, dict[str, int]] = field(default_factory=dict)  # Ray node id -> {"parts": n, "commits": n}
     actors_replaced: int = 0  # Ray actors replaced after a loss or a fault of the machine (docs/robustness.md)
+    duplicate_parts: int = 0  # staged parts refused because a retried attempt wrote their keys again
     engine: str = ""  # the engine that ran it (under --engine auto: the one engine_choice picked)
 
     def to_dict(self) -> dict[str, Any]:

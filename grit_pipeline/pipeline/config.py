@@ -26,7 +26,8 @@ OUTPUT_PARAMS = {
 }
 
 # Settings that must be whole numbers >= 1.
-POSITIVE_INTS = ("grid", "text_pool", "text_batch_size", "ground_pool", "ground_batch_size", "read_parallelism",
+POSITIVE_INTS = ("grid", "text_pool", "text_batch_size", "ground_pool", "ground_batch_size", "chunk_rows",
+                 "read_parallelism",
                  "max_member_bytes", "max_caption_chars", "storage_retries")
 
 
@@ -117,6 +118,9 @@ class PipelineConfig:
     text_batch_size: int = field(default=256, metadata={"group": ENGINE, "help": "captions per spaCy batch"})
     ground_pool: int = field(default=1, metadata={"group": ENGINE, "help": "detector actors"})
     ground_batch_size: int = field(default=8, metadata={"group": ENGINE, "help": "images per detector call"})
+    chunk_rows: int = field(default=256, metadata={
+        "group": ENGINE, "help": "samples a worker reads and runs through the stages at a time (one staged part "
+                                 "each under Ray; what a worker holds of a shard)"})
     write_pool: int | None = field(default=None, metadata={
         "group": ENGINE, "help": "expansion and part-writing actors after the detector's (plan with GPUs; "
                                  "default: one per 8 --ground-pool actors)"})

@@ -46,13 +46,13 @@ def run_stages(stages, samples: list[dict[str, Any]], progress=None) -> list[dic
     return samples
 
 
-CHUNK_ROWS = 256  # samples read and run through the stages at a time (the Ray engine's batch too)
+CHUNK_ROWS = PipelineConfig.chunk_rows  # the default of --chunk-rows (the bench reads it)
 
 
-def _chunks(source, shard: str):
-    """The shard's samples in chunks (sources without ``read_chunks``: the whole shard as one)."""
+def _chunks(source, shard: str, size: int):
+    """The shard's samples, ``size`` at a time (sources without ``read_chunks``: the whole shard as one)."""
     if hasattr(source, "read_chunks"):
-        return source.read_chunks(shard, CHUNK_ROWS)
+        return source.read_chunks(shard, size)
     return [source.read(shard)]
 
 
@@ -65,7 +65,7 @@ def run_local(config: PipelineConfig, job, stage_classes, todo: list[str]) -> No
     with one_torch_thread(stage_classes):
         for shard in todo:
             try:
-                samples = [sample for chunk in _chunks(job.source, shard)
+                samples = [sample for chunk in _chunks(job.source, shard, config.chunk_rows)
                            for sample in run_stages(stages, chunk, job.progress)]
             except SystemicFault as fault:
                 fault.shard = shard

@@ -281,6 +281,7 @@ class OperatorActor:
 
         configure_storage_retry(config.storage_retries, config.storage_backoff_s)
         self.operator, self.source, self.sink_url = operator, source, sink_url
+        self.chunk_rows = config.chunk_rows
         self.stages = [cls(config) for cls in operator.stages]
         self.setup_error = None
         try:
@@ -294,11 +295,11 @@ class OperatorActor:
         return commit_shard(sink, self.source, shard, part_names, params, input_description)
 
     def run_shard(self, shard: str) -> Iterator[list[dict[str, Any]]]:
-        """Read one shard, run the stages CHUNK_ROWS samples at a time and write each chunk as a part;
+        """Read one shard, run the stages ``--chunk-rows`` samples at a time and write each chunk as a part;
         yields each part's ``PartInfo`` rows (the fused plan: a streaming generator task)."""
         if self.setup_error is not None:
             raise self.setup_error
-        for chunk in _chunks(self.source, shard):  # the input streamed: one chunk's images in memory
+        for chunk in _chunks(self.source, shard, self.chunk_rows):  # streamed: one chunk's images in memory
             chunk = run_stages(self.stages, chunk)
             yield write_parts(self.sink_url, chunk, node=current_node())
             del chunk  # (the image bytes of a chunk are on disk now)
@@ -324,7 +325,7 @@ class OperatorActor:
             raise self.setup_error
         if self.operator.reads:
             for shard in table.column("shard").to_pylist():
-                for chunk in _chunks(self.source, shard):
+                for chunk in _chunks(self.source, shard, self.chunk_rows):
                     yield self._handed_on(chunk)
         else:
             yield self._handed_on(table_to_rows(table))
@@ -497,11 +498,11 @@ def _build_dataset(config: PipelineConfig, job, operators: list[Operator], todo:
     for operator in operators:
         if not write and operator.writes:
             operator = Operator(operator.stages, operator.reads, writes=False, gpu=operator.gpu)
-        # The reading operator takes one shard name per call; the others CHUNK_ROWS samples.
+        # The reading operator takes one shard name per call; the others --chunk-rows samples.
         ds = ds.map_batches(actor_class(operator),
                             fn_constructor_args=(operator, config, job.source if operator.reads else None,
                                                  sink_url if operator.writes else None),
-                            batch_size=1 if operator.reads else CHUNK_ROWS, batch_format="pyarrow",
+                            batch_size=1 if operator.reads else config.chunk_rows, batch_format="pyarrow",
                             compute=ActorPoolStrategy(size=operator.pool_size(config)),
                             max_restarts=config.max_actor_replacements,
                             **placement(config, operator.cpus(config), num_gpus if operator.gpu else 0))
@@ -578,6 +579,7 @@ def _commit_on_workers(config: PipelineConfig, part_infos: Iterator[dict[str, An
     while pending:
         harvest(timeout=None)
     job.add_startup(ledger.startup_s)
+    job.summary.duplicate_parts = len(ledger.rejected)
     remove_stale_parts(job.sink.folder.url, todo)  # parts of duplicate attempts that arrived after a commit
 
 
