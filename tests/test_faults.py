@@ -45,7 +45,7 @@ def no_fault_rejects(output: Path) -> None:
 
 @pytest.mark.parametrize("fault, changes", [
     ("device_lost", {}),
-    ("hang", {"detector_timeout_s": 1.0}),
+    ("hang", {"detector_timeout_s": 3.0}),
     ("error", {}),
 ])
 def test_local_a_fault_of_the_machine_stops_the_run_and_a_rerun_finishes_it(clean_world, clean_build, tmp_path,
@@ -171,7 +171,7 @@ def shared_ray():
 @pytest.mark.ray
 @pytest.mark.parametrize("fault, changes", [
     ("device_lost", {}),
-    ("hang", {"detector_timeout_s": 2.0}),
+    ("hang", {"detector_timeout_s": 4.0}),
     ("exit", {}),
 ])
 def test_ray_the_shard_goes_to_a_replacement_actor_and_the_run_finishes(shared_ray, clean_world, clean_build,
