@@ -1,7 +1,7 @@
 """The capacity model's measured parts: CPU seconds per image of each stage, bytes and storage requests.
 
 Everything runs in this one process (no Ray) as ``--engine local`` runs it: the input shard read
-CHUNK_ROWS samples at a time (``InputSource.chunks``; the whole shard where a source has no ``chunks``),
+``--chunk-rows`` samples at a time (``InputSource.read_chunks``),
 every stage over each chunk, the shard written once all are done. The figures are what docs/cluster.md
 ("Capacity model") multiplies up to a cluster.
 
@@ -13,7 +13,7 @@ the measurement), each copy made unique by a JPEG comment segment naming its sam
 
 Per stage, for each size (after a warm-up shard that pays the imports and the model loads):
 
-* ``read``: ``InputSource.chunks`` / ``read`` (``ingest``: parquet + tar from local disk, i.e. the page cache);
+* ``read``: ``InputSource.read_chunks`` (``ingest``: parquet + tar from local disk, i.e. the page cache);
 * ``text``: ``NounChunkStage`` (spaCy noun chunks and referring-expression spans) in its batches;
 * ``decode``: ``images.decode_image`` of every image that reaches grounding;
 * ``ground``: ``GroundStage`` with the ``noop`` detector on the already decoded images (the pipeline's own
@@ -38,7 +38,7 @@ fsspec makes inside them), by kind: LIST (``ls``), HEAD (``info``/``exists``/``s
 reading), PUT (an upload), DELETE (``rm``), MKDIR (no request on object stores). Runs on 1 and 2 shards
 give ``per_shard`` (the difference) and ``per_run`` (the rest); ``finished_run_again``: the same two runs
 made again, every shard done (what planning a resumed run costs per finished shard). ``ray_engine_extra`` is what the Ray
-engine's data path adds: each batch of CHUNK_ROWS samples is staged as a part, and the commit reads and
+engine's data path adds: each batch of ``--chunk-rows`` samples is staged as a part, and the commit reads and
 deletes the parts; measured by replaying a worker's calls (``parts.write_parts`` for 1 and for 3 parts,
 ``parts.commit_shard``) against the local engine's (``sink.clear`` + ``sink.write``) on the smaller
 measured shard, with the bytes a part takes per sample (``part_bytes_per_sample``, from the 3 parts).
@@ -165,23 +165,11 @@ def _batches(stage, samples):
         stage(samples[start:start + size])
 
 
-def chunk_rows() -> int:
-    """Samples the engines read and run through the stages at a time."""
-    from grit_pipeline.pipeline import engine_local
-
-    rows = getattr(engine_local, "CHUNK_ROWS", None)
-    if rows is None:
-        from grit_pipeline.pipeline import engine_ray
-
-        rows = engine_ray.CHUNK_ROWS
-    return int(rows)
-
-
 def _chunks(source, shard: str):
-    """The shard as the engines read it: ``CHUNK_ROWS`` samples at a time where the source streams."""
-    if hasattr(source, "chunks"):
-        return iter(source.chunks(shard, chunk_rows()))
-    return iter([source.read(shard)])
+    """The shard as the engines read it: ``--chunk-rows`` samples at a time (``InputSource.read_chunks``)."""
+    from grit_pipeline.pipeline import PipelineConfig
+
+    return iter(source.read_chunks(shard, PipelineConfig.chunk_rows))
 
 
 def measure_shard(config, stages, input_dir: Path, output_dir: Path) -> dict[str, Any]:
@@ -391,7 +379,7 @@ def count_requests(work: Path, pool, replay_input: Path) -> dict[str, Any]:
         replay[name] = _kinds(CALL_LOG)
     per_part = {k: (replay["ray_3_parts"][k] - replay["ray_1_part"][k]) / 2 for k in replay["local"]}
     per_commit = {k: replay["ray_1_part"][k] - per_part[k] - replay["local"][k] for k in replay["local"]}
-    parts_10k = math.ceil(IMG2DATASET_SHARD_SIZE / chunk_rows())
+    parts_10k = math.ceil(IMG2DATASET_SHARD_SIZE / PipelineConfig.chunk_rows)
     ray_per_shard_10k = {k: per_shard[k] + per_commit[k] + parts_10k * per_part[k] for k in per_shard}
     return {
         "kinds": "LIST ls, HEAD info/exists/size, GET open for reading, PUT one upload, DELETE rm, MKDIR (no request)",
@@ -399,7 +387,7 @@ def count_requests(work: Path, pool, replay_input: Path) -> dict[str, Any]:
                          "requests_per_shard": _requests(per_shard), "requests_per_run": _requests(per_run),
                          "shard_calls": shard_calls,
                          "finished_run_again": {"per_run": rerun_per_run, "per_done_shard": rerun_per_shard}},
-        "ray_engine_extra": {"per_part": per_part, "per_shard": per_commit, "chunk_rows": chunk_rows(),
+        "ray_engine_extra": {"per_part": per_part, "per_shard": per_commit, "chunk_rows": PipelineConfig.chunk_rows,
                              "replayed": replay, "replayed_samples": part_bytes["samples"],
                              # staged once, read back once by the commit, then deleted
                              "part_bytes_per_sample": part_bytes[3]},

@@ -531,10 +531,7 @@ def child_worker(input_dir: str, shard: str) -> dict:
     from grit_pipeline.pipeline import PipelineConfig
     from grit_pipeline.pipeline.shards import InputSource
 
-    try:
-        from grit_pipeline.pipeline.engine_ray import CHUNK_ROWS
-    except ImportError:
-        CHUNK_ROWS = 256
+    CHUNK_ROWS = getattr(PipelineConfig, "chunk_rows", 256)  # (256: the code before --chunk-rows)
     source = InputSource(PipelineConfig(input=input_dir, output=input_dir + "-out"))
     baseline_rss = _rss_mb()
     baseline_peak, _, _ = _rusage()

@@ -90,7 +90,6 @@ class StorageRetry:
 
     def __init__(self, attempts: int = 5, base_s: float = 0.5, max_s: float = 30.0):
         self.attempts, self.base_s, self.max_s = max(1, int(attempts)), float(base_s), float(max_s)
-        self.retries = 0  # how many retries this policy made (bench and tests read it)
 
     def call(self, what: str, fn: Callable[[], T]) -> T:
         for attempt in range(1, self.attempts + 1):
@@ -101,7 +100,6 @@ class StorageRetry:
                     raise  # (e.g. FileNotFoundError: an answer, not a failure)
                 if attempt == self.attempts:
                     raise StorageError(f"{what}: failed {attempt} times, last: {describe(error)}") from error
-                self.retries += 1
                 time.sleep(min(self.max_s, self.base_s * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0))
         raise AssertionError("unreachable")
 

@@ -236,14 +236,11 @@ class _DetectorCall:
         try:
             return dict(zip(indices, self.call(indices)))
         except Exception as batch_error:  # noqa: BLE001 - sorted out below
-            if is_out_of_memory(batch_error):
-                if len(indices) == 1:
-                    raise SystemicFault(f"out of memory on a single image: {describe(batch_error)}") from batch_error
+            if is_out_of_memory(batch_error) and len(indices) > 1:
                 self.counters["oom_splits"] = self.counters.get("oom_splits", 0) + 1
                 half = len(indices) // 2
                 return {**self.detect(indices[:half]), **self.detect(indices[half:])}
-            if is_systemic(batch_error):
-                raise _as_systemic(batch_error) from batch_error
+            _raise_if_machine_fault(batch_error, one_image=len(indices) == 1)
             if len(indices) == 1:
                 return {indices[0]: self._own_fault(batch_error)}
         out: dict[int, Any] = {}
@@ -251,10 +248,7 @@ class _DetectorCall:
             try:
                 (out[i],) = self.call([i])
             except Exception as error:  # noqa: BLE001
-                if is_out_of_memory(error):
-                    raise SystemicFault(f"out of memory on a single image: {describe(error)}") from error
-                if is_systemic(error):
-                    raise _as_systemic(error) from error
+                _raise_if_machine_fault(error, one_image=True)
                 out[i] = error
         failures = [e for e in out.values() if isinstance(e, Exception)]
         if len(failures) == len(indices) and not all(isinstance(e, SampleError) for e in failures):
@@ -279,8 +273,12 @@ class _DetectorCall:
         return error
 
 
-def _as_systemic(error: Exception) -> SystemicFault:
-    return error if isinstance(error, SystemicFault) else SystemicFault(describe(error))
+def _raise_if_machine_fault(error: Exception, one_image: bool) -> None:
+    """Raise ``SystemicFault`` for a fault of the machine: a systemic error, or out of memory on one image."""
+    if is_out_of_memory(error) and one_image:
+        raise SystemicFault(f"out of memory on a single image: {describe(error)}") from error
+    if is_systemic(error):
+        raise (error if isinstance(error, SystemicFault) else SystemicFault(describe(error))) from error
 
 
 def call_with_timeout(function, args: tuple, timeout_s: float | None):

@@ -46,9 +46,6 @@ def run_stages(stages, samples: list[dict[str, Any]], progress=None) -> list[dic
     return samples
 
 
-CHUNK_ROWS = PipelineConfig.chunk_rows  # the default of --chunk-rows (the bench reads it)
-
-
 def _chunks(source, shard: str, size: int):
     """The shard's samples, ``size`` at a time (sources without ``read_chunks``: the whole shard as one)."""
     if hasattr(source, "read_chunks"):

@@ -40,7 +40,7 @@ from typing import Any, Iterator
 import pyarrow as pa
 
 from .config import PipelineConfig
-from .engine_local import CHUNK_ROWS, _chunks, run_stages
+from .engine_local import _chunks, run_stages
 from .parts import PART_INFO_SCHEMA, PartLedger, commit_shard, current_node, remove_stale_parts, write_parts
 from .preflight import PreflightError, check_cluster_gpus
 from .sample import rows_to_table, table_to_rows

@@ -64,10 +64,9 @@ class OutputIndex:
         self.progress = progress
         self.sizes = self.folder.sizes()   # name -> bytes; {} when the folder does not exist
         self._markers: dict[str, dict[str, Any] | None] | None = None
-
-    @property
-    def exists(self) -> bool:
-        return bool(self.sizes) or self.folder.exists()
+        # What readers computed from the folder's files, kept so that each file is read once per index
+        # (``stats``: every shard's keys and rejects, for the duplicate check and the drop reasons).
+        self.derived: dict[str, Any] = {}
 
     def names(self) -> list[str]:
         return sorted(self.sizes)
@@ -84,9 +83,6 @@ class OutputIndex:
                                                                progress=self.progress)))
         return self._markers
 
-    def marker(self, shard: str) -> dict[str, Any] | None:
-        return self.markers().get(shard)
-
     def read_json(self, name: str) -> Any:
         """A JSON file of the folder (raises FileNotFoundError / ValueError)."""
         return json.loads(self.folder.read_bytes(name))
@@ -97,12 +93,3 @@ class OutputIndex:
         except (OSError, ValueError):
             return None
         return marker if isinstance(marker, dict) else None
-
-    def intact(self, shard: str, files: list[str], marker: dict[str, Any]) -> bool:
-        """Every file of the shard has the size its marker recorded (a marker without sizes: they exist)."""
-        recorded = marker.get("files")
-        if recorded is None:
-            return all(name in self.sizes for name in files)
-        if not isinstance(recorded, dict):
-            return False
-        return all(name in self.sizes and self.sizes[name] == recorded.get(name) for name in files)

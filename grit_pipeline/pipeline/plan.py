@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from .index import OutputIndex
-from .preflight import same_params
+from .shards import committed_intact
 
 
 def plan_shards(sink, shards: list[str], expected: dict[str, dict[str, Any]], overwrite: bool = False,
@@ -25,9 +25,7 @@ def plan_shards(sink, shards: list[str], expected: dict[str, dict[str, Any]], ov
     markers = index.markers()
     done, todo = [], []
     for shard in shards:
-        marker = markers.get(shard)
-        finished = (marker is not None and same_params(marker.get("params"), expected[shard])
-                    and index.intact(shard, sink.files(shard), marker))
+        finished = committed_intact(markers.get(shard), expected[shard], sink.files(shard), index.sizes)
         (done if finished else todo).append(shard)
     if progress is not None and time.monotonic() - started > 1.0:
         progress.message(f"planned {len(shards):,} shards from one listing and {len(markers):,} markers in "

@@ -155,6 +155,19 @@ def _parquet_rows(folder: Folder, name: str) -> int | None:
         return None
 
 
+def committed_intact(marker: Any, params: dict[str, Any], files: list[str], sizes: dict[str, int]) -> bool:
+    """Whether a shard is done: its ``.done`` ``marker`` records ``params`` (an input folder spelt another way
+    is the same input) and each of its ``files`` has, in ``sizes`` (name -> bytes now), the size the marker
+    recorded; a file truncated, replaced or deleted after the commit makes the shard rebuild. A marker from
+    before sizes were recorded only needs the files to exist."""
+    if not isinstance(marker, dict) or not same_params(marker.get("params"), params):
+        return False
+    recorded = marker.get("files")
+    if recorded is None:
+        return all(name in sizes for name in files)
+    return isinstance(recorded, dict) and all(name in sizes and sizes[name] == recorded.get(name) for name in files)
+
+
 class _Sink:
     folder: Folder
 
@@ -166,21 +179,18 @@ class _Sink:
         return json.loads(self.folder.read_bytes(f"{shard}{DONE_SUFFIX}"))
 
     def is_done(self, shard: str, params: dict[str, Any]) -> bool:
-        """Done: the marker exists, records ``params``, and every file has the size the marker recorded
-        (a file truncated, replaced or deleted after the commit makes the shard rebuild)."""
+        """``committed_intact`` for one shard, asking the folder (the plan of a run uses one listing)."""
         try:
             marker = self.marker(shard)
         except (FileNotFoundError, ValueError, KeyError):
             return False
-        if not same_params(marker.get("params"), params):  # (an input folder spelt another way: the same)
-            return False
-        sizes = marker.get("files")
-        if sizes is None:  # a marker from before sizes were recorded: the files must at least exist
-            return all(self.folder.exists(name) for name in self.files(shard))
-        try:
-            return all(self.folder.size(name) == sizes.get(name) for name in self.files(shard))
-        except FileNotFoundError:
-            return False
+        sizes = {}
+        for name in self.files(shard):
+            try:
+                sizes[name] = self.folder.size(name)
+            except FileNotFoundError:
+                pass
+        return committed_intact(marker, params, self.files(shard), sizes)
 
     def clear(self, shard: str) -> None:
         """Forget a shard before (re)building it: marker first, then its files and stray temp files."""

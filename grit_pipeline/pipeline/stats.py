@@ -14,10 +14,6 @@ from .index import OutputIndex, read_concurrently
 PAPER_TABLE1 = {"images": 90_614_680, "boxes": 137_349_210, "spans": 114_978_233, "avg_expression_words": 4.7}
 
 
-def finished_shards(output: str, index: OutputIndex | None = None) -> list[str]:
-    return (index if index is not None else OutputIndex(output)).done_shards()
-
-
 def collect_totals(output: str, index: OutputIndex | None = None) -> dict[str, Any]:
     """Sum the per-shard stats of every finished shard (one listing; the stats files read concurrently)."""
     index = index if index is not None else OutputIndex(output)
@@ -112,7 +108,7 @@ def _read_columns(index: OutputIndex, name: str, columns: list[str]):
 def _keys_and_rejects(index: OutputIndex) -> list[tuple[str, Any, Any]]:
     """Per finished shard: (shard, its rows' keys, its rejects' key/status/reason table), each file read once,
     concurrently; cached on the index (``duplicate_keys`` and ``drop_reasons`` share it)."""
-    cached = getattr(index, "_keys_and_rejects", None)
+    cached = index.derived.get("keys_and_rejects")
     if cached is None:
         shards = index.done_shards()
 
@@ -121,7 +117,7 @@ def _keys_and_rejects(index: OutputIndex) -> list[tuple[str, Any, Any]]:
                     _read_columns(index, f"{shard}_rejects.parquet", ["key", "status", "reason"]))
 
         cached = read_concurrently(read, shards, "rows and rejects", progress=index.progress)
-        index._keys_and_rejects = cached
+        index.derived["keys_and_rejects"] = cached
     return cached
 
 
