@@ -178,3 +178,16 @@ def test_the_commit_merges_parts_by_key_a_row_group_at_a_time(tmp_path):
     assert [r["key"] for r in merged] == keys and all(r["image_bytes"] == r["key"].encode() * 10 for r in merged)
     light = read_parts(str(tmp_path), "00000", parts, columns=["key", "status"])
     assert len(light) == 100 and all(r["image_bytes"] is None for r in light)
+
+
+def test_a_crafted_marker_makes_its_shard_rebuild_not_the_run_fail(tmp_path):
+    """A `.done` nested past Python's recursion limit, or holding NaN for its params, reads as no marker."""
+    config = PipelineConfig(input="/in", output=str(tmp_path))
+    sink, params = BuildSink(config), config.params_through("write")
+    for shard, text in (("00000", "[" * 100_000 + "]" * 100_000),
+                        ("00001", '{"params": NaN, "files": {"00001.tar": Infinity}}')):
+        (tmp_path / f"{shard}.done").write_text(text)
+        for name in sink.files(shard):
+            (tmp_path / name).write_bytes(b"x")
+    assert plan_shards(sink, ["00000", "00001"], {"00000": params, "00001": params}) == ([], ["00000", "00001"])
+    assert not sink.is_done("00000", params) and not sink.is_done("00001", params)

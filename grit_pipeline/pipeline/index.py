@@ -90,6 +90,6 @@ class OutputIndex:
     def _read_marker(self, shard: str) -> dict[str, Any] | None:
         try:
             marker = self.read_json(f"{shard}{DONE_SUFFIX}")
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):  # (a crafted marker nested past Python's limit)
             return None
         return marker if isinstance(marker, dict) else None

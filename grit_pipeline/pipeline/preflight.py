@@ -170,7 +170,7 @@ def recorded_params(output_url: str, index=None) -> list[dict[str, Any]]:
     if RUN_FILE in index.sizes:
         try:
             records.append(index.read_json(RUN_FILE))
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             pass
     found = [r.get("params") for r in records if isinstance(r, dict) and isinstance(r.get("params"), dict)]
     distinct: dict[str, dict[str, Any]] = {}

@@ -182,7 +182,7 @@ class _Sink:
         """``committed_intact`` for one shard, asking the folder (the plan of a run uses one listing)."""
         try:
             marker = self.marker(shard)
-        except (FileNotFoundError, ValueError, KeyError):
+        except (FileNotFoundError, ValueError, KeyError, RecursionError):
             return False
         sizes = {}
         for name in self.files(shard):
