@@ -243,6 +243,11 @@ class _ImageSource:
         self._next = self._read_ahead()
         return samples
 
+    def read_chunks(self, chunk: str, size: int):
+        """``read``, at most ``size`` samples at a time (``pipeline.contracts.SampleSource``)."""
+        samples = self.read(chunk)
+        return (samples[start:start + size] for start in range(0, len(samples), size))
+
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .config import STAGE_ORDER, PipelineConfig
+from .contracts import ShardSink, ShardSource
 from grit_pipeline.faults import SystemicFault, configure_storage_retry
 
 from .guard import check_output_is_not_input, output_lock
@@ -222,8 +223,8 @@ class ShardJob:
     """What an engine needs to finish shards: where samples come from and go to, the parameters each
     shard's marker records, and the run's bookkeeping (summary, progress)."""
 
-    source: Any
-    sink: Any
+    source: ShardSource
+    sink: ShardSink
     expected: dict[str, dict]   # shard -> output-affecting parameters
     summary: RunSummary
     progress: Progress
