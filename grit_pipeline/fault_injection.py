@@ -1,6 +1,8 @@
-"""Faults on purpose, for the tests and the bench: a detector and a filesystem that fail like a GPU fleet does.
+"""Faults on purpose, for the tests and the bench: a detector and a filesystem that fail like a GPU fleet does,
+and processes killed at chosen points.
 
-Nothing here runs unless asked for by name:
+The one switch: ``GRIT_FAULT_INJECTION=1`` (it reaches the workers of a local Ray through the environment).
+Without it nothing here acts, except a detector asked for by name:
 
 - ``--detector grit_pipeline.fault_injection:FaultyDetector --detector-option fault=KIND ...``: the ``noop``
   backend's boxes, with one injected fault (a plugin detector, loaded like any user's backend, on the driver
@@ -15,15 +17,21 @@ Nothing here runs unless asked for by name:
   Only the first ``times`` processes that build the detector (default 1) carry the fault, counted with
   files in ``state_dir`` (without ``state_dir``: every process), so a replacement actor or a rerun works:
   that is what a rerun after a lost GPU looks like.
-- ``flaky://PATH``: the local filesystem, whose writes (uploads, removals, folder creation) fail with an
-  object store's ``503 SlowDown`` once every ``$GRIT_FLAKY_FAIL_EVERY`` requests (default 3) per process.
-  Registered with fsspec when this module is imported: set ``GRIT_FAULT_INJECTION=1`` (the one switch; it
-  reaches the workers of a local Ray through the environment) and ``grit_pipeline.pipeline.storage`` imports
-  it in every process.
+- ``flaky://PATH`` (with the switch): the local filesystem, whose writes (uploads, removals, folder creation)
+  fail with an object store's ``503 SlowDown`` once every ``$GRIT_FLAKY_FAIL_EVERY`` requests (default 3)
+  per process. Registered with fsspec when this module is imported with the switch on (``register()``
+  otherwise); ``grit_pipeline.pipeline.storage`` imports it in every process.
+- Kill points (with the switch): the product calls ``maybe_kill(point)`` where a crash is worth testing; the
+  process SIGKILLs itself the N-th time it gets there, N from the point's variable in ``KILL_POINTS``:
+
+  - ``GRIT_FAULT_KILL_AT_RENAME=N``: at its N-th atomic write, the temp file complete but not yet renamed or
+    uploaded (``storage.Folder.atomic_open``; the partial-write crash), counted per process;
+  - ``GRIT_FAULT_KILL_DRIVER_AFTER_COMMITS=N``: the Ray driver, once N shards are committed.
 """
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 from typing import Sequence
@@ -35,6 +43,26 @@ from grit_pipeline.detectors.noop import NoopDetector
 SWITCH_ENV = "GRIT_FAULT_INJECTION"
 FAIL_EVERY_ENV = "GRIT_FLAKY_FAIL_EVERY"
 FAULTS = ("device_lost", "oom", "hang", "exit", "error")
+KILL_POINTS = {"at_rename": "GRIT_FAULT_KILL_AT_RENAME", "driver_after_commits": "GRIT_FAULT_KILL_DRIVER_AFTER_COMMITS"}
+_reached: dict[str, int] = {}  # kill point -> times this process got there
+
+
+def enabled() -> bool:
+    """Whether the switch is on in this process."""
+    return os.environ.get(SWITCH_ENV) == "1"
+
+
+def maybe_kill(point: str) -> None:
+    """At a kill point of ``KILL_POINTS``: SIGKILL this process the N-th time it gets here (N from the
+    point's variable). Nothing unless the switch is on and the variable set."""
+    if not enabled():
+        return
+    at = os.environ.get(KILL_POINTS[point])
+    if not at:
+        return
+    _reached[point] = _reached.get(point, 0) + 1
+    if _reached[point] >= int(at):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class FaultyDetector(NoopDetector):
@@ -138,4 +166,5 @@ def register() -> None:
     fsspec.register_implementation("flaky", FlakyFileSystem, clobber=True)
 
 
-register()
+if enabled():
+    register()

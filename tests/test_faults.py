@@ -10,6 +10,8 @@ build after a rerun equals a fault-free build (rows, rejects, tar members).
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -39,6 +41,29 @@ def faulty_config(world, output, state_dir, fault, **changes):
 def no_fault_rejects(output: Path) -> None:
     _, rejects = all_rows(output)
     assert not [r for r in rejects if r["status"] in (S.DETECTOR_ERROR, S.STAGE_ERROR)], rejects
+
+
+# --- kill points --------------------------------------------------------------------------------------------
+
+WRITE_TWO_FILES = ("from grit_pipeline.pipeline.storage import Folder; import sys; folder = Folder(sys.argv[1]); "
+                   "folder.write_bytes('a', b'1'); folder.write_bytes('b', b'2')")
+
+
+@pytest.mark.parametrize("switch", ["1", None])
+def test_a_kill_point_kills_the_process_only_under_the_switch(tmp_path, switch):
+    """``GRIT_FAULT_KILL_AT_RENAME=2``: the second atomic write dies with its temp file complete and not
+    renamed; without ``GRIT_FAULT_INJECTION=1`` the variable does nothing."""
+    env = {k: v for k, v in os.environ.items() if k != "GRIT_FAULT_INJECTION"}
+    env.update({"GRIT_FAULT_KILL_AT_RENAME": "2", **({"GRIT_FAULT_INJECTION": switch} if switch else {})})
+    done = subprocess.run([sys.executable, "-c", WRITE_TWO_FILES, str(tmp_path)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=120)
+    names = sorted(p.name.split(".tmp-")[0] + (".tmp" if ".tmp-" in p.name else "") for p in tmp_path.iterdir())
+    if switch:
+        assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
+        assert names == ["a", "b.tmp"]
+    else:
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert names == ["a", "b"]
 
 
 # --- local engine --------------------------------------------------------------------------------------------
@@ -93,8 +118,9 @@ def test_local_a_process_that_dies_mid_shard_leaves_nothing_and_a_rerun_finishes
 def test_local_storage_writes_that_fail_transiently_are_retried(clean_world, clean_build, tmp_path, monkeypatch):
     monkeypatch.setenv("GRIT_FAULT_INJECTION", "1")
     monkeypatch.setenv("GRIT_FLAKY_FAIL_EVERY", "3")
-    from grit_pipeline.fault_injection import FlakyFileSystem
+    from grit_pipeline.fault_injection import FlakyFileSystem, register
 
+    register()  # (this process imported the module before the switch was set)
     before = FlakyFileSystem.failures
     output = tmp_path / "grit"
     run_pipeline(local_config(clean_world, f"flaky://{output}", storage_backoff_s=0.001))
@@ -105,8 +131,10 @@ def test_local_storage_writes_that_fail_transiently_are_retried(clean_world, cle
 def test_storage_that_keeps_failing_fails_the_shard_cleanly(clean_world, tmp_path, monkeypatch):
     monkeypatch.setenv("GRIT_FAULT_INJECTION", "1")
     monkeypatch.setenv("GRIT_FLAKY_FAIL_EVERY", "1")  # every write fails
-    import grit_pipeline.fault_injection  # noqa: F401
+    from grit_pipeline.fault_injection import register
     from grit_pipeline.faults import StorageError
+
+    register()
 
     output = tmp_path / "grit"
     with pytest.raises(StorageError, match="failed 2 times, last: OSError: 503 SlowDown"):
@@ -124,8 +152,9 @@ def ray_config(world, output, state_dir, fault, **changes):
 def test_ray_out_of_memory_and_flaky_storage_finish_in_one_run(clean_world, clean_build, tmp_path, monkeypatch):
     monkeypatch.setenv("GRIT_FAULT_INJECTION", "1")  # reaches the workers of the run's local Ray
     monkeypatch.setenv("GRIT_FLAKY_FAIL_EVERY", "4")
-    import grit_pipeline.fault_injection  # noqa: F401
+    from grit_pipeline.fault_injection import register
 
+    register()
     output = tmp_path / "grit"
     summary = run_pipeline(ray_config(clean_world, f"flaky://{output}", tmp_path / "state", "oom",
                                       options={"above": 2}, storage_backoff_s=0.001))

@@ -325,7 +325,7 @@ def test_kill_9_mid_run_then_rerun_gives_identical_shards(builds, tmp_path):
     root, build, local, _ = builds
     output = tmp_path / "out"
     args = ("instruct", "--input", str(build), "--output", str(output), "--engine", "local")
-    killed = _grit(*args, env={"GRIT_FAULT_KILL_AT_RENAME": "7"})
+    killed = _grit(*args, env={"GRIT_FAULT_INJECTION": "1", "GRIT_FAULT_KILL_AT_RENAME": "7"})
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert sorted(p.name for p in output.glob("*.done")) == ["00000.done"]
     assert list(output.glob("00001*.tmp-*"))

@@ -89,7 +89,7 @@ def test_driver_killed_mid_run_then_rerun_on_the_worker_nodes(cluster, worlds, t
     ray_cluster, workers = cluster
     root, local = worlds
     output = tmp_path / "grit"
-    killed = _grit_run(ray_cluster.address, root / "broken", output, {"GRIT_FAULT_KILL_DRIVER_AFTER_COMMITS": "1"})
+    killed = _grit_run(ray_cluster.address, root / "broken", output, {"GRIT_FAULT_INJECTION": "1", "GRIT_FAULT_KILL_DRIVER_AFTER_COMMITS": "1"})
     code, _, err = _finish(killed)
     assert code == -signal.SIGKILL, err[-3000:]
     done = len(list(output.glob("*.done")))

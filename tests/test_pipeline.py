@@ -238,7 +238,7 @@ def test_kill_9_mid_run_then_rerun_gives_identical_output(clean_world, clean_bui
     Each shard is 5 writes (4 files + marker): 7 dies inside shard 2, 10 just before shard 2's marker."""
     output = tmp_path / "grit"
     args = ("run", "--input", str(clean_world), "--output", str(output), "--engine", "local", *NOOP_FLAGS)
-    killed = _grit(*args, env={"GRIT_FAULT_KILL_AT_RENAME": str(kill_at)}, check=False)
+    killed = _grit(*args, env={"GRIT_FAULT_INJECTION": "1", "GRIT_FAULT_KILL_AT_RENAME": str(kill_at)}, check=False)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     done = sorted(p.name for p in output.glob("*.done"))
     assert done == ["00000.done"]                    # some but not all shards finished

@@ -94,7 +94,7 @@ def test_kill_9_of_the_ray_driver_then_rerun(worlds, tmp_path):
             *NOOP_FLAGS]
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
     env.pop("RAY_ADDRESS", None)  # a local in-process Ray, whatever else runs on this machine
-    killed = subprocess.run(args, cwd=REPO, env={**env, "GRIT_FAULT_KILL_DRIVER_AFTER_COMMITS": "1"},
+    killed = subprocess.run(args, cwd=REPO, env={**env, "GRIT_FAULT_INJECTION": "1", "GRIT_FAULT_KILL_DRIVER_AFTER_COMMITS": "1"},
                             capture_output=True, text=True, timeout=300)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     assert list(output.glob("*.done"))

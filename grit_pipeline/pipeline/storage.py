@@ -8,25 +8,20 @@ Requests that fail transiently (an object store's 503/SlowDown, a reset connecti
 backoff under ``faults.STORAGE_RETRY`` (``--storage-retries``, ``--storage-backoff-s``); one that keeps
 failing raises ``faults.StorageError`` and its shard fails without being committed.
 
-Test hooks: ``GRIT_FAULT_KILL_AT_RENAME=N`` makes the process SIGKILL itself at its N-th atomic write,
-after the temp file is complete but before the rename (the partial-write crash case);
-``GRIT_FAULT_INJECTION=1`` registers the failing ``flaky://`` filesystem (``grit_pipeline.fault_injection``).
+Crash tests: an atomic write is a kill point of ``grit_pipeline.fault_injection`` (``at_rename``: the temp
+file complete, not yet renamed or uploaded); with ``GRIT_FAULT_INJECTION=1`` that module also registers the
+failing ``flaky://`` filesystem, in every process that imports this one.
 """
 from __future__ import annotations
 
 import contextlib
 import os
-import signal
 from typing import IO, Iterator
 
 import fsspec
 
+from grit_pipeline import fault_injection  # (nothing happens there without its switch)
 from grit_pipeline.faults import STORAGE_RETRY
-
-if os.environ.get("GRIT_FAULT_INJECTION"):
-    import grit_pipeline.fault_injection  # noqa: F401 - registers flaky://
-
-_renames = 0
 
 
 def _retry(what: str, function):
@@ -75,8 +70,13 @@ class Folder:
         path = self.path(name)
         return int(_retry(f"size {path}", lambda: self.fs.size(path)))
 
-    def makedirs(self) -> None:
-        _retry(f"mkdir {self.root}", lambda: self.fs.makedirs(self.root, exist_ok=True))
+    def makedirs(self, sub: str = "") -> None:
+        path = self.path(sub) if sub else self.root
+        _retry(f"mkdir {path}", lambda: self.fs.makedirs(path, exist_ok=True))
+
+    def move(self, old: str, new: str) -> None:
+        """Rename a file of the folder (a server-side copy and delete on object stores)."""
+        _retry(f"move {self.path(old)}", lambda: self.fs.mv(self.path(old), self.path(new)))
 
     def remove(self, name: str) -> None:
         path = self.path(name)
@@ -91,20 +91,22 @@ class Folder:
             # upload completes, so a crash leaves no partial object under the final name.
             import tempfile
 
-            with tempfile.NamedTemporaryFile(prefix="grit-upload-", suffix=f"-{name}") as staging:
+            with tempfile.NamedTemporaryFile(prefix="grit-upload-", suffix=f"-{name.rsplit('/', 1)[-1]}") as staging:
                 yield staging
                 staging.flush()
-                _count_rename()
+                fault_injection.maybe_kill("at_rename")
                 _retry(f"upload {self.path(name)}", lambda: self.fs.put_file(staging.name, self.path(name)))
             return
         final = self.path(name)
+        if "/" in name:  # (a file of a layout sub-folder: _done/, _rejects/ ...)
+            os.makedirs(os.path.dirname(final), exist_ok=True)
         temp = f"{final}.tmp-{os.getpid()}"
         try:
             with open(temp, "wb") as f:
                 yield f
                 f.flush()
                 os.fsync(f.fileno())
-            _count_rename()
+            fault_injection.maybe_kill("at_rename")
             os.replace(temp, final)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
@@ -115,24 +117,17 @@ class Folder:
         with self.atomic_open(name) as f:
             f.write(data)
 
-    def remove_temps(self, prefix: str = "") -> None:
-        """Delete temp files a killed writer left behind (optionally only those starting with prefix)."""
-        for name in self.names():
-            if ".tmp-" in name and name.startswith(prefix):
-                self.remove(name)
+    def remove_temps(self, prefix: str = "", subfolders: tuple[str, ...] = ()) -> None:
+        """Delete temp files a killed writer left behind (optionally only those starting with prefix), in the
+        folder and in its ``subfolders``."""
+        for sub in ("", *subfolders):
+            folder = Folder(self.uri(sub)) if sub else self
+            for name in folder.names():
+                if ".tmp-" in name and name.startswith(prefix):
+                    folder.remove(name)
 
 
 def _is_local(fs) -> bool:
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
     return protocol in ("file", "local")
 
-
-def _count_rename() -> None:
-    """The fault-injection hook for crash tests (inactive unless the env var is set)."""
-    global _renames
-    at = os.environ.get("GRIT_FAULT_KILL_AT_RENAME")
-    if not at:
-        return
-    _renames += 1
-    if _renames >= int(at):
-        os.kill(os.getpid(), signal.SIGKILL)
