@@ -121,6 +121,93 @@ def config_from_args(config_class, args: argparse.Namespace, *, only: tuple[str,
     return config_class(**values)
 
 
+def given_values(config_class, args: argparse.Namespace) -> dict[str, Any]:
+    """The fields of ``config_class`` given on the command line (flags added with ``only_given``), as the
+    field values (``KEY=VALUE`` items as a dict, repeated values as a tuple)."""
+    hints = typing.get_type_hints(config_class)
+    values: dict[str, Any] = {}
+    for field in flag_fields(config_class):
+        if not hasattr(args, field.name):
+            continue
+        value = getattr(args, field.name)
+        kind, _ = _kinds(hints[field.name])
+        if kind is dict:
+            value = dict(value or [])
+        elif kind is tuple and isinstance(value, list):
+            value = tuple(value)
+        values[field.name] = value
+    return values
+
+
+def values_from_mapping(config_class, mapping: Any, source: str) -> dict[str, Any]:
+    """Field values from a settings file's top-level mapping (keys: the field names, as in ``--help``'s
+    flags with ``_`` for ``-``), each checked against the field's type and choices. ValueError, one line
+    naming ``source``, for an unknown key (with the closest known one) or a value of the wrong kind."""
+    import difflib
+
+    if not isinstance(mapping, dict):
+        raise ValueError(f"{source}: expected a mapping of settings (key: value), got {type(mapping).__name__}")
+    hints = typing.get_type_hints(config_class)
+    fields = {f.name: f for f in flag_fields(config_class)}
+    values: dict[str, Any] = {}
+    for key, value in mapping.items():
+        field = fields.get(key) if isinstance(key, str) else None
+        if field is None:
+            close = difflib.get_close_matches(str(key).replace("-", "_"), sorted(fields), n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]}?)" if close else " (the keys are the flags' names, with _ for -)"
+            raise ValueError(f"{source}: unknown key {key!r}{hint}")
+        values[key] = _file_value(field, hints[key], value, source)
+    return values
+
+
+def _file_value(field: dataclasses.Field, annotation, value: Any, source: str) -> Any:
+    """One setting from a file as the field's type (what its flag would have produced)."""
+    meta = field.metadata
+    kind, item_kind = _kinds(annotation)
+    optional = type(None) in typing.get_args(annotation)
+
+    def wrong(expected: str):
+        return ValueError(f"{source}: {field.name} must be {expected}, got {value!r}")
+
+    if value is None:
+        if optional:
+            return None
+        raise wrong("set (null is not allowed here)")
+    if "parse" in meta:  # comma lists and the like: text as on the command line, or a YAML list of texts
+        if isinstance(value, (list, tuple)):
+            if not all(isinstance(item, str) for item in value):
+                raise wrong("a list of texts (quote items such as '00001')")
+            value = ",".join(value)
+        if not isinstance(value, str):
+            raise wrong("text or a list of texts")
+        return meta["parse"](value)
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise wrong("true or false")
+    elif kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise wrong("a whole number")
+    elif kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise wrong("a number")
+        value = float(value)
+    elif kind is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise wrong("a mapping (key: value)")
+        value = dict(value)
+    elif kind in (tuple, list):
+        items = value if isinstance(value, (list, tuple)) else [value]
+        if item_kind in (int, float, str) and not all(
+                isinstance(item, item_kind) and not isinstance(item, bool) for item in items):
+            raise wrong(f"a list of {item_kind.__name__} values")
+        value = kind(items)
+    elif not isinstance(value, str):
+        raise wrong("text")
+    if "choices" in meta and value not in meta["choices"]:
+        raise wrong("one of " + ", ".join(map(str, meta["choices"])))
+    return value
+
+
 def config_options(config_class, args: argparse.Namespace) -> dict[str, Any]:
     """The fields of ``config_class`` given on the command line (for flags added with ``only_given``)."""
     return {f.name: getattr(args, f.name) for f in flag_fields(config_class) if hasattr(args, f.name)}
