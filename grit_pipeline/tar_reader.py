@@ -16,6 +16,10 @@ hostile shards need, lives here:
 - One error rule: a shard that cannot be opened, a broken header or a member cut short ends the shard;
   the samples before it are kept, the error and the key it cut off are reported on the reader
   (``TarReader.error`` / ``TarReader.cut_key``), never raised.
+- Located members: ``locate(key, ext)`` picks members whose place in the file (``MemberLocation``) is
+  recorded instead of their bytes, for a reader that comes back for one member later (an image library
+  indexing img2dataset shards). Only in an uncompressed local tar, read with seeks (headers only); a
+  compressed tar or a URL is an error of the shard.
 """
 from __future__ import annotations
 
@@ -65,15 +69,27 @@ def key_problem(key: Any) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class MemberLocation:
+    """Where a member's bytes are in an uncompressed tar: read ``size`` bytes at ``offset`` of ``path``."""
+
+    name: str    # the member's name in the tar, as written (extension case kept)
+    path: str
+    offset: int
+    size: int
+
+
 @dataclass
 class TarSample:
     """Consecutive members of one key: ``files[ext] = bytes``; ``oversize[ext]`` = declared size of a
-    member skipped unread; ``duplicates`` = extensions met twice (the first copy is kept)."""
+    member skipped unread; ``duplicates`` = extensions met twice (the first copy is kept); ``located[ext]``
+    = where a member picked by ``TarReader(locate=...)`` is (its bytes not read)."""
 
     key: str
     files: dict[str, bytes] = field(default_factory=dict)
     oversize: dict[str, int] = field(default_factory=dict)
     duplicates: list[str] = field(default_factory=list)
+    located: dict[str, MemberLocation] = field(default_factory=dict)
 
     def image(self) -> tuple[str, bytes] | None:
         """(extension, bytes) of the sample's image member, in ``IMAGE_EXTENSIONS`` order."""
@@ -86,15 +102,17 @@ class TarReader:
 
     ``source`` is a path or URL (opened with webdataset's ``gopen``) or an open binary file object.
     ``wanted(key, ext)`` selects the members to read (others are skipped unread, like oversize ones).
-    After iteration, ``error`` holds what stopped the shard early (None when it was read to its end)
+    ``locate(key, ext)`` selects wanted members to record in ``TarSample.located`` instead of reading them
+    (any size; ``source`` must then be the path of an uncompressed local tar). After iteration, ``error`` holds what stopped the shard early (None when it was read to its end)
     and ``cut_key`` the key whose member was cut off (that sample is not yielded).
     """
 
     def __init__(self, source: str | IO[bytes], max_member_bytes: int | None = DEFAULT_MAX_MEMBER_BYTES,
-                 wanted: Callable[[str, str], bool] | None = None):
+                 wanted: Callable[[str, str], bool] | None = None, locate: Callable[[str, str], bool] | None = None):
         self.source = source
         self.max_member_bytes = max_member_bytes
         self.wanted = wanted
+        self.locate = locate
         self.error: str | None = None
         self.exception: BaseException | None = None  # what ``error`` describes (callers tell storage faults apart)
         self.cut_key: str | None = None
@@ -104,6 +122,9 @@ class TarReader:
         member_key = None
         stream = None
         try:
+            if self.locate is not None and not (isinstance(self.source, str) and "://" not in self.source
+                                                and not self.source.startswith("pipe:")):
+                raise ValueError("members can be located only in a local tar file, given by its path")
             if isinstance(self.source, str) and ("://" in self.source or self.source.startswith("pipe:")):
                 from webdataset.gopen import gopen  # imports torch: only for URLs
 
@@ -112,7 +133,8 @@ class TarReader:
                 stream = open(self.source, "rb")
             else:
                 stream = self.source
-            with _open_stream(stream, self.max_member_bytes) as tar:
+            opened = _open_seekable if self.locate is not None else _open_stream
+            with opened(stream, self.max_member_bytes) as tar:
                 for info in tar:
                     tar.members = []  # stream mode keeps every header otherwise
                     if not info.isreg():
@@ -127,8 +149,11 @@ class TarReader:
                         current = TarSample(key)
                     if self.wanted is not None and not self.wanted(key, ext):
                         continue
-                    if ext in current.files or ext in current.oversize:
+                    if ext in current.files or ext in current.oversize or ext in current.located:
                         current.duplicates.append(ext)
+                        continue
+                    if self.locate is not None and self.locate(key, ext):
+                        current.located[ext] = MemberLocation(info.name, self.source, info.offset_data, info.size)
                         continue
                     if self.max_member_bytes is not None and info.size > self.max_member_bytes:
                         current.oversize[ext] = info.size  # skipped from its header: never read
@@ -190,3 +215,10 @@ def _open_stream(fileobj: IO[bytes], max_member_bytes: int | None) -> tarfile.Ta
         raise
     tar._extfileobj = False
     return tar
+
+
+def _open_seekable(fileobj: IO[bytes], max_member_bytes: int | None) -> tarfile.TarFile:
+    """An uncompressed tar read with seeks (``mode="r:"``: members' data skipped, not read through), with
+    single reads bounded as in ``_open_stream``; a compressed tar fails here (``tarfile.ReadError``)."""
+    limit = max(max_member_bytes, 1 << 20) + 512 if max_member_bytes is not None else None
+    return tarfile.open(fileobj=_BoundedReads(fileobj, limit) if limit else fileobj, mode="r:")

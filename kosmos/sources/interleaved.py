@@ -49,34 +49,32 @@ class ImageLibrary:
         self._index: dict[str, tuple[str, int, int]] | None = None
 
     def _build_index(self) -> dict[str, tuple[str, int, int]]:
-        import tarfile
+        """Name -> (tar path, offset, size) of each image member of the shards, under its member name and
+        its sample json's ``image_name`` and ``url``; the tars are read through ``grit_pipeline.tar_reader``
+        (headers only, the json members up to 1 MiB; a broken tar keeps the members before the break)."""
+        from grit_pipeline.tar_reader import IMAGE_EXTENSIONS, TarReader
 
-        from grit_pipeline.tar_reader import IMAGE_EXTENSIONS
+        def is_image(ext: str) -> bool:
+            return ext.rsplit(".", 1)[-1] in IMAGE_EXTENSIONS  # (KEY.jpg, or KEY.img0.jpg in a document tar)
 
         index: dict[str, tuple[str, int, int]] = {}
-        tars = sorted(p for p in os.listdir(self.root) if p.endswith(".tar"))
-        for name in tars:
-            path = os.path.join(self.root, name)
-            try:
-                with tarfile.open(path) as archive:
-                    members = {m.name: m for m in archive.getmembers() if m.isfile()}
-                    for member in members.values():
-                        stem, _, ext = member.name.rpartition(".")
-                        if ext.lower() not in IMAGE_EXTENSIONS:
-                            continue
-                        where = (path, member.offset_data, member.size)
-                        index.setdefault(os.path.basename(member.name), where)
-                        meta = members.get(stem + ".json")
-                        if meta is not None and meta.size < (1 << 20):
-                            try:
-                                record = json.loads(archive.extractfile(meta).read())
-                            except (ValueError, UnicodeDecodeError):
-                                continue
-                            for field in ("image_name", "url"):
-                                if isinstance(record, dict) and isinstance(record.get(field), str):
-                                    index.setdefault(record[field], where)
-            except (OSError, tarfile.TarError):
-                continue
+        for name in sorted(p for p in os.listdir(self.root) if p.endswith(".tar")):
+            reader = TarReader(os.path.join(self.root, name), max_member_bytes=1 << 20,
+                               wanted=lambda key, ext: ext == "json" or is_image(ext),
+                               locate=lambda key, ext: is_image(ext))
+            for sample in reader:
+                for ext, member in sample.located.items():
+                    index.setdefault(os.path.basename(member.name), (member.path, member.offset, member.size))
+                first = next((sample.located[ext] for ext in IMAGE_EXTENSIONS if ext in sample.located), None)
+                if first is None or "json" not in sample.files:
+                    continue
+                try:
+                    record = json.loads(sample.files["json"])
+                except (ValueError, UnicodeDecodeError, RecursionError):
+                    continue
+                for field in ("image_name", "url"):
+                    if isinstance(record, dict) and isinstance(record.get(field), str):
+                        index.setdefault(record[field], (first.path, first.offset, first.size))
         return index
 
     def get(self, name: str) -> bytes | None:
