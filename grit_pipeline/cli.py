@@ -23,6 +23,8 @@ COMMANDS = [
     ("stage", "stage"),
     ("instruct", "instruct"),
     ("stats", "stats"),
+    ("card", "card"),
+    ("convert", "convert"),
     ("gallery", "gallery"),
     ("report", "report"),
 ]
@@ -61,7 +63,11 @@ def dispatch(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> 
         parser.print_help()
         return 2
     try:
-        return int(args._run(args) or 0)
+        code = int(args._run(args) or 0)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        return _closed_pipe()
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -72,6 +78,21 @@ def dispatch(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> 
             raise
         print(f"{parser.prog} {args.command}: error: {describe_error(error)}", file=sys.stderr)
         return 1
+
+
+def _closed_pipe() -> int:
+    """The reader of our output went away (``grit stats DIR | head -2``): stop quietly, as Unix tools do.
+
+    Whatever is still buffered for stdout goes to /dev/null, so neither the interpreter's final flush nor a
+    library's thread at exit meets the broken pipe (which once ended in a C++ ``terminate``, exit 134)."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    return 141  # 128 + SIGPIPE, what a Unix tool killed by the closed pipe returns
 
 
 def unknown_flag(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[argparse.ArgumentParser, str] | None:

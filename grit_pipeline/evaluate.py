@@ -1,6 +1,6 @@
 """Measure a GRIT build against labelled truth: phrase-level precision and recall at IoU 0.5.
 
-Reads a build in the documented output layout (``NNNNN.parquet`` GRIT rows, ``NNNNN_rejects.parquet``) and
+Reads a build in the documented output layout (``NNNNN.parquet`` GRIT rows, ``_rejects/NNNNN.parquet``) and
 truth lines (``truth/NNNNN.jsonl``, written by ``grit synth``, ``grit flickr30k`` or by hand; format in
 docs/evaluation.md, "The truth format"), or the official Flickr30k Entities folders (``grit_pipeline.flickr30k``).
 
@@ -110,8 +110,9 @@ def load_build(output_dir: str | Path) -> tuple[dict[str, dict], dict[str, dict]
         raise FileNotFoundError(f"build directory not found: {out}")
     rows: dict[str, dict] = {}
     rejects: dict[str, dict] = {}
-    for file in sorted(out.glob("*.parquet")):
-        if file.name.endswith("_rejects.parquet"):
+    # (a build of grit's previous layout kept NNNNN_rejects.parquet beside the rows)
+    for file in sorted([*out.glob("*.parquet"), *out.glob("_rejects/*.parquet")]):
+        if file.name.endswith("_rejects.parquet") or file.parent.name == "_rejects":
             wanted = ["key", "status", "reason"]
             names = pq.read_schema(file).names
             table = pq.read_table(file, columns=[c for c in wanted if c in names])
@@ -123,7 +124,7 @@ def load_build(output_dir: str | Path) -> tuple[dict[str, dict], dict[str, dict]
             for row in pq.read_table(file, columns=columns).to_pylist():
                 rows[str(row["key"])] = row
     if not rows and not rejects:
-        raise FileNotFoundError(f"no GRIT parquet files (NNNNN.parquet / NNNNN_rejects.parquet) in {out}")
+        raise FileNotFoundError(f"no GRIT parquet files (NNNNN.parquet / _rejects/NNNNN.parquet) in {out}")
     return rows, rejects
 
 

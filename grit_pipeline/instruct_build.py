@@ -4,10 +4,11 @@ The same shard job as `grit run` (``pipeline.api``): the input shards are read b
 (``read_input_shard``: bad keys, duplicates, broken tars, oversize members and failed downloads become
 rejects), one stage (``InstructStage``, the plain function ``instruct.make_conversation`` per record) runs on
 the local engine or in the Ray engine's actors, and a ``BuildSink`` with the writers below commits each shard
-atomically, ``NNNNN.done`` last; a rerun skips finished shards and redoes the rest. Every input record ends in
-exactly one of ``NNNNN.tar`` (its conversation) or ``NNNNN_rejects.parquet`` (status and reason).
+atomically, ``_done/NNNNN.done`` last; a rerun skips finished shards and redoes the rest. Every input record
+ends in exactly one of ``_webdataset/NNNNN.tar`` (its conversation) or ``_rejects/NNNNN.parquet`` (status and
+reason).
 
-Input: a GRIT build of `grit run` (``NNNNN.tar`` + ``NNNNN.parquet``; its ``NNNNN_rejects.parquet`` are not
+Input: a GRIT build of `grit run` (``NNNNN.parquet`` + ``_webdataset/NNNNN.tar``; its ``_rejects/`` are not
 records) or GrIT-20M as img2dataset downloads it (the spans in each ``KEY.json``, the parquet listing failed
 downloads too). The record's caption, spans and size come from the parquet row or, where it lacks them, from
 ``KEY.json`` (a build's ``KEY.txt`` is grounded text, never the caption).
@@ -15,13 +16,13 @@ downloads too). The record's caption, spans and size come from the parquet row o
 Output layout::
 
     OUTPUT/_run.json                 parameters, input, versions
-    OUTPUT/NNNNN.tar                 KEY.<ext> (image bytes as they came), KEY.json: {"key", "image", "caption",
+    OUTPUT/_webdataset/NNNNN.tar     KEY.<ext> (image bytes as they came), KEY.json: {"key", "image", "caption",
                                      "width", "height", "source_shard", "format", "conversations": [{"from":
                                      "human"|"gpt", "value"}], "samples": [one per question/answer pair]}
     OUTPUT/NNNNN.parquet             the index: one row per question/answer pair (INDEX_SCHEMA)
-    OUTPUT/NNNNN_rejects.parquet     the pipeline's rejects file (key, status, reason, stage, ...)
-    OUTPUT/NNNNN_stats.json          the pipeline's shard stats + "instruct": turns per task and template
-    OUTPUT/NNNNN.done                written last
+    OUTPUT/_rejects/NNNNN.parquet    the pipeline's rejects file (key, status, reason, stage, ...)
+    OUTPUT/_stats/NNNNN.json         the pipeline's shard stats + "instruct": turns per task and template
+    OUTPUT/_done/NNNNN.done          written last
 
 Between the stage and the writers a sample carries its conversation as JSON in the pipeline sample's
 ``grounded_text`` column (the fixed sample schema is what the Ray engine's parts hold).
@@ -40,6 +41,7 @@ import pyarrow.parquet as pq
 from grit_pipeline import status as S
 from grit_pipeline.config_flags import comma_list
 from grit_pipeline.instruct import TEMPLATE_NAMES, InstructParams, InstructReject, make_conversation
+from grit_pipeline.pipeline import layout
 from grit_pipeline.pipeline.config import PipelineConfig
 from grit_pipeline.pipeline.ingest import InputShard, iter_input_shard, list_input_shards
 from grit_pipeline.pipeline.sample import finish
@@ -110,6 +112,7 @@ class InstructSource(InputSource):
     """The shards of a GRIT build (or a GrIT-20M download), as pipeline samples with their record's fields."""
 
     def shards(self) -> list[str]:
+        # (a build of grit's previous layout kept NNNNN_rejects.parquet beside its rows: not records)
         shards = [s for s in list_input_shards(self.url) if not s.name.endswith("_rejects")]
         self._shards = {s.name: s for s in shards}
         return sorted(self._shards)
@@ -175,7 +178,7 @@ def _tar_records(shard: InputShard, max_member_bytes: int | None) -> dict[str, d
         return {}
     out: dict[str, dict[str, Any]] = {}
     try:
-        for tar_sample in TarReader(Folder(shard.folder).open(f"{shard.name}.tar"), max_member_bytes=max_member_bytes):
+        for tar_sample in TarReader(Folder(shard.folder).open(shard.tar_name), max_member_bytes=max_member_bytes):
             raw = dict(tar_sample.files).get("json")
             if raw is None:
                 continue
@@ -239,13 +242,13 @@ INDEX_SCHEMA = pa.schema([
 
 
 class TarWriter:
-    """``NNNNN.tar``: the image and the conversation of every record that gave samples."""
+    """``_webdataset/NNNNN.tar``: the image and the conversation of every record that gave samples."""
 
     NEEDS_IMAGE_BYTES = True  # the Ray engine's commit streams the samples to it with their bytes
 
     @staticmethod
     def filename(shard: str) -> str:
-        return f"{shard}.tar"
+        return layout.tar_name(shard)
 
     @staticmethod
     def write(samples, file, context) -> None:
@@ -285,11 +288,11 @@ class IndexWriter:
 
 
 class StatsWriter:
-    """``NNNNN_stats.json``: the pipeline's shard stats plus the turns made, per task and per template."""
+    """``_stats/NNNNN.json``: the pipeline's shard stats plus the turns made, per task and per template."""
 
     @staticmethod
     def filename(shard: str) -> str:
-        return f"{shard}_stats.json"
+        return layout.stats_name(shard)
 
     @staticmethod
     def write(samples, file, context) -> None:

@@ -14,8 +14,9 @@ def warn(message: str) -> None:
 
 
 def expand_paths(specs: str | Iterable[str], patterns: tuple[str, ...] = ("*.tar",), what: str = ".tar shards") -> list[str]:
-    """File list from directories (their files matching ``patterns``), globs, brace patterns
-    (``{00000..00009}``), comma separated lists, local files and remote URLs (http(s)://, s3://, gs://, pipe:)."""
+    """File list from directories (their files matching ``patterns``; a grit build's tars are in its
+    ``_webdataset/``), globs, brace patterns (``{00000..00009}``), comma separated lists, local files and remote
+    URLs (http(s)://, s3://, gs://, pipe:)."""
     import braceexpand
 
     if isinstance(specs, str):
@@ -31,6 +32,9 @@ def expand_paths(specs: str | Iterable[str], patterns: tuple[str, ...] = ("*.tar
                     urls.append(item)
                 elif os.path.isdir(item):
                     found = sorted({p for pattern in patterns for p in glob.glob(os.path.join(item, pattern))})
+                    if not found and os.path.isdir(os.path.join(item, "_webdataset")):  # (a grit build)
+                        found = sorted({p for pattern in patterns
+                                        for p in glob.glob(os.path.join(item, "_webdataset", pattern))})
                     urls.extend(found)
                 elif any(c in item for c in "*?["):
                     urls.extend(sorted(glob.glob(item)))

@@ -21,7 +21,7 @@ def add_arguments(parser) -> None:
                         help="draw boxes scoring below this as dropped (dashed, hidden until toggled); "
                              "default: every stored box is drawn as kept")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the sample (default 0)")
-    parser.add_argument("--out", default=None, help="output HTML file (default DIR/gallery.html)")
+    parser.add_argument("--out", default=None, help="output HTML file (default DIR/_gallery.html)")
     parser.add_argument("--per-page", type=int, default=DEFAULT_PER_PAGE,
                         help=f"samples per page (default {DEFAULT_PER_PAGE})")
     parser.add_argument("--thumb-size", type=int, default=DEFAULT_THUMB_SIZE,

@@ -11,7 +11,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--truth", default=None,
                         help="truth directory (synthetic world DIR/truth or hand-labelled, same format): "
                              "adds precision/recall of the boxes")
-    parser.add_argument("--out", default=None, help="output directory (default DIR/report)")
+    parser.add_argument("--out", default=None, help="output directory (default DIR/_report)")
 
 
 def run(args) -> int:

@@ -24,10 +24,15 @@ def run(args) -> int:
     from grit_pipeline.pipeline.index import OutputIndex
 
     index = OutputIndex(args.output)  # one listing; markers, stats, keys and rejects each read once, concurrently
+    if index.previous_layout:
+        print(f"grit stats: error: {args.output} is a build of grit's previous layout (NNNNN.done beside the "
+              f"shards); `grit convert {args.output}` moves it to the current one (grit run does it too)",
+              file=sys.stderr)
+        return 2
     totals = collect_totals(args.output, index)
     totals["warnings"] = build_warnings(args.output, totals, index)
     if totals["shards"] == 0 and not totals["unreadable_stats"]:
-        print(f"grit stats: error: no finished shard in {args.output} (no NNNNN.done)", file=sys.stderr)
+        print(f"grit stats: error: no finished shard in {args.output} (no _done/NNNNN.done)", file=sys.stderr)
         return 2
     reasons = drop_reasons(args.output, top=args.top, index=index)
     if args.json:

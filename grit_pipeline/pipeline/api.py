@@ -13,7 +13,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .config import STAGE_ORDER, PipelineConfig
+from .config import STAGE_ORDER, PipelineConfig, join_path
 from .contracts import ShardSink, ShardSource
 from grit_pipeline.faults import SystemicFault, configure_storage_retry
 
@@ -72,7 +72,8 @@ def build_output(config: PipelineConfig, label: str, source, stage_classes, make
     (what the folder is being built from, even if stopped) and after."""
     shards = source.shards()
     check_input_shards(config.input, shards, config.shards)
-    index = OutputIndex(config.output, progress=config.progress)  # one listing, each marker read once
+    # one listing, each marker read once; a build of grit's previous layout is converted first
+    index = OutputIndex(config.output, progress=config.progress, convert=True)
     if not config.overwrite:
         check_output(config.output, params, index=index)
     with output_lock(config.output, label):
@@ -107,6 +108,7 @@ def run_stage(stage: str, config: PipelineConfig) -> RunSummary:
         source = InputSource(config)
         check_input_shards(config.input, source.shards(), config.shards)
     else:
+        OutputIndex(join_path(work, STAGE_ORDER[index - 1]), progress=False, convert=True)  # (a previous layout)
         source = StageSource(work, STAGE_ORDER[index - 1])
         if not source.shards() and not source.incomplete():
             previous = STAGE_ORDER[index - 1].replace("_", "-")
@@ -118,7 +120,7 @@ def run_stage(stage: str, config: PipelineConfig) -> RunSummary:
     upstream = source.shards()
     inputs = {config.input} if index == 0 else {p.get("input") for p in read_concurrently(
         source.params, upstream, "upstream shard markers", progress=config.progress)}
-    output_index = OutputIndex(sink.folder.url, progress=config.progress)  # one listing, each marker read once
+    output_index = OutputIndex(sink.folder.url, progress=config.progress, convert=True)  # one listing
     if len(inputs) == 1 and next(iter(inputs)):
         same_input = {"input": next(iter(inputs))}
         if not config.overwrite:
@@ -266,7 +268,8 @@ class ShardJob:
 
 
 def write_run_files(config: PipelineConfig, summary: RunSummary | None, mode: str) -> None:
-    """``_run.json`` (parameters, versions, this run) and ``_stats.json`` (totals over finished shards).
+    """``_run.json`` (parameters, versions, this run), ``_stats.json`` (totals over finished shards) and, at the
+    end, the dataset card (``card.write_card``).
 
     Without a ``summary`` (a run starting): ``_run.json`` only, ``"finished": false``, so a folder records what
     it is being built from from the start (a later run with another input or parameters is refused)."""
@@ -291,6 +294,12 @@ def write_run_files(config: PipelineConfig, summary: RunSummary | None, mode: st
     if summary is not None:
         folder.write_bytes("_stats.json",
                            json.dumps(collect_totals(config.output), indent=1, sort_keys=True).encode("utf-8"))
+        from .card import write_card
+
+        try:
+            write_card(config.output)   # .huggingface.yaml + _README.md: datasets.load_dataset(OUTPUT) reads it
+        except FileNotFoundError:
+            pass                        # no shard committed yet: nothing to describe
 
 
 def _versions() -> dict[str, str]:

@@ -2,7 +2,8 @@
 
 At GRIT's size an output holds ~10,000 shards (50,000 files) on an object store, where a request costs
 20-50 ms: planning a resume, the refusal checks and ``grit stats`` must not make requests one shard at a
-time. ``OutputIndex`` lists the folder once (names and sizes: which shards have a ``.done`` marker, and
+time. ``OutputIndex`` lists the folder and its layout sub-folders once (names and sizes: which shards have a
+``_done/`` marker, and
 whether each file still has the size the marker recorded) and reads the markers once, with
 ``MAX_CONCURRENT_REQUESTS`` requests in flight; ``read_concurrently`` does the same for any per-shard file
 (stats, keys, rejects). A step that takes more than a few seconds reports its progress on stderr.
@@ -16,12 +17,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterable, TypeVar
 
+from . import layout
 from .storage import Folder
 
 T = TypeVar("T")
 R = TypeVar("R")
 
-DONE_SUFFIX = ".done"
 MAX_CONCURRENT_REQUESTS = 64   # requests in flight per listing-wide read (object stores take thousands)
 PROGRESS_AFTER_S = 3.0         # a read of many files reports its progress once it has taken this long
 PROGRESS_EVERY_S = 5.0
@@ -56,13 +57,24 @@ def read_concurrently(function: Callable[[T], R], items: Iterable[T], what: str 
 
 
 class OutputIndex:
-    """One listing of an output (or stage) folder, and its ``.done`` markers read once on demand."""
+    """One listing of an output (or stage) folder, and its ``_done/`` markers read once on demand.
 
-    def __init__(self, url: str, progress: bool = True):
+    ``sizes`` names files relative to the folder (``00000.parquet``, ``_done/00000.done``, ``_stats/00000.json``).
+    A folder of grit's previous layout (markers beside the pairs) is converted first when ``convert``."""
+
+    def __init__(self, url: str, progress: bool = True, convert: bool = False):
         self.folder = Folder(url)
         self.url = self.folder.url
         self.progress = progress
-        self.sizes = self.folder.sizes()   # name -> bytes; {} when the folder does not exist
+        self.sizes = layout.list_sizes(self.folder)   # name -> bytes; {} when the folder does not exist
+        self.previous_layout = layout.previous_layout_shards(self.sizes)
+        if self.previous_layout and convert:
+            print(f"[grit] {self.url}: converting {len(self.previous_layout):,} shard(s) of grit's previous "
+                  f"layout (markers, rejects, stats and tars into _done/, _rejects/, _stats/, _webdataset/)",
+                  file=sys.stderr, flush=True)
+            layout.convert_previous_layout(self.url)
+            self.sizes = layout.list_sizes(self.folder)
+            self.previous_layout = []
         self._markers: dict[str, dict[str, Any] | None] | None = None
         # What readers computed from the folder's files, kept so that each file is read once per index
         # (``stats``: every shard's keys and rejects, for the duplicate check and the drop reasons).
@@ -72,8 +84,8 @@ class OutputIndex:
         return sorted(self.sizes)
 
     def done_shards(self) -> list[str]:
-        """Shards with a ``.done`` marker, sorted."""
-        return sorted(n[: -len(DONE_SUFFIX)] for n in self.sizes if n.endswith(DONE_SUFFIX))
+        """Shards with a ``_done/`` marker, sorted."""
+        return sorted(s for s in map(layout.done_shard, self.sizes) if s is not None)
 
     def markers(self) -> dict[str, dict[str, Any] | None]:
         """shard -> its parsed ``.done`` marker (None when unreadable), every marker read once."""
@@ -89,7 +101,7 @@ class OutputIndex:
 
     def _read_marker(self, shard: str) -> dict[str, Any] | None:
         try:
-            marker = self.read_json(f"{shard}{DONE_SUFFIX}")
+            marker = self.read_json(layout.done_name(shard))
         except (OSError, ValueError, RecursionError):  # (a crafted marker nested past Python's limit)
             return None
         return marker if isinstance(marker, dict) else None

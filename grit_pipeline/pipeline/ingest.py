@@ -41,10 +41,18 @@ class InputShard:
     has_tar: bool
     has_parquet: bool
     has_stats: bool = True  # img2dataset writes NNNNN_stats.json last: without it the download may be unfinished
+    tar_dir: str = ""       # the folder of its tar relative to ``folder``: "_webdataset" in a GRIT build
+
+    @property
+    def tar_name(self) -> str:
+        return f"{self.tar_dir}/{self.name}.tar" if self.tar_dir else f"{self.name}.tar"
 
 
 def list_input_shards(url: str) -> list[InputShard]:
-    """The shards of an img2dataset output folder, sorted by name."""
+    """The shards of an img2dataset output folder, or of a GRIT build (its tars in ``_webdataset/``, its
+    ``_rejects/`` not records), sorted by name."""
+    from . import layout
+
     folder = Folder(url)
     if not folder.exists():
         raise FileNotFoundError(f"input folder not found: {url}")
@@ -52,7 +60,15 @@ def list_input_shards(url: str) -> list[InputShard]:
     tars = {n[: -len(".tar")] for n in names if n.endswith(".tar")}
     parquets = {n[: -len(".parquet")] for n in names if n.endswith(".parquet")}
     stats = {n[: -len("_stats.json")] for n in names if n.endswith("_stats.json")}
+    build_tars = ({n[: -len(".tar")] for n in Folder(folder.uri(layout.TARS_DIR)).names() if n.endswith(".tar")}
+                  if folder.exists(layout.TARS_DIR) else set())
+    if build_tars:
+        finished = {n[: -len(layout.DONE_SUFFIX)] for n in Folder(folder.uri(layout.DONE_DIR)).names()}
+        return [InputShard(name, url, name in build_tars, name in parquets, name in finished,
+                           tar_dir=layout.TARS_DIR if name in build_tars else "")
+                for name in sorted(build_tars | parquets)]
     return [InputShard(name, url, name in tars, name in parquets, name in stats) for name in sorted(tars | parquets)]
+
 
 
 def read_input_shard(shard: InputShard, check_letterbox: bool = True,
@@ -106,7 +122,7 @@ def iter_input_shard(shard: InputShard, chunk_size: int = 256, check_letterbox: 
     cut_key = tar_error = None
     if shard.has_tar:
         try:
-            reader = TarReader(folder.open(f"{shard.name}.tar"), max_member_bytes=max_member_bytes,
+            reader = TarReader(folder.open(shard.tar_name), max_member_bytes=max_member_bytes,
                                wanted=lambda key, ext: False)
             for tar_sample in reader:
                 tar_copies[tar_sample.key] += 1
@@ -137,7 +153,7 @@ def iter_input_shard(shard: InputShard, chunk_size: int = 256, check_letterbox: 
     chunk: list[dict[str, Any]] = []
     # Pass 2: the members, a sample at a time.
     if tar_keys:
-        reader = TarReader(folder.open(f"{shard.name}.tar"), max_member_bytes=max_member_bytes)
+        reader = TarReader(folder.open(shard.tar_name), max_member_bytes=max_member_bytes)
         for tar_sample in reader:
             key = tar_sample.key
             if key in emitted or key not in planned:
@@ -220,7 +236,7 @@ def _sample(shard: InputShard, key: str, row: dict | None, tar_sample, incomplet
         if not shard.has_tar:
             return finish(sample, S.SHARD_ERROR, f"shard {shard.name} has no tar file (only its parquet)", STAGE)
         if incomplete or tar_error:
-            return finish(sample, S.SHARD_ERROR, f"{shard.name}.tar unreadable before this sample ({tar_error})", STAGE)
+            return finish(sample, S.SHARD_ERROR, f"{shard.tar_name} unreadable before this sample ({tar_error})", STAGE)
         return finish(sample, S.SHARD_ERROR, f"listed as {download_status} in {shard.name}.parquet but absent from the tar", STAGE)
     if "txt" in oversize:
         return finish(sample, S.BAD_CAPTION, f"caption member {key}.txt declares {oversize['txt']} bytes "

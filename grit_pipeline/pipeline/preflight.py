@@ -30,7 +30,6 @@ from typing import Any
 from .storage import Folder
 
 RUN_FILE = "_run.json"
-DONE_SUFFIX = ".done"
 LOG_FOLDER = "_logs"
 _NOT_RECORDED = "(not recorded)"
 
@@ -207,8 +206,10 @@ def describe_conflicts(output_url: str, conflicts: dict[str, tuple[list[Any], An
 def foreign_shard_files(output_url: str, index=None) -> list[str]:
     """Shard files (NNNNN.tar / .parquet) in a folder that records no grit build (no ``.done`` marker, no
     ``_run.json``), e.g. img2dataset output given as ``--output``: a run would overwrite them."""
+    from . import layout
+
     names = index.names() if index is not None else Folder(output_url).names()
-    if RUN_FILE in names or any(n.endswith(DONE_SUFFIX) for n in names):
+    if RUN_FILE in names or any(layout.done_shard(n) or n.endswith(layout.DONE_SUFFIX) for n in names):
         return []
     return sorted(n for n in names if n.endswith((".tar", ".parquet")) and not n.startswith("_"))
 

@@ -5,7 +5,7 @@ per-shard parquet). Sinks: ``BuildSink`` (the GRIT build, via the writers) and `
 parquet for the next stage). The local engine calls a sink in its own process; the Ray engine has a worker
 call it from staged parts (``parts.commit_shard``).
 
-A sink commits a shard by writing each file atomically and then ``NNNNN.done`` last. The marker holds the
+A sink commits a shard by writing each file atomically and then ``_done/NNNNN.done`` last (``layout``). The marker holds the
 output-affecting parameters the shard was built with and its files' sizes; a shard counts as done only
 when its marker exists, matches the current parameters and its files still have those sizes, so a rerun
 skips finished shards, redoes partial ones (no marker), rebuilds stale ones (made with other parameters,
@@ -21,12 +21,12 @@ from typing import Any, Iterator
 import pyarrow.parquet as pq
 
 from .config import PipelineConfig, join_path
+from . import layout
 from .ingest import InputShard, iter_input_shard, list_input_shards, read_input_shard
 from .preflight import same_params
 from .sample import rows_to_table, table_to_rows
 from .storage import Folder
 
-DONE_SUFFIX = ".done"
 
 
 def sort_samples(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -101,7 +101,7 @@ class InputSource:
 
 
 class StageSource:
-    """A previous stage's finished per-shard parquet files (WORK/<stage>/NNNNN.parquet)."""
+    """A previous stage's finished per-shard parquet files (WORK/<stage>/NNNNN.parquet, _done/NNNNN.done)."""
 
     def __init__(self, work: str, stage: str):
         self.stage = stage
@@ -110,18 +110,19 @@ class StageSource:
         self._params: dict[str, dict[str, Any]] = {}
 
     def shards(self) -> list[str]:
-        names = set(self.folder.names())
-        return sorted(n[: -len(DONE_SUFFIX)] for n in names if n.endswith(DONE_SUFFIX) and f"{n[:-len(DONE_SUFFIX)]}.parquet" in names)
+        names = set(layout.list_sizes(self.folder))
+        done = (layout.done_shard(n) for n in names)
+        return sorted(s for s in done if s is not None and layout.pairs_name(s) in names)
 
     def incomplete(self) -> list[str]:
-        names = set(self.folder.names())
+        names = set(layout.list_sizes(self.folder))
         return sorted(n[: -len(".parquet")] for n in names
-                      if n.endswith(".parquet") and f"{n[:-len('.parquet')]}{DONE_SUFFIX}" not in names)
+                      if "/" not in n and n.endswith(".parquet") and layout.done_name(n[: -len(".parquet")]) not in names)
 
     def params(self, shard: str) -> dict[str, Any]:
         """The parameters the previous stage's marker records (each marker read once per process)."""
         if shard not in self._params:
-            self._params[shard] = json.loads(self.folder.read_bytes(f"{shard}{DONE_SUFFIX}"))["params"]
+            self._params[shard] = json.loads(self.folder.read_bytes(layout.done_name(shard)))["params"]
         return self._params[shard]
 
     def __getstate__(self):
@@ -156,7 +157,7 @@ def _parquet_rows(folder: Folder, name: str) -> int | None:
 
 
 def committed_intact(marker: Any, params: dict[str, Any], files: list[str], sizes: dict[str, int]) -> bool:
-    """Whether a shard is done: its ``.done`` ``marker`` records ``params`` (an input folder spelt another way
+    """Whether a shard is done: its ``_done/NNNNN.done`` ``marker`` records ``params`` (an input folder spelt another way
     is the same input) and each of its ``files`` has, in ``sizes`` (name -> bytes now), the size the marker
     recorded; a file truncated, replaced or deleted after the commit makes the shard rebuild. A marker from
     before sizes were recorded only needs the files to exist."""
@@ -176,7 +177,7 @@ class _Sink:
 
     def marker(self, shard: str) -> dict[str, Any]:
         """The shard's ``.done`` marker (raises FileNotFoundError/ValueError when missing or unreadable)."""
-        return json.loads(self.folder.read_bytes(f"{shard}{DONE_SUFFIX}"))
+        return json.loads(self.folder.read_bytes(layout.done_name(shard)))
 
     def is_done(self, shard: str, params: dict[str, Any]) -> bool:
         """``committed_intact`` for one shard, asking the folder (the plan of a run uses one listing)."""
@@ -194,15 +195,15 @@ class _Sink:
 
     def clear(self, shard: str) -> None:
         """Forget a shard before (re)building it: marker first, then its files and stray temp files."""
-        self.folder.remove(f"{shard}{DONE_SUFFIX}")
+        self.folder.remove(layout.done_name(shard))
         for name in self.files(shard):
             self.folder.remove(name)
-        self.folder.remove_temps(prefix=shard)
+        self.folder.remove_temps(prefix=shard, subfolders=layout.SUBFOLDERS)
 
     def _mark_done(self, shard: str, params: dict[str, Any], samples: int) -> None:
         files = {name: self.folder.size(name) for name in self.files(shard)}
         marker = {"shard": shard, "samples": samples, "params": params, "files": files}
-        self.folder.write_bytes(f"{shard}{DONE_SUFFIX}", json.dumps(marker, sort_keys=True).encode("utf-8"))
+        self.folder.write_bytes(layout.done_name(shard), json.dumps(marker, sort_keys=True).encode("utf-8"))
 
 
 class BuildSink(_Sink):
@@ -232,7 +233,7 @@ class BuildSink(_Sink):
         context = WriteContext(shard=shard, input=input_description, box_threshold=self.config.box_threshold,
                                phrase_mode=self.config.phrase_mode)
         self.folder.makedirs()
-        self.folder.remove(f"{shard}{DONE_SUFFIX}")
+        self.folder.remove(layout.done_name(shard))
         for writer in self.writers:
             # (a writer that reads image bytes must say so, or it would get None in the Ray engine's commit)
             rows = samples
@@ -251,14 +252,14 @@ class StageSink(_Sink):
         self.folder = Folder(join_path(work, stage))
 
     def files(self, shard: str) -> list[str]:
-        return [f"{shard}.parquet"]
+        return [layout.pairs_name(shard)]
 
     def write(self, shard: str, samples: list[dict[str, Any]], params: dict[str, Any], input_description: str,
               stream=None) -> None:
         # (the stage file holds the image bytes: with a stream, the whole shard is read back here)
         samples = sort_samples(list(stream()) if stream is not None else samples)
         self.folder.makedirs()
-        self.folder.remove(f"{shard}{DONE_SUFFIX}")
-        with self.folder.atomic_open(f"{shard}.parquet") as f:
+        self.folder.remove(layout.done_name(shard))
+        with self.folder.atomic_open(layout.pairs_name(shard)) as f:
             pq.write_table(rows_to_table(samples), f, compression="zstd")
         self._mark_done(shard, params, len(samples))

@@ -8,6 +8,7 @@ from typing import Any
 
 from grit_pipeline import status as S
 
+from . import layout
 from .index import OutputIndex, read_concurrently
 
 # Kosmos-2 paper, Table 1.
@@ -25,7 +26,7 @@ def collect_totals(output: str, index: OutputIndex | None = None) -> dict[str, A
 
     def read(shard: str):
         try:
-            stats = index.read_json(f"{shard}_stats.json")
+            stats = index.read_json(layout.stats_name(shard))
             if not isinstance(stats, dict):
                 raise ValueError("not a JSON object")
             check_shard_stats(stats)
@@ -39,7 +40,7 @@ def collect_totals(output: str, index: OutputIndex | None = None) -> dict[str, A
         if stats is None:
             continue
         if isinstance(stats, Exception):
-            totals["unreadable_stats"].append(f"{shard}_stats.json ({str(stats)[:100]})")
+            totals["unreadable_stats"].append(f"{layout.stats_name(shard)} ({str(stats)[:100]})")
             continue
         totals["shards"] += 1
         for name in ("samples", "images", "boxes", "spans", "span_words"):
@@ -113,8 +114,8 @@ def _keys_and_rejects(index: OutputIndex) -> list[tuple[str, Any, Any]]:
         shards = index.done_shards()
 
         def read(shard: str):
-            return (shard, _read_columns(index, f"{shard}.parquet", ["key"]),
-                    _read_columns(index, f"{shard}_rejects.parquet", ["key", "status", "reason"]))
+            return (shard, _read_columns(index, layout.pairs_name(shard), ["key"]),
+                    _read_columns(index, layout.rejects_name(shard), ["key", "status", "reason"]))
 
         cached = read_concurrently(read, shards, "rows and rejects", progress=index.progress)
         index.derived["keys_and_rejects"] = cached

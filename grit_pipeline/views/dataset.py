@@ -2,10 +2,11 @@
 
 Two layouts are understood:
 
-* ``pipeline``: a GRIT build (docs/DESIGN.md "Output layout"): ``NNNNN.parquet`` GRIT rows,
-  ``NNNNN.tar`` with ``KEY.jpg``/``KEY.json``/``KEY.txt``, ``NNNNN_rejects.parquet``,
-  ``NNNNN_stats.json``, ``NNNNN.done``, ``_run.json``. Images of rejected samples are looked up in
-  the input shard the sample came from (named by the shard stats / ``source_shard`` / ``_run.json``).
+* ``pipeline``: a GRIT build (``grit_pipeline.pipeline.layout``): ``NNNNN.parquet`` GRIT rows,
+  ``_webdataset/NNNNN.tar`` with ``KEY.jpg``/``KEY.json``/``KEY.txt``, ``_rejects/NNNNN.parquet``,
+  ``_stats/NNNNN.json``, ``_done/NNNNN.done``, ``_run.json`` (a build of grit's previous layout, with
+  these files beside the rows, reads too). Images of rejected samples are looked up in the input shard
+  the sample came from (named by the shard stats / ``source_shard`` / ``_run.json``).
 * ``img2dataset``: shards as img2dataset writes them (``NNNNN.tar`` with ``KEY.jpg``/``KEY.json``/
   ``KEY.txt`` and ``NNNNN.parquet`` metadata), e.g. GrIT-20M downloaded with its ``noun_chunks`` and
   ``ref_exps`` columns saved into each ``KEY.json``. Failed downloads come from the parquet.
@@ -37,6 +38,9 @@ MAX_JSON_FILE_BYTES = 16 * 1024 * 1024
 DEFAULT_THRESHOLD = 0.65
 
 _REJECTS_SUFFIX = "_rejects"
+# a build's files outside its rows (grit_pipeline.pipeline.layout): folder, Shard attribute, name suffix
+_LAYOUT_FOLDERS = (("_webdataset", "tar", ".tar"), ("_rejects", "rejects", ".parquet"),
+                   ("_stats", "stats", ".json"), ("_done", "done", ".done"))
 
 
 @dataclass
@@ -112,6 +116,16 @@ class Dataset:
                 shard(name[: -len(".tar")]).tar = path
             elif name.endswith(".done"):
                 shard(name[: -len(".done")]).done = True
+        for folder, attribute, suffix in _LAYOUT_FOLDERS:
+            if not (root / folder).is_dir():
+                continue
+            for path in sorted((root / folder).iterdir()):
+                if path.is_file() and path.name.endswith(suffix) and ".tmp-" not in path.name:
+                    stem = path.name[: -len(suffix)]
+                    if attribute == "done":
+                        shard(stem).done = True
+                    else:
+                        setattr(shard(stem), attribute, path)
         run_path = root / "_run.json"
         run = _read_json(run_path) if run_path.exists() else {}
         if not isinstance(run, dict):
@@ -120,7 +134,7 @@ class Dataset:
         kept = [s for s in shards.values() if s.parquet or s.tar or s.rejects]
         if not kept:
             raise DatasetError(
-                f"{root}: no shards found (expected NNNNN.parquet / NNNNN.tar / NNNNN_rejects.parquet)"
+                f"{root}: no shards found (expected NNNNN.parquet / NNNNN.tar / _rejects/NNNNN.parquet)"
             )
         return cls(root=root, kind="pipeline" if is_pipeline else "img2dataset",
                    shards=sorted(kept, key=lambda s: s.stem), run=run)
@@ -247,7 +261,8 @@ class Dataset:
                 candidate = candidate[: -len(".parquet")]
             tar = candidate if candidate.endswith(".tar") else candidate + ".tar"
             # never the build's own NNNNN.tar: it holds only the kept samples
-            if os.path.isfile(tar) and os.path.dirname(os.path.realpath(tar)) != os.path.realpath(self.root):
+            if os.path.isfile(tar) and os.path.dirname(os.path.realpath(tar)) not in (
+                    os.path.realpath(self.root), os.path.realpath(self.root / "_webdataset")):
                 return tar
         return None
 

@@ -27,7 +27,7 @@ from grit_pipeline.views.html import (
 DEFAULT_SAMPLE = 100
 DEFAULT_PER_PAGE = 20
 DEFAULT_THUMB_SIZE = 512
-DEFAULT_GALLERY_NAME = "gallery.html"
+DEFAULT_GALLERY_NAME = "_gallery.html"  # ("_": dataset readers of the build skip it)
 DISPLAY_HEIGHT = 320  # CSS pixels
 REJECTED = "rejected"  # --status alias: every status that is not kept
 STATUS_CHOICES = (*st.ALL, UNGROUNDED, REJECTED)
@@ -305,7 +305,7 @@ def write_gallery(dir: str | Path, out: str | Path | None = None, *, sample: int
                   statuses: Iterable[str] | None = None, min_score: float | None = None, seed: int = 0,
                   per_page: int = DEFAULT_PER_PAGE, thumb_size: int = DEFAULT_THUMB_SIZE,
                   title: str | None = None, progress: bool = False) -> Path:
-    """Write the gallery of a dataset directory to ``out`` (default ``DIR/gallery.html``); return its path."""
+    """Write the gallery of a dataset directory to ``out`` (default ``DIR/_gallery.html``); return its path."""
     if sample < 0:
         raise ValueError("sample must be >= 0")
     if per_page < 1:

@@ -23,7 +23,7 @@ from grit_pipeline.views.html import data_uri, esc, fill_template, write_atomic
 # Kosmos-2 paper, Table 1: the full GRIT.
 PAPER_TOTALS = {"images": 90_614_680, "boxes": 137_349_210, "spans": 114_978_233, "expression_words": 4.7}
 HISTOGRAM_BINS = 20
-DEFAULT_REPORT_DIR = "report"
+DEFAULT_REPORT_DIR = "_report"  # ("_": dataset readers of the build skip it)
 TOP_REASONS = 5
 
 

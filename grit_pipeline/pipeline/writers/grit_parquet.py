@@ -8,6 +8,7 @@ from grit_pipeline import status as S
 from grit_pipeline.record import GRIT_SCHEMA
 
 from ..sample import FLOATS
+from .. import layout
 
 SCHEMA = pa.schema(
     list(GRIT_SCHEMA)
@@ -21,7 +22,7 @@ SCHEMA = pa.schema(
 
 
 def filename(shard: str) -> str:
-    return f"{shard}.parquet"
+    return layout.pairs_name(shard)
 
 
 def rows(samples):

@@ -1,4 +1,4 @@
-"""``NNNNN_rejects.parquet``: every sample that did not become a GRIT row, with status and reason."""
+"""``_rejects/NNNNN.parquet``: every sample that did not become a GRIT row, with status and reason."""
 from __future__ import annotations
 
 import pyarrow as pa
@@ -7,6 +7,7 @@ import pyarrow.parquet as pq
 from grit_pipeline import status as S
 
 from ..sample import FLOATS
+from .. import layout
 
 SCHEMA = pa.schema(
     [
@@ -23,7 +24,7 @@ SCHEMA = pa.schema(
 
 
 def filename(shard: str) -> str:
-    return f"{shard}_rejects.parquet"
+    return layout.rejects_name(shard)
 
 
 def rows(samples):

@@ -1,15 +1,16 @@
-"""``NNNNN_stats.json``: counts per status, boxes, text spans, score histogram and stage timings."""
+"""``_stats/NNNNN.json``: counts per status, boxes, text spans, score histogram and stage timings."""
 from __future__ import annotations
 
 import json
 
 from grit_pipeline import status as S
+from .. import layout
 
 HISTOGRAM_BINS = 20
 
 
 def filename(shard: str) -> str:
-    return f"{shard}_stats.json"
+    return layout.stats_name(shard)
 
 
 def shard_stats(samples, context) -> dict:

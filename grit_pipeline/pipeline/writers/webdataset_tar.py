@@ -1,4 +1,4 @@
-"""``NNNNN.tar``: webdataset shard of the grounded samples: KEY.<ext> (original image bytes, normally
+"""``_webdataset/NNNNN.tar``: webdataset shard of the grounded samples: KEY.<ext> (original image bytes, normally
 jpg), KEY.json (GRIT record + status + source_shard), KEY.txt (grounded text).
 
 Members carry fixed metadata (mtime 0, uid/gid 0, mode 0644) so the same samples give the same bytes.
@@ -11,13 +11,14 @@ import tarfile
 
 from grit_pipeline import status as S
 from grit_pipeline.record import GRIT_COLUMNS
+from .. import layout
 
 JSON_FIELDS = GRIT_COLUMNS + ("status", "source_shard")
 NEEDS_IMAGE_BYTES = True  # the commit streams the samples to this writer with their bytes (shards.BuildSink)
 
 
 def filename(shard: str) -> str:
-    return f"{shard}.tar"
+    return layout.tar_name(shard)
 
 
 def _member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
