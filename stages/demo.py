@@ -9,9 +9,9 @@
 Environment overrides: GRIT_DEMO_IMAGES (default 300), GRIT_DEMO_DIR (default demo_out/demo),
 GRIT_DEMO_ENGINE (auto | ray | local, default auto: the faster engine for the job, as `grit run` picks it).
 
-The demo writes only under its own folder, which no other target defaults to (the Makefile's INPUT and
-OUTPUT are demo_out/shards and demo_out/grit), and starts afresh by emptying only that folder, and only when a
-marker file shows the demo made it.
+The demo writes only under its own folder, and starts afresh by emptying only that folder, and only when a
+marker file shows the demo made it. The Makefile's INPUT defaults to the demo's shards (read, never written);
+its OUTPUT (demo_out/grit) is outside the demo's folder.
 """
 from __future__ import annotations
 
