@@ -13,9 +13,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from grit_pipeline import status as S
-from grit_pipeline.pipeline import PipelineConfig, collect_totals, run_pipeline, run_stage
+from grit_pipeline.pipeline import PipelineConfig, collect_totals, layout, run_pipeline, run_stage
 from grit_pipeline.record import GRIT_SCHEMA, GritRecord
 from grit_pipeline.serialize import grounded_text
+from tests.build_files import build_files, done_names
 from tests.fixtures_shards import healthy_samples, write_broken_world, write_shard
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,19 +31,20 @@ def local_config(input_dir, output_dir, **changes) -> PipelineConfig:
 
 
 def snapshot(output: Path) -> dict[str, object]:
-    """A build's content for comparisons: file bytes, stats without timings; run metadata left out."""
+    """A build's content for comparisons (by relative name, the layout's sub-folders included): file bytes,
+    stats without timings; run metadata left out."""
     out = {}
-    for path in sorted(Path(output).iterdir()):
-        name = path.name
-        if path.is_dir() or name == "_run.json" or ".tmp-" in name:
+    for name, path in build_files(output).items():
+        if name == "_run.json" or ".tmp-" in name:
             continue
-        if name.endswith("stats.json"):
+        if name == "_stats.json" or name.startswith(f"{layout.STATS_DIR}/"):
             stats = json.loads(path.read_text())
             stats.pop("timings_s", None)
             out[name] = stats
-        elif name.endswith(".done"):  # the stats file's recorded size depends on its timings
+        elif name.startswith(f"{layout.DONE_DIR}/"):  # the stats file's recorded size depends on its timings
             marker = json.loads(path.read_text())
-            marker["files"] = {k: v for k, v in marker.get("files", {}).items() if not k.endswith("stats.json")}
+            marker["files"] = {k: v for k, v in marker.get("files", {}).items()
+                               if not k.startswith(f"{layout.STATS_DIR}/")}
             out[name] = marker
         else:
             out[name] = path.read_bytes()
@@ -52,8 +54,9 @@ def snapshot(output: Path) -> dict[str, object]:
 def all_rows(output: Path) -> tuple[list[dict], list[dict]]:
     grit, rejects = [], []
     for path in sorted(Path(output).glob("*.parquet")):
-        rows = pq.read_table(path).to_pylist()
-        (rejects if path.name.endswith("_rejects.parquet") else grit).extend(rows)
+        grit.extend(pq.read_table(path).to_pylist())
+    for path in sorted(Path(output).glob(f"{layout.REJECTS_DIR}/*.parquet")):
+        rejects.extend(pq.read_table(path).to_pylist())
     return grit, rejects
 
 
@@ -104,8 +107,8 @@ def test_every_input_key_once_with_status_and_reason(broken_world, broken_build)
     assert all(r["status"] == S.GROUNDED for r in grit)
     assert all(r["status"] in S.ALL and r["status"] != S.GROUNDED and r["reason"] for r in rejects)
     assert summary.shards_written == ["00000", "00001", "00002", "00003", "00004"]
-    assert json.loads((output / "00004_stats.json").read_text())["samples"] == 0
-    assert pq.read_table(output / "00004_rejects.parquet").num_rows == 0
+    assert json.loads((output / layout.stats_name("00004")).read_text())["samples"] == 0
+    assert pq.read_table(output / layout.rejects_name("00004")).num_rows == 0
 
 
 def test_truncated_tar_keeps_samples_before_the_cut(broken_world, broken_build):
@@ -147,7 +150,7 @@ def test_output_schema_tar_and_stats(broken_build):
     assert rows, "shard 00000 must have grounded rows"
     import tarfile
 
-    with tarfile.open(output / "00000.tar") as tar:
+    with tarfile.open(output / layout.tar_name("00000")) as tar:
         names = tar.getnames()
         for row in rows:
             record = GritRecord.from_dict(row)  # valid GrIT-20M record
@@ -160,7 +163,7 @@ def test_output_schema_tar_and_stats(broken_build):
             assert all(item[6] > 0.65 for item in row["noun_chunks"])
             assert all(item[6] <= 0.65 for item in row["dropped_boxes"])
     assert len(names) == 3 * len(rows)
-    stats = json.loads((output / "00000_stats.json").read_text())
+    stats = json.loads((output / layout.stats_name("00000")).read_text())
     assert sum(stats["counts"].values()) == stats["samples"] == 12
     assert stats["boxes"] == sum(len(r["noun_chunks"]) for r in rows)
     assert len(stats["score_histogram"]["edges"]) == 21 and len(stats["score_histogram"]["counts"]) == 20
@@ -202,13 +205,13 @@ def test_rerun_skips_done_redoes_partial_and_overwrite_forces(clean_world, clean
     output = tmp_path / "grit"
     run_pipeline(local_config(clean_world, output))
     # a crash while rewriting shard 00001: its marker is gone, one file half-written under a temp name
-    (output / "00001.done").unlink()
-    (output / "00001.parquet").write_bytes(b"garbage")
-    (output / "00001.tar.tmp-12345").write_bytes(b"partial")
+    (output / layout.done_name("00001")).unlink()
+    (output / layout.pairs_name("00001")).write_bytes(b"garbage")
+    (output / f"{layout.tar_name('00001')}.tmp-12345").write_bytes(b"partial")
     summary = run_pipeline(local_config(clean_world, output))
     assert summary.shards_written == ["00001"] and summary.shards_skipped == ["00000", "00002"]
     assert snapshot(output) == snapshot(clean_build)
-    assert not list(output.glob("*.tmp-*"))
+    assert not list(output.glob("*.tmp-*")) and not list(output.glob("_*/*.tmp-*"))
     summary = run_pipeline(local_config(clean_world, output, overwrite=True))
     assert summary.shards_written == ["00000", "00001", "00002"]
     # changed output-affecting parameters: refused, nothing changed; --overwrite rebuilds every shard
@@ -240,9 +243,8 @@ def test_kill_9_mid_run_then_rerun_gives_identical_output(clean_world, clean_bui
     args = ("run", "--input", str(clean_world), "--output", str(output), "--engine", "local", *NOOP_FLAGS)
     killed = _grit(*args, env={"GRIT_FAULT_INJECTION": "1", "GRIT_FAULT_KILL_AT_RENAME": str(kill_at)}, check=False)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    done = sorted(p.name for p in output.glob("*.done"))
-    assert done == ["00000.done"]                    # some but not all shards finished
-    assert list(output.glob("00001*.tmp-*"))         # the write that was cut off
+    assert done_names(output) == [layout.done_name("00000")]   # some but not all shards finished
+    assert list(output.glob("00001*.tmp-*")) + list(output.glob("_*/00001*.tmp-*"))   # the write that was cut off
     rerun = _grit(*args)
     assert "1 already done, 2 to do" in rerun.stderr
     assert snapshot(output) == snapshot(clean_build)
@@ -294,8 +296,8 @@ def test_stage_cli_and_python_m_stages(clean_world, tmp_path, capsys, monkeypatc
         with pytest.raises(SystemExit) as exit_:
             runpy.run_module(module, run_name="__main__")
         assert exit_.value.code == 0, module
-    assert len(list(output.glob("*.done"))) == 3
-    assert len(list((output / "_stages" / "expand").glob("*.done"))) == 3
+    assert len(done_names(output)) == 3
+    assert len(done_names(output / "_stages" / "expand")) == 3
 
 
 def test_noop_detector_boxes_do_not_overlap():
@@ -330,10 +332,10 @@ def test_input_and_output_as_fsspec_urls(clean_world, clean_build, tmp_path):
     ours, reference = snapshot(output), snapshot(clean_build)
     data_files = [n for n in reference if n.endswith((".parquet", ".tar"))]
     assert len(data_files) == 9 and all(ours[n] == reference[n] for n in data_files)
-    assert json.loads((output / "00000_stats.json").read_text())["input"] == "memory://pipeline-test-shards/00000"
+    assert json.loads((output / layout.stats_name("00000")).read_text())["input"] == "memory://pipeline-test-shards/00000"
     # an object-store-like output (no rename there): same bytes, markers written
     run_pipeline(local_config(clean_world, "memory://pipeline-test-out"))
-    assert sorted(p.rsplit("/", 1)[-1] for p in memory.ls("/pipeline-test-out", detail=False)) == sorted(
+    assert sorted(p.removeprefix("/pipeline-test-out/") for p in memory.find("/pipeline-test-out")) == sorted(
         [*reference, "_run.json"])
     for name in data_files:
         assert memory.cat(f"/pipeline-test-out/{name}") == reference[name]
@@ -355,7 +357,7 @@ def test_cli_defaults_are_the_pipeline_defaults():
 def test_shard_selection_unknown_detector_and_a_caption_spacy_refuses(clean_world, tmp_path):
     output = tmp_path / "grit"
     summary = run_pipeline(local_config(clean_world, output, shards=("00001",)))
-    assert summary.shards_written == ["00001"] and sorted(p.name for p in output.glob("*.done")) == ["00001.done"]
+    assert summary.shards_written == ["00001"] and done_names(output) == [layout.done_name("00001")]
     with pytest.raises(ValueError, match="unknown detector 'nope'"):
         run_pipeline(local_config(clean_world, output, detector="nope"))
 
