@@ -3,18 +3,15 @@ batch size (Kosmos-2 paper, Table 7; the released code draws one source per batc
 
 ``--mix`` declares it, one ``KIND=PATHS[:BATCH]`` entry per source (PATHS: comma-separated files, folders,
 globs or brace patterns), e.g. ``--mix grounded=grit/ captions=shards/ text=corpus/*.jsonl.zst interleaved=mmc4/``.
-A source given without ``:BATCH`` gets its default share of the step (:func:`default_batch_sizes`: the paper's
-proportions, or the preset's own for the small presets).
+A source given without ``:BATCH`` gets its default share of the step (``kosmos.train.recipes.batch_size_of``: the
+paper's proportions, the recipe's, or the preset's own for the small presets). ``parse_mix`` is the one reader of
+``--mix``; ``kosmos.train.plan`` turns its specs into the run's planned sources.
 """
 from __future__ import annotations
 
 from typing import Any
 
 from kosmos.sources import SOURCES, DataConfig, SourceError, SourceSpec, build_source
-
-# Kosmos-2 Table 7: sequences per step of each source (text 93, image-caption 1,117, grounded 1,117, interleaved 47).
-PAPER_SEQUENCES_PER_STEP = {"text": 93, "captions": 1117, "grounded": 1117, "interleaved": 47}
-
 
 def parse_mix(entries: list[str]) -> list[SourceSpec]:  # noqa: C901 - one check per malformed case
     """``["grounded=DIR:16", "text=a.jsonl,b.jsonl"]`` -> source specs (one-line ``SourceError`` when malformed)."""
@@ -42,23 +39,18 @@ def parse_mix(entries: list[str]) -> list[SourceSpec]:  # noqa: C901 - one check
     return specs
 
 
-def paper_shares() -> dict[str, float]:
-    """Rows of each source per grounded row in the paper's step (Table 7)."""
-    return {kind: n / PAPER_SEQUENCES_PER_STEP["grounded"] for kind, n in PAPER_SEQUENCES_PER_STEP.items()}
-
-
 def default_batch_sizes(specs: list[SourceSpec], batch_size: int,
                         shares: dict[str, float] | None = None) -> list[SourceSpec]:
-    """Fill unset batch sizes from ``shares`` (default the paper's Table 7: grounded and captions 1, text 93/1117,
-    interleaved 47/1117 rows per grounded row; a preset may give its own, ``Preset.mixture_shares``): the kind with
-    the largest share among those given gets ``batch_size`` rows, every other its proportion of that, at least
-    one (a mixture of text and interleaved documents alone: text ``batch_size``, interleaved 47/93 of it)."""
-    shares = shares or paper_shares()
-    top = max((shares[spec.kind] for spec in specs if spec.kind in shares), default=1.0)
-    for spec in specs:
-        if spec.batch_size is None:
-            spec.batch_size = max(1, round(shares[spec.kind] / top * batch_size))
-    return specs
+    """The specs with unset batch sizes filled as a pre-training plan fills them
+    (``kosmos.train.recipes.batch_size_of``: ``shares``, default Table 7's); new specs, the given ones unchanged."""
+    from dataclasses import replace
+
+    from kosmos.train.recipes import batch_size_of
+
+    kinds = [spec.kind for spec in specs]
+    return [spec if spec.batch_size is not None else
+            replace(spec, batch_size=batch_size_of(spec.kind, kinds, batch_size, "pretrain", shares)[0])
+            for spec in specs]
 
 
 def check_sources(specs: list[SourceSpec], config: DataConfig) -> None:

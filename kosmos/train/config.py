@@ -1,17 +1,18 @@
-"""``kosmos train``'s settings: one dataclass, its flags generated from it, and how unset values resolve."""
+"""``kosmos train``'s settings: one dataclass and its flags generated from it. How unset values resolve (flag >
+recipe > preset > paper > default) is ``kosmos.train.plan``."""
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from kosmos.modeling import CONNECTORS, FREEZE_VISION, LOCATION_EMBEDDING_INITS, VISION_POSITION_INITS
+from kosmos.mix import parse_mix
 from kosmos.presets import PRESETS, get_preset, image_slots
+from kosmos.sources import SourceError
+from kosmos.train.recipes import FINETUNE_LR, FINETUNE_WARMUP_STEPS
 
 DATA, RUN = "data", "run"
 
-# Fine-tuning a pretrained model (--init): the paper's instruction-tuning scale, not a from-scratch lr.
-FINETUNE_LR = 1e-5
-FINETUNE_WARMUP_STEPS = 100
 # Location tokens are 2 of ~10 targets in a one-object caption; at weight 1 the text loss dominates and the
 # model learns to ignore the image (issue 15's diagnosis). 10 was measured to learn localisation on CPU.
 DEFAULT_LOCATION_LOSS_WEIGHT = 10.0
@@ -20,6 +21,7 @@ DEFAULT_LOCATION_LOSS_WEIGHT = 10.0
 DEFAULT_LOCATION_SIGMA = 1.5
 # --max-minutes without --steps: the time budget alone ends the run (and sets the lr decay)
 TIME_BUDGET_STEPS = 10**9
+REPORTERS = ("none", "tensorboard", "wandb")
 
 
 @dataclass
@@ -133,6 +135,10 @@ class TrainConfig:
         "group": RUN, "nargs": "?", "const": "latest",
         "help": "continue from OUTPUT's latest checkpoint (or the checkpoint directory given)"})
     seed: int = field(default=0, metadata={"help": "seed of the model init, data order and sampling"})
+    report_to: str = field(default="none", metadata={
+        "group": RUN, "choices": REPORTERS,
+        "help": "also log the train_log.jsonl series to tensorboard (event files in OUTPUT/tensorboard) or wandb "
+                "(pip install wandb); none: train_log.jsonl only"})
     loader_workers: int = field(default=1, metadata={"group": RUN, "help": "DataLoader processes per worker"})
     device: str = field(default="auto", metadata={"group": RUN, "help": "auto | cpu | cuda | cuda:N"})
     precision: str = field(default="auto", metadata={
@@ -188,10 +194,11 @@ class TrainConfig:
                                 f"more than the {preset.name} preset's {preset.max_positions} positions hold")
         try:
             weighted = self.source_weight_map()
-        except ValueError as error:
-            problems.append(str(error))
+            present = {spec.kind for spec in parse_mix(self.mix)} if self.mix else set()
+        except ValueError as error:  # (a malformed --mix is refused by the plan, in its own words)
+            if not isinstance(error, SourceError):
+                problems.append(str(error))
         else:
-            present = {entry.partition("=")[0].strip() for entry in self.mix or []}
             present |= {"grounded"} if self.data else set()
             for kind in sorted(set(weighted) - present):
                 problems.append(f"--source-weights {kind}=...: the mixture has no {kind} source")
@@ -223,11 +230,12 @@ class TrainConfig:
         return weights
 
     def source_loss_weights(self) -> dict[str, float]:
-        """Loss weight of each source kind: ``--source-weights`` over the preset's defaults for from-scratch
-        pretraining (``Preset.mixture_loss_weights``); a kind named by neither weighs 1."""
-        preset = get_preset(self.preset)
-        defaults = preset.mixture_loss_weights if not self.init and self.recipe == "pretrain" else None
-        return {**(defaults or {}), **self.source_weight_map()}
+        """Loss weight of each source kind named by ``--source-weights`` or the preset (the plan's; a kind named
+        by neither weighs 1)."""
+        from kosmos.train.plan import source_weight_origins
+
+        scratch = not self.init and self.recipe == "pretrain"
+        return {kind: w for kind, (w, _) in source_weight_origins(self, get_preset(self.preset), scratch).items()}
 
     def model_preset(self):
         """The preset of a from-scratch model, with ``--image-size``/``--patch-size`` applied."""
@@ -238,62 +246,27 @@ class TrainConfig:
                        patch_size=self.patch_size or preset.patch_size, connector=self.connector or preset.connector)
 
     def resolved(self) -> "TrainConfig":
-        """Unset values filled: the preset's from scratch, fine-tuning defaults with ``init``."""
-        preset = get_preset(self.preset)
-        values = asdict(self)
-        if self.init:
-            defaults = (("steps", preset.max_steps), ("batch_size", preset.batch_size), ("lr", FINETUNE_LR),
-                        ("warmup_steps", FINETUNE_WARMUP_STEPS), ("location_loss_weight", 1.0),
-                        ("location_sigma", 0.0), ("decay_fraction", 1.0))
-        else:
-            defaults = (("steps", preset.max_steps), ("batch_size", preset.batch_size), ("lr", preset.lr),
-                        ("warmup_steps", preset.warmup_steps),
-                        ("location_loss_weight", DEFAULT_LOCATION_LOSS_WEIGHT),
-                        ("location_sigma", DEFAULT_LOCATION_SIGMA), ("decay_fraction", preset.decay_fraction))
-        if self.recipe == "instruct":
-            from kosmos.sources.instruct_recipe import recipe_defaults
+        """Unset values filled as the plan fills them (``kosmos.train.plan.resolve_settings``)."""
+        from kosmos.train.plan import resolve_settings
 
-            defaults = tuple(recipe_defaults(preset).items()) + defaults
-        if not self.init and self.recipe == "pretrain":  # the preset's data defaults, under what was given
-            values["data_options"] = {**(preset.data_defaults or {}), **values["data_options"]}
-        if values["steps"] is None and self.max_minutes:
-            values["steps"] = TIME_BUDGET_STEPS
-        for name, default in defaults:
-            if values[name] is None:
-                values[name] = default
-        values["warmup_steps"] = min(values["warmup_steps"], values["steps"])
-        values["location_embedding_init"] = values["location_embedding_init"] or preset.location_embedding_init
-        return TrainConfig(**values)
-
+        return resolve_settings(self)[0]
 
 
 def source_specs(cfg: TrainConfig):
-    """The mixture of a resolved config: ``--data`` is the grounded source (``--batch-size`` rows), ``--mix`` adds
-    sources (or holds them all); a source without a batch size gets the paper's proportion of the step."""
-    from kosmos.mix import default_batch_sizes, parse_mix
-    from kosmos.sources import SourceError, SourceSpec
+    """The mixture's ``SourceSpec``s as the plan makes them (for tools and tests; a run reads its plan)."""
+    from kosmos.train.plan import make_plan
 
-    specs = parse_mix(cfg.mix) if cfg.mix else []
-    if cfg.data:
-        if any(spec.kind == "grounded" for spec in specs):
-            raise SourceError("grounded data is given twice (--data and --mix grounded=...): give it once")
-        specs.insert(0, SourceSpec(kind="grounded", paths=list(cfg.data), batch_size=cfg.batch_size))
-    if not specs:
-        raise SourceError("no training data: give --data GRIT_SHARDS and/or --mix KIND=PATHS[:BATCH] ...")
-    from kosmos.sources.instruct_recipe import fill_batch_sizes
-
-    fill_batch_sizes(specs, cfg.batch_size, cfg.recipe)
-    return default_batch_sizes(specs, cfg.batch_size, get_preset(cfg.preset).mixture_shares)
+    return make_plan(cfg).specs()
 
 
-def data_config(cfg: TrainConfig, model_config, preset):
+def data_config(cfg: TrainConfig, model_config, preset=None):
     """The ``DataConfig`` of a run: image size and slots from the model, lengths from the preset, then the
-    data options given on the command line."""
+    plan's data options."""
     from kosmos.sources import DataConfig
 
     config = DataConfig(image_size=model_config.vision_config.image_size,
                         num_image_tokens=model_config.latent_query_num, seed=cfg.seed,
-                        max_length=preset.max_length,
+                        max_length=(preset or get_preset(cfg.preset)).max_length,
                         sequence_length=model_config.text_config.max_position_embeddings)
     for key, value in cfg.data_options.items():
         if key in ("image_size", "num_image_tokens") or not hasattr(config, key):

@@ -1,10 +1,10 @@
-"""``kosmos train``'s entry: checks on the driver (settings, run folder, every source), the processor, then the
-loop here or on Ray Train workers (``TorchTrainer``, DistributedDataParallel)."""
+"""``kosmos train``'s entry: the plan (made once, printed, written to OUTPUT/plan.json, checked on --resume), checks
+on the driver (settings, run folder, every source), the processor, then the loop here or on Ray Train workers
+(``TorchTrainer``, DistributedDataParallel); every one of them reads the plan."""
 from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -12,13 +12,17 @@ import torch
 
 from kosmos import checkpoint as ckpt
 from kosmos.modeling import check_vision_tower
-from kosmos.train.config import TrainConfig, source_specs
+from kosmos.train.config import TrainConfig
 from kosmos.train.loop import run_training
+from kosmos.train.plan import (PLAN_FILE, TrainPlan, check_resume, check_resume_before_plans, make_plan, plan_lines,
+                               read_plan, write_plan)
+from kosmos.train.report import check_reporter
 from kosmos.train.runfiles import read_log
 from kosmos.train.setup import find_resume_dir, prepare_processor
 
 # What a run writes into OUTPUT (what --overwrite removes; nothing else there is touched).
-RUN_FILES = ("processor", "checkpoints", "best", "ray", "train_log.jsonl", "eval_log.jsonl", "done")
+RUN_FILES = ("processor", "checkpoints", "best", "ray", "train_log.jsonl", "eval_log.jsonl", "done", PLAN_FILE,
+             "tensorboard", "wandb")
 
 
 class RunFolderError(ValueError):
@@ -40,7 +44,8 @@ def check_run_folder(cfg: TrainConfig) -> None:
 
 
 def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
-    """Check everything that can be checked here, prepare the processor, then train here or on Ray workers."""
+    """Make the plan, check everything that can be checked here, prepare the processor, then train here or on
+    Ray workers."""
     from kosmos.mix import check_sources
     from kosmos.sources import DataConfig
 
@@ -48,14 +53,18 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
     problems = cfg.number_problems() + data.number_problems()
     if problems:
         raise ValueError("; ".join(problems))
+    check_reporter(cfg.report_to)
+    plan = make_plan(cfg)
     if cfg.vision_init:
         check_vision_tower(cfg.vision_init, cfg.model_preset().vision_sizes())
     check_run_folder(cfg)
     resume_dir = find_resume_dir(cfg)
     if resume_dir is not None:  # a crafted state.pt is refused here in one line, before any worker starts
         ckpt.check_state(resume_dir)
-    specs = source_specs(cfg.resolved())
-    check_sources(specs, data)
+        check_resumed_plan(plan, resume_dir)
+    check_sources(plan.specs(), data)
+    for line in plan_lines(plan):
+        log(line)
     on_ray = cfg.num_workers > 1 or bool(cfg.ray_address)
     threads = cfg.threads if on_ray else cpu_threads(cfg)  # (a Ray Train worker gets its threads from Ray)
     if threads:
@@ -63,10 +72,22 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
         if not cfg.threads:
             log(f"torch threads: {threads} ({usable_cpus()} CPUs less {cfg.loader_workers} loader process(es); "
                 "--threads sets it)")
-    processor = prepare_processor(cfg, log)
+    processor = prepare_processor(plan, log)
+    write_plan(plan)
     if on_ray:
-        return train_with_ray(cfg, log)
-    return run_training(cfg, processor, log=log)
+        return train_with_ray(plan, log)
+    return run_training(plan, processor, log=log)
+
+
+def check_resumed_plan(plan: TrainPlan, resume_dir: Path) -> None:
+    """``--resume`` continues the same run: its settings against OUTPUT/plan.json, or for a run folder written
+    before plans, against what its checkpoint recorded (``PlanChangedError``, one line naming the setting)."""
+    saved = read_plan(plan.config.output)
+    if saved is not None:
+        check_resume(plan, saved)
+        return
+    state = ckpt.load_state(resume_dir)
+    check_resume_before_plans(plan, state.get("config", {}) if isinstance(state, dict) else {}, resume_dir)
 
 
 def usable_cpus() -> int:
@@ -98,20 +119,21 @@ def _ray_worker(loop_config: dict) -> None:
     import ray.train.torch
     from kosmos.tokenizer import load_processor
 
-    cfg = TrainConfig(**loop_config["config"])
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    plan = TrainPlan.from_dict(loop_config["plan"])
+    if plan.config.threads:
+        torch.set_num_threads(plan.config.threads)
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
-    processor = load_processor(Path(cfg.output) / "processor")
+    processor = load_processor(Path(plan.config.output) / "processor")
     log = (lambda message: print(message, flush=True)) if rank == 0 else (lambda message: None)
-    summary = run_training(cfg, processor, rank=rank, world_size=world, device=device, log=log)
+    summary = run_training(plan, processor, rank=rank, world_size=world, device=device, log=log)
     ray.train.report({"step": summary["step"]})
 
 
-def train_with_ray(cfg: TrainConfig, log=print) -> dict[str, Any]:
-    """Run ``run_training`` on ``cfg.num_workers`` Ray Train workers (DDP; gloo on CPU, nccl on GPU).
+def train_with_ray(plan: TrainPlan, log=print) -> dict[str, Any]:
+    """Run ``run_training`` on ``num_workers`` Ray Train workers (DDP; gloo on CPU, nccl on GPU), each sent the
+    plan (its paths absolute).
 
     ``OUTPUT`` must be on storage every worker can reach (the checkpoints are written by rank 0).
     """
@@ -119,19 +141,13 @@ def train_with_ray(cfg: TrainConfig, log=print) -> dict[str, Any]:
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    options = dict(cfg.data_options)
-    if options.get("images_from"):
-        options["images_from"] = _absolute(options["images_from"])
-    cfg = TrainConfig(**{**asdict(cfg), "output": str(Path(cfg.output).resolve()),
-                         "data": [_absolute(d) for d in cfg.data] if cfg.data else None,
-                         "mix": [_absolute_mix_entry(m) for m in cfg.mix] if cfg.mix else None,
-                         "data_options": options})
+    cfg = plan.config
     if not ray.is_initialized():
         ray.init(address=cfg.ray_address or "local", include_dashboard=False, log_to_driver=True,
                  runtime_env={"env_vars": {"NO_ALBUMENTATIONS_UPDATE": "1", "HF_HUB_OFFLINE": "1"}})
     trainer = TorchTrainer(
         _ray_worker,
-        train_loop_config={"config": asdict(cfg)},
+        train_loop_config={"plan": plan.to_dict()},
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu),
         run_config=RunConfig(name="kosmos-train", storage_path=str(Path(cfg.output) / "ray")),
     )
@@ -139,16 +155,3 @@ def train_with_ray(cfg: TrainConfig, log=print) -> dict[str, Any]:
     log(f"ray training finished: {result.metrics}")
     last = read_log(cfg.output)
     return {"step": last[-1]["step"] if last else 0, "ray_metrics": result.metrics}
-
-
-def _absolute(spec: str) -> str:
-    if "://" in spec or spec.startswith("pipe:"):
-        return spec
-    return ",".join(str(Path(p).resolve()) if not p.startswith("/") else p for p in spec.split(","))
-
-def _absolute_mix_entry(entry: str) -> str:
-    """``KIND=PATHS[:BATCH]`` with local paths made absolute (Ray workers run elsewhere)."""
-    kind, _, rest = entry.partition("=")
-    head, colon, tail = rest.rpartition(":")
-    paths, batch = (head, colon + tail) if colon and tail.strip().isdigit() else (rest, "")
-    return f"{kind}={_absolute(paths)}{batch}"

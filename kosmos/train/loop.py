@@ -19,93 +19,61 @@ import torch
 from kosmos import checkpoint as ckpt
 from kosmos.mix import Mixture
 from kosmos.modeling import MixtureStep, connector_of, next_token_targets
-from kosmos.presets import count_parameters, get_preset
+from kosmos.presets import count_parameters
 from kosmos.sequence import SequenceEncoder
-from kosmos.train.config import TIME_BUDGET_STEPS, TrainConfig, data_config, source_specs
+from kosmos.train.config import TIME_BUDGET_STEPS, TrainConfig, data_config
 from kosmos.train.losses import (autocast_for, decay_factor, location_soft_targets, location_token_mask, lr_factor,
                                      resolve_device, target_losses, target_weights)
+from kosmos.train.plan import TrainPlan
+from kosmos.train.report import Reporter
 from kosmos.train.runfiles import read_best, save_best, truncate_log
 from kosmos.train.setup import build_or_load_model, configure_optimizer, find_resume_dir
 
 LOGGED = ("loss_sum", "loc_sum", "loc_correct", "loc_n", "n", "tokens", "samples")
 
 
-def run_training(cfg: TrainConfig, processor, rank: int = 0, world_size: int = 1, device=None,
+def run_training(plan: TrainPlan, processor, rank: int = 0, world_size: int = 1, device=None,
                  log=print) -> dict[str, Any]:
-    """Train; returns a summary."""
-    cfg = cfg.resolved()
+    """Train as ``plan`` says; returns a summary."""
+    cfg = plan.config
     device = device or resolve_device(cfg.device)
     distributed, is_main = world_size > 1, rank == 0
     out = Path(cfg.output)
     resume_dir = find_resume_dir(cfg)
-    state = ckpt.load_state(resume_dir) if resume_dir else None
 
-    # ---- model, data, optimiser
+    # ---- model, data, optimiser, schedule (a resumed run: where its checkpoint left them)
     model = build_or_load_model(cfg, processor, resume_dir).to(device)
-    config = data_config(cfg, model.config, get_preset(cfg.preset))
-    specs = source_specs(cfg)
-    labels_of_sources = [spec.label for spec in specs]
-    source_scales = [cfg.source_loss_weights().get(spec.kind, 1.0) for spec in specs]  # --source-weights
+    config = data_config(cfg, model.config)
+    labels = [source.label for source in plan.sources]
+    source_scales = [source.loss_weight for source in plan.sources]
     if is_main:
         log(f"model: {count_parameters(model) / 1e6:.2f}M parameters, image {config.image_size}px, "
             f"{config.num_image_tokens} image slots ({connector_of(model.config)} connector), "
             f"vocab {model.config.text_config.vocab_size}, device {device}")
-        log("mixture per step: " + ", ".join(f"{s.label} {s.batch_size}" for s in specs))
     optimizer = configure_optimizer(model, cfg)
-    clock = {"fraction": 0.0}  # with --max-minutes the linear decay ends when the time budget does
-
-    def schedule(s: int) -> float:
-        factor = lr_factor(s, cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio, cfg.decay_fraction)
-        if s >= cfg.warmup_steps and clock["fraction"] > 0:
-            factor = min(factor, decay_factor(clock["fraction"], cfg.min_lr_ratio, cfg.decay_fraction))
-        return factor
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    step, sources_state = 0, None
-    if state is not None:
-        saved = state.get("config", {})
-        for name in ("num_workers", "loader_workers", "batch_size", "grad_accum", "seed", "mix"):
-            if name in saved and saved[name] != getattr(cfg, name):
-                raise ValueError(f"cannot resume exactly with --{name.replace('_', '-')} {getattr(cfg, name)}: "
-                                 f"the checkpoint was written with {saved[name]}")
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        step = state["step"]
-        sources_state = state["sources"][rank] if rank < len(state["sources"]) else {}
-        ckpt.set_rng_state(state["rng"][rank] if rank < len(state["rng"]) else state["rng"][0])
-        if is_main:
-            log(f"resumed from {resume_dir} at step {step}")
-    step_model = MixtureStep(model, targets_only=True)
-    if distributed:  # text-only sources leave the vision tower unused in some forwards
-        step_model = torch.nn.parallel.DistributedDataParallel(
-            step_model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
-
+    budget = TimeBudget(cfg, distributed, device)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, budget.lr_factor)
+    step, sources_state = resume(resume_dir, optimizer, scheduler, rank)
+    if is_main and resume_dir is not None:
+        log(f"resumed from {resume_dir} at step {step}")
+    step_model = for_ranks(MixtureStep(model, targets_only=True), distributed, device)
     encoder = SequenceEncoder(processor, config.num_image_tokens, config.image_size, config.image_mode)
-    mixture = Mixture(specs, encoder, config, rank=rank, world_size=world_size,
+    mixture = Mixture(plan.specs(), encoder, config, rank=rank, world_size=world_size,
                       loader_workers=cfg.loader_workers, state=sources_state)
     location_lookup = location_token_mask(processor.tokenizer).to(device)
     soft_targets = None
     if cfg.location_sigma > 0:
         soft_targets = tuple(t.to(device) for t in location_soft_targets(processor.tokenizer, cfg.location_sigma))
-    log_path, eval_log_path = out / "train_log.jsonl", out / "eval_log.jsonl"
-    if is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        truncate_log(log_path, step)
-        truncate_log(eval_log_path, step)
-    evaluator = None
-    if cfg.eval_every > 0 and is_main:
-        from kosmos.train.heldout import RecEvaluator
-        evaluator = RecEvaluator.from_files(cfg.eval_data, cfg.eval_images, processor, cfg.eval_limit)
-    best = read_best(out) if evaluator else None
+    logs = RunLogs(plan, step) if is_main else None
+    evaluation = HeldOutEvaluation(cfg, processor) if cfg.eval_every > 0 and is_main else None
 
     # ---- the loop
     model.train()
     last_stop = cfg.steps if cfg.stop_at_step is None else min(cfg.steps, cfg.stop_at_step)
-    window = new_window(labels_of_sources)
+    window = new_window(labels)
     skipped: dict[str, dict[str, int]] = {}
-    started = time.perf_counter()
-    out_of_time = False
-    while step < last_stop and not out_of_time:
+    budget.start()
+    while step < last_stop and not budget.spent:
         for micro in range(cfg.grad_accum):  # one optimiser step = grad_accum micro-steps of the whole mixture
             batches = mixture.next_step()
             on_device = [{k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in b.items()}
@@ -131,69 +99,169 @@ def run_training(cfg: TrainConfig, processor, rank: int = 0, world_size: int = 1
                 (objective / cfg.grad_accum).backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else None
         optimizer.step()
-        if cfg.max_minutes:
-            # the same value on every rank, so every replica steps with the same lr and stops at the same step
-            clock["fraction"] = max_across((time.perf_counter() - started) / (60.0 * cfg.max_minutes),
-                                           distributed, device)
+        budget.measure()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
         window["steps"] += 1
-        out_of_time = clock["fraction"] >= 1.0
-        at_end = step == last_stop or out_of_time
+        at_end = step == last_stop or budget.spent
 
         if step % cfg.log_every == 0 or at_end:
             skipped = sum_skipped(mixture.skipped(), distributed)
-            entry = log_entry(step, window, labels_of_sources, distributed, device, scheduler, grad_norm, skipped)
+            entry = log_entry(step, window, labels, distributed, device, scheduler, grad_norm, skipped)
             if is_main:
-                log(f"step {progress_of(step, cfg, started)} loss {entry['loss']} text {entry['text_loss']} "
-                    f"loc {entry['loc_loss']} loc acc {entry['loc_acc']} lr {entry['lr']:.2e} "
-                    f"{entry['tokens_per_s']:.0f} tok/s {entry['samples_per_s']:.1f} samples/s"
-                    + ("".join(f" | {k} {v['loss']}" for k, v in entry["sources"].items()) if len(specs) > 1 else ""))
-                with open(log_path, "a") as handle:
-                    handle.write(json.dumps(entry) + "\n")
-            window = new_window(labels_of_sources)
-
-        if evaluator is not None and (step % cfg.eval_every == 0 or at_end):
-            result = evaluator.evaluate(model)
+                log(log_line(entry, budget.progress(step)))
+                logs.train(entry)
+            window = new_window(labels)
+        if evaluation is not None and (step % cfg.eval_every == 0 or at_end):
+            logs.eval(evaluation.evaluate(model, step, log))
             model.train()
-            entry = {"step": step, "eval_rec": round(result["accuracy"], 2), "eval_total": result["total"],
-                     "eval_no_box": result["no_box"]}
-            improved = best is None or entry["eval_rec"] > best["eval_rec"]
-            if improved:
-                best = entry
-                save_best(out, model, processor, entry)
-            log(f"step {step} held-out REC {entry['eval_rec']}% of {entry['eval_total']}"
-                f"{' (best so far, saved to best/)' if improved else ''}")
-            with open(eval_log_path, "a") as handle:
-                handle.write(json.dumps(entry) + "\n")
-
         if step % cfg.checkpoint_every == 0 or at_end:
-            all_sources = gather(mixture.state(), distributed)
-            all_rng = gather(ckpt.rng_state(), distributed)
-            if is_main:
-                path = ckpt.save_checkpoint(out / "checkpoints", step, model, processor, {
-                    "step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "rng": all_rng, "sources": all_sources, "config": asdict(cfg),
-                }, keep=cfg.keep_checkpoints)
-                log(f"checkpoint {path}")
-            if distributed:
-                torch.distributed.barrier()
+            save_checkpoint(cfg, step, model, processor, optimizer, scheduler, mixture, distributed, log)
+    if logs is not None:
+        logs.close()
     summary = {"step": step, "finished": step >= cfg.steps, "skipped": skipped,
-               "parameters": count_parameters(model), "minutes": round((time.perf_counter() - started) / 60, 2)}
-    if best is not None:
-        summary["best"] = best
+               "parameters": count_parameters(model), "minutes": round(budget.minutes_spent(), 2)}
+    if evaluation is not None and evaluation.best is not None:
+        summary["best"] = evaluation.best
     return summary
 
 
+# --------------------------------------------------------------------------- the loop's helpers, in its order
+
+def resume(resume_dir: Path | None, optimizer, scheduler, rank: int) -> tuple[int, dict | None]:
+    """Optimiser, schedule, RNG and this rank's source positions from the checkpoint: (step, sources' state).
+    (Whether the checkpoint may be resumed with these settings the driver checked against its plan.)"""
+    if resume_dir is None:
+        return 0, None
+    state = ckpt.load_state(resume_dir)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    ckpt.set_rng_state(state["rng"][rank] if rank < len(state["rng"]) else state["rng"][0])
+    return state["step"], state["sources"][rank] if rank < len(state["sources"]) else {}
+
+
+class TimeBudget:
+    """``--max-minutes``: the share of the budget spent, the same on every rank (every replica steps with the
+    same lr and stops at the same step); the linear lr decay ends when the budget does."""
+
+    def __init__(self, cfg: TrainConfig, distributed: bool, device):
+        self.cfg, self.distributed, self.device = cfg, distributed, device
+        self.fraction, self.started = 0.0, time.perf_counter()
+
+    def start(self) -> None:
+        self.started = time.perf_counter()
+
+    def measure(self) -> None:
+        if self.cfg.max_minutes:
+            self.fraction = max_across(self.minutes_spent() / self.cfg.max_minutes, self.distributed, self.device)
+
+    @property
+    def spent(self) -> bool:
+        return self.fraction >= 1.0
+
+    def minutes_spent(self) -> float:
+        return (time.perf_counter() - self.started) / 60.0
+
+    def lr_factor(self, step: int) -> float:
+        """The lr schedule: warm-up, then the step schedule's decay, or the budget's where it is further on."""
+        cfg = self.cfg
+        factor = lr_factor(step, cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio, cfg.decay_fraction)
+        if step >= cfg.warmup_steps and self.fraction > 0:
+            factor = min(factor, decay_factor(self.fraction, cfg.min_lr_ratio, cfg.decay_fraction))
+        return factor
+
+    def progress(self, step: int) -> str:
+        """``12/400``, or ``12 (1.5/10 min)`` when the time budget alone ends the run."""
+        if self.cfg.steps >= TIME_BUDGET_STEPS:
+            return f"{step} ({self.minutes_spent():.1f}/{self.cfg.max_minutes:g} min)"
+        return f"{step}/{self.cfg.steps}"
+
+
+def for_ranks(step_model, distributed: bool, device):
+    """DistributedDataParallel around the model in a process group; the model itself alone."""
+    if not distributed:
+        return step_model
+    # text-only sources leave the vision tower unused in some forwards
+    return torch.nn.parallel.DistributedDataParallel(
+        step_model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
+
+
+class RunLogs:
+    """The main rank's records: train_log.jsonl and eval_log.jsonl (a resumed run rewrites the lines after its
+    step) and the ``--report-to`` tracker."""
+
+    def __init__(self, plan: TrainPlan, step: int):
+        self.out = Path(plan.config.output)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.train_path, self.eval_path = self.out / "train_log.jsonl", self.out / "eval_log.jsonl"
+        truncate_log(self.train_path, step)
+        truncate_log(self.eval_path, step)
+        self.reporter = Reporter(plan.config.report_to, self.out, plan.to_dict(), first_step=step + 1)
+
+    def train(self, entry: dict) -> None:
+        with open(self.train_path, "a") as handle:
+            handle.write(json.dumps(entry) + "\n")
+        self.reporter.log(entry)
+
+    def eval(self, entry: dict) -> None:
+        with open(self.eval_path, "a") as handle:
+            handle.write(json.dumps(entry) + "\n")
+        self.reporter.log(entry)
+
+    def close(self) -> None:
+        self.reporter.close()
+
+
+class HeldOutEvaluation:
+    """``--eval-every``: held-out REC on the main rank; the best model so far is kept in OUTPUT/best."""
+
+    def __init__(self, cfg: TrainConfig, processor):
+        from kosmos.train.heldout import RecEvaluator
+
+        self.out, self.processor = Path(cfg.output), processor
+        self.evaluator = RecEvaluator.from_files(cfg.eval_data, cfg.eval_images, processor, cfg.eval_limit)
+        self.best = read_best(self.out)
+
+    def evaluate(self, model, step: int, log=print) -> dict:
+        """Evaluate (the model is left in eval mode), keep it if it is the best so far; the eval_log entry."""
+        result = self.evaluator.evaluate(model)
+        entry = {"step": step, "eval_rec": round(result["accuracy_pct"], 2), "eval_total": result["total"],
+                 "eval_no_box": result["no_box"]}
+        improved = self.best is None or entry["eval_rec"] > self.best["eval_rec"]
+        if improved:
+            self.best = entry
+            save_best(self.out, model, self.processor, entry)
+        log(f"step {step} held-out REC {entry['eval_rec']}% of {entry['eval_total']}"
+            f"{' (best so far, saved to best/)' if improved else ''}")
+        return entry
+
+
+def save_checkpoint(cfg: TrainConfig, step: int, model, processor, optimizer, scheduler, mixture, distributed: bool,
+                    log=print) -> None:
+    """Every rank's source positions and RNG gathered; the main rank writes the checkpoint."""
+    all_sources = gather(mixture.state(), distributed)
+    all_rng = gather(ckpt.rng_state(), distributed)
+    if not distributed or torch.distributed.get_rank() == 0:
+        path = ckpt.save_checkpoint(Path(cfg.output) / "checkpoints", step, model, processor, {
+            "step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "rng": all_rng, "sources": all_sources, "config": asdict(cfg),
+        }, keep=cfg.keep_checkpoints)
+        log(f"checkpoint {path}")
+    if distributed:
+        torch.distributed.barrier()
+
+
+def log_line(entry: dict, progress: str) -> str:
+    """The printed form of a log entry."""
+    sources = entry["sources"]
+    return (f"step {progress} loss {entry['loss']} text {entry['text_loss']} loc {entry['loc_loss']} "
+            f"loc acc {entry['loc_acc']} lr {entry['lr']:.2e} {entry['tokens_per_s']:.0f} tok/s "
+            f"{entry['samples_per_s']:.1f} samples/s"
+            + ("".join(f" | {k} {v['loss']}" for k, v in sources.items()) if len(sources) > 1 else ""))
+
+
 # --------------------------------------------------------------------------- log window, across ranks
-
-def progress_of(step: int, cfg: TrainConfig, started: float) -> str:
-    """``12/400``, or ``12 (1.5/10 min)`` when the time budget alone ends the run."""
-    if cfg.steps >= TIME_BUDGET_STEPS:
-        return f"{step} ({(time.perf_counter() - started) / 60:.1f}/{cfg.max_minutes:g} min)"
-    return f"{step}/{cfg.steps}"
-
 
 def new_window(sources: list[str]) -> dict:
     window: dict[str, Any] = {label: dict.fromkeys(LOGGED, 0.0) for label in sources}

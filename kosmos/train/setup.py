@@ -12,13 +12,13 @@ from kosmos.train.config import TrainConfig
 from kosmos.train.losses import location_token_ids
 
 
-def prepare_processor(cfg: TrainConfig, log=print):
+def prepare_processor(plan, log=print):
     """The processor to train with: a resumed run's, ``--init``'s, ``--tokenizer``'s, or a new one learnt from
-    the text of every source of the mixture (saved to OUTPUT/processor either way)."""
+    the text of every source of the plan's mixture (saved to OUTPUT/processor either way)."""
     from kosmos.sources import DataConfig, build_source
     from kosmos.tokenizer import build_processor, load_processor, train_tokenizer
-    from kosmos.train.config import source_specs
 
+    cfg = plan.config
     out = Path(cfg.output) / "processor"
     if cfg.resume and out.exists():
         return load_processor(out)
@@ -31,7 +31,7 @@ def prepare_processor(cfg: TrainConfig, log=print):
             processor = build_processor(processor.tokenizer, side)
     else:
         preset = get_preset(cfg.preset)
-        specs = source_specs(cfg.resolved())
+        specs = plan.specs()
         config = DataConfig(**{k: v for k, v in cfg.data_options.items() if hasattr(DataConfig, k)})
         share = max(1, cfg.tokenizer_samples // len(specs))
         texts = [t for spec in specs for t in build_source(spec, None, config).sample_texts(share)]
