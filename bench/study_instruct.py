@@ -360,7 +360,7 @@ def rec(model_dir: Path, world: Path, out: Path, threads: int, log: Path) -> dic
                                                       "--annotations", refcoco]],
                            capture_output=True, text=True, check=True, env=ENV)
     result = json.loads(score.stdout.strip().splitlines()[-1])
-    return {"accuracy": round(result["accuracy"], 2), "total": result["total"], "no_box": result["no_box"]}
+    return {"accuracy": round(result["accuracy_pct"], 2), "total": result["total"], "no_box": result["no_box"]}
 
 
 def final_model(run: Path) -> Path:

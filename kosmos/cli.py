@@ -52,6 +52,8 @@ def _add_task_inputs(p, task_help: str, optional: bool = False) -> None:
     d.add_argument("--train-images", help="images of the training split (default: --images)")
     d.add_argument("--seed", type=int, default=1234, help="demonstration seed: query q of trial t draws its demonstrations with "
                         "random.Random(f'{seed}/{t}/{q}') (docs/evaluation.md)")
+    p.add_argument("--template", default=None, help="the prompt template of a task that has several (copa, cb: "
+                                                     "harness-legacy, the default, or harness-current; kosmos tasks)")
 
 
 def _inputs(args, shots: int = 0, trial: int = 0):
@@ -60,19 +62,40 @@ def _inputs(args, shots: int = 0, trial: int = 0):
     return Inputs(annotations=args.annotations, images=args.images, questions=args.questions, train=args.train,
                   train_questions=args.train_questions, train_images=args.train_images,
                   class_names=args.class_names, image_template=args.image_template, shots=shots, seed=args.seed,
-                  trial=trial)
+                  trial=trial, template=args.template)
 
 
-def _missing_inputs(command: str, args, shots: int) -> str | None:
+def _missing_inputs(command: str, args, shots) -> str | None:
+    """One line naming what a run of ``args.task`` at every one of ``shots`` lacks, checked before any model is
+    loaded or any query run; None when nothing is missing."""
     from kosmos.tasks import get_task
 
     task = get_task(args.task)
     for need in task.needs:
         if not getattr(args, need):
             return f"kosmos {command} {args.task}: --{need.replace('_', '-')} is required"
-    if shots and task.mode != "generate" and task.shots == (0,):
-        return f"kosmos {command} {args.task}: the task is zero-shot only (Kosmos-1 section 4)"
+    if getattr(args, "template", None) is not None and args.template not in task.templates:
+        known = ", ".join(task.templates) if task.templates else "none (it has one prompt)"
+        return f"kosmos {command} {args.task}: --template {args.template}: the task's templates are {known}"
+    for k in shots:
+        if k < 0:
+            return f"kosmos {command} {args.task}: --shots {k}: shot counts are 0 or more"
+        if k and task.shots == (0,):
+            return f"kosmos {command} {args.task}: the task is zero-shot only (Kosmos-1 section 4)"
+        missing = [need for need in task.shot_needs if k and not getattr(args, need)]
+        if missing:
+            flags = " and ".join(f"--{need.replace('_', '-')}" for need in missing)
+            return f"kosmos {command} {args.task}: {k}-shot {args.task} needs {flags} (demonstrations)"
     return None
+
+
+def _java_problem(command: str, tasks) -> str | None:
+    """One line when a task among ``tasks`` scores with Java (METEOR, CIDEr's tokenizer) and none is installed."""
+    from kosmos.evaluate.metrics.captioning import java_missing
+
+    needing = [task.name for task in tasks if task.needs_java]
+    problem = java_missing() if needing else None
+    return f"kosmos {command} {', '.join(needing)}: {problem}" if problem else None
 
 
 def _add_run_options(p) -> None:
@@ -113,7 +136,7 @@ def _run_predict(args) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    problem = _missing_inputs("predict", args, args.shots)
+    problem = _missing_inputs("predict", args, [args.shots])
     if problem:
         print(problem, file=sys.stderr)
         return 2
@@ -177,9 +200,14 @@ def _add_score(sub) -> None:
 
 
 def _run_score(args) -> int:
-    from kosmos.metrics import JavaMissingError
+    from kosmos.evaluate.metrics.captioning import JavaMissingError
+    from kosmos.tasks import get_task
     from kosmos.tasks.suite import score_task
 
+    problem = _java_problem("score", [get_task(args.task)])
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
     try:
         result = score_task(args.task, args.predictions, args.annotations, args.questions, images=args.images,
                        class_names=args.class_names, **_score_options(args))
@@ -210,9 +238,10 @@ def _add_eval(sub) -> None:
 def _run_eval(args) -> int:
     import torch
 
+    from kosmos.evaluate.metrics.captioning import JavaMissingError
     from kosmos.evaluate.model import load_model, resolve_device
-    from kosmos.tasks.suite import evaluate_task, run_suite
-    from kosmos.metrics import JavaMissingError
+    from kosmos.tasks import get_task
+    from kosmos.tasks.suite import evaluate_task, run_suite, suite_tasks
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -226,10 +255,19 @@ def _run_eval(args) -> int:
         print("kosmos eval: --trials must be >= 1", file=sys.stderr)
         return 2
     if args.task:
-        problem = _missing_inputs("eval", args, max(args.shots or [0]))
+        problem = _missing_inputs("eval", args, args.shots or [0])
         if problem:
             print(problem, file=sys.stderr)
             return 2
+    try:
+        tasks = [get_task(args.task)] if args.task else [task for task, _ in suite_tasks(args.data)]
+    except ValueError as error:
+        print(f"kosmos eval {args.suite}: {error}", file=sys.stderr)
+        return 2
+    problem = _java_problem("eval", tasks)
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
     model, processor = load_model(args.model, resolve_device(args.device))
     options = dict(batch_size=args.batch_size, image_mode=args.image_mode, limit=args.limit,
                    log=lambda m: print(m, file=sys.stderr, flush=True))
@@ -268,7 +306,8 @@ def _run_tasks(args) -> int:
     for task in registry().values():
         print(json.dumps({"task": task.name, "mode": task.mode, "benchmark": task.benchmark, "needs": task.needs,
                           "prompt": task.prompt, "metric": task.metric, "shots": task.shots,
-                          "demonstrations": task.demonstrations}))
+                          "demonstrations": task.demonstrations, "templates": task.templates,
+                          "needs_java": task.needs_java}))
     return 0
 
 

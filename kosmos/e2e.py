@@ -164,7 +164,7 @@ def main() -> int:
                                      str(refcoco)], capture_output=True, text=True, check=True)
     rec = json.loads(score.stdout.strip().splitlines()[-1])
 
-    from kosmos.metrics import mean_box_accuracy
+    from kosmos.evaluate.metrics.grounding import mean_box_accuracy
 
     annotations = json.loads(refcoco.read_text())
     baseline = mean_box_accuracy(training_boxes(out / "grit"), annotations)
@@ -181,8 +181,8 @@ def main() -> int:
         "steps_done": entries[-1]["step"] if entries else 0,
         "train_images": train_images, "heldout_expressions": rec["total"], "batch_size": batch,
         "share_decoding_to_a_box": round(100.0 * decoded / rec["total"], 2) if rec["total"] else 0.0,
-        "rec_accuracy": round(rec["accuracy"], 2),
-        "mean_box_baseline_accuracy": round(baseline["accuracy"], 2),
+        "rec_accuracy": round(rec["accuracy_pct"], 2),
+        "mean_box_baseline_accuracy": round(baseline["accuracy_pct"], 2),
         "mean_box": [round(v, 4) for v in baseline["mean_box"]],
         "tokens_per_s_last": entries[-1]["tokens_per_s"] if entries else None,
         "timings_s": timings,

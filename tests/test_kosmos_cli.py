@@ -52,7 +52,7 @@ def test_predict_rec_then_score(trained, refcoco, capsys):
         assert row["text"].startswith(f"<grounding><phrase> {expressions[row['id']]}</phrase>")
         assert row["frame"] == [0.0, 0.0, 1.0, 1.0]
     code, result = run_json(capsys, ["score", "rec", "--predictions", str(pred), "--annotations", str(refcoco)])
-    assert code == 0 and result["task"] == "rec" and result["total"] == 3 and 0 <= result["accuracy"] <= 100
+    assert code == 0 and result["task"] == "rec" and result["total"] == 3 and 0 <= result["accuracy_pct"] <= 100
     # a prediction file whose boxes are exactly right scores 100
     truth = json.loads(refcoco.read_text())
     from grit_pipeline.serialize import Entity, serialize_entities
@@ -65,7 +65,7 @@ def test_predict_rec_then_score(trained, refcoco, capsys):
             text = serialize_entities(im["caption"], [Entity(0, len(im["caption"]), [box])])
             handle.write(json.dumps({"id": im["id"], "text": text}) + "\n")
     code, result = run_json(capsys, ["score", "rec", "--predictions", str(perfect), "--annotations", str(refcoco)])
-    assert result["accuracy"] == 100.0
+    assert result["accuracy_pct"] == 100.0
 
 
 def test_predict_caption_vqa_reg_formats(trained, refcoco, capsys):

@@ -201,7 +201,7 @@ def test_init_from_release_format_trains_predicts_and_scores(release_format_mode
     capsys.readouterr()
     assert main(["score", "rec", "--predictions", str(tmp_path / "rec.jsonl"), "--annotations", str(refcoco)]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert result["total"] == 3 and 0.0 <= result["accuracy"] <= 100.0
+    assert result["total"] == 3 and 0.0 <= result["accuracy_pct"] <= 100.0
 
 
 def test_sincos2d_codes_have_unit_rms_and_encode_distance():

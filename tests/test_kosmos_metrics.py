@@ -4,13 +4,13 @@ import shutil
 
 import pytest
 
-from kosmos import metrics
+from kosmos.evaluate.metrics import captioning, grounding, vqa
 
 
 def test_iou_by_hand():
-    assert metrics.iou((0, 0, 2, 2), (1, 1, 3, 3)) == pytest.approx(1 / 7)
-    assert metrics.iou((0, 0, 1, 1), (2, 2, 3, 3)) == 0.0
-    assert metrics.iou_matrix([(0, 0, 2, 2), (0, 0, 0, 0)], [(1, 1, 3, 3)]) == [[pytest.approx(1 / 7)], [0.0]]
+    assert grounding.iou((0, 0, 2, 2), (1, 1, 3, 3)) == pytest.approx(1 / 7)
+    assert grounding.iou((0, 0, 1, 1), (2, 2, 3, 3)) == 0.0
+    assert grounding.iou_matrix([(0, 0, 2, 2), (0, 0, 0, 0)], [(1, 1, 3, 3)]) == [[pytest.approx(1 / 7)], [0.0]]
 
 
 def loc(ul, lr):
@@ -58,14 +58,14 @@ def test_rec_official_rules_by_hand():
     images, truth = rec_files()
     predictions = {i: {"text": case[0]} for i, case in enumerate(REC_CASES)}  # the last expression: no prediction
     n = len(images)
-    official = metrics.rec_accuracy(predictions, images, truth)
+    official = grounding.rec_accuracy(predictions, images, truth)
     assert official["hits"] == sum(c[2] for c in REC_CASES) == 2
-    assert official["accuracy"] == pytest.approx(100 * 2 / n)
+    assert official["accuracy_pct"] == pytest.approx(100 * 2 / n)
     assert (official["no_box"], official["missing_predictions"], official["total"]) == (2, 1, n)
-    assert official["upper_bound"] == pytest.approx(100 * 3 / n)  # any box: the far-then-exact case hits
-    as_float64 = metrics.rec_accuracy(predictions, images, truth, iou_dtype="float64")
+    assert official["upper_bound_pct"] == pytest.approx(100 * 3 / n)  # any box: the far-then-exact case hits
+    as_float64 = grounding.rec_accuracy(predictions, images, truth, iou_dtype="float64")
     assert as_float64["hits"] == sum(c[3] for c in REC_CASES) == 4
-    tolerant = metrics.rec_accuracy(predictions, images, truth, match="normalised")
+    tolerant = grounding.rec_accuracy(predictions, images, truth, match="normalised")
     assert tolerant["hits"] == sum(c[4] for c in REC_CASES) == 4 and tolerant["no_box"] == 0
 
 
@@ -74,9 +74,9 @@ def test_rec_frame_moves_boxes_back_to_the_original_image():
     truth = {0: [{"bbox": [100, 0, 50, 100]}]}
     # the model saw the centre crop (x 0.25..0.75); its box is the crop's right half: pixels 100..150
     text = "<grounding><phrase>the cat</phrase>" + obj((16, 31 * 32 + 31))
-    result = metrics.rec_accuracy({0: {"text": text, "frame": (0.25, 0.0, 0.5, 1.0)}}, images, truth)
+    result = grounding.rec_accuracy({0: {"text": text, "frame": (0.25, 0.0, 0.5, 1.0)}}, images, truth)
     assert result["hits"] == 1
-    assert metrics.to_pixels((0.5, 0.0, 1.0, 1.0), 200, 100, frame=(0.25, 0.0, 0.5, 1.0)) == (100, 0, 150, 100)
+    assert grounding.to_pixels((0.5, 0.0, 1.0, 1.0), 200, 100, frame=(0.25, 0.0, 0.5, 1.0)) == (100, 0, 150, 100)
 
 
 def test_mean_box_baseline_by_hand():
@@ -85,10 +85,10 @@ def test_mean_box_baseline_by_hand():
     images[3]["width"] = 200
     anns = [{"id": i, "image_id": i, "bbox": [10, 10, 40, 40]} for i in range(3)]
     anns.append({"id": 3, "image_id": 3, "bbox": [100, 0, 50, 100]})
-    result = metrics.mean_box_accuracy([(0.0, 0.0, 0.4, 0.4), (0.2, 0.2, 0.6, 0.6)],
+    result = grounding.mean_box_accuracy([(0.0, 0.0, 0.4, 0.4), (0.2, 0.2, 0.6, 0.6)],
                                        {"images": images, "annotations": anns})
     assert result["mean_box"] == pytest.approx([0.1, 0.1, 0.5, 0.5])
-    assert result["hits"] == 3 and result["accuracy"] == 75.0  # the 200-px-wide image is missed
+    assert result["hits"] == 3 and result["accuracy_pct"] == 75.0  # the 200-px-wide image is missed
 
 
 # Flickr: 320 x 320 image (MDETR stores the size as strings). Boxes on cell edges (same row):
@@ -119,22 +119,22 @@ FLICKR_TEXTS = [
 
 
 def test_flickr_official_rules_by_hand():
-    from kosmos.evalfiles import coco_entries
+    from kosmos.evaluate.formats.mdetr import coco_entries
 
     images, truth = coco_entries(flickr_json(), "flickr.json")
     assert images[0]["width"] == 320.0  # sizes as strings are read
-    queries = metrics.flickr_queries(images, truth)
+    queries = grounding.flickr_queries(images, truth)
     assert [(q["id"], q["prefix"], q["phrase"]) for q in queries] == [
         ("7_0", "", "a man"), ("7_1", "a man holds", "a dog"), ("7_2", "a man holds a dog near", "a man")]
     assert queries[2]["boxes"] == [(0.0, 0.0, 40.0, 10.0)]  # the first "a man"'s box
     predictions = {f"7_{i}": {"text": text} for i, text in enumerate(FLICKR_TEXTS)}
-    official = metrics.flickr_recall(predictions, queries)
-    assert official == {"R@1": pytest.approx(100 / 3), "R@5": pytest.approx(200 / 3), "R@10": pytest.approx(200 / 3),
-                        "upper_bound": pytest.approx(200 / 3), "total": 3, "no_box": 0, "missing_predictions": 0}
-    by_span = metrics.flickr_recall(predictions, metrics.flickr_queries(images, truth, gt_boxes="span"))
-    assert (by_span["R@1"], by_span["R@5"]) == (pytest.approx(200 / 3), 100.0)
-    missing = metrics.flickr_recall({"7_0": predictions["7_0"]}, queries)
-    assert missing["R@1"] == pytest.approx(100 / 3) and missing["missing_predictions"] == 2
+    official = grounding.flickr_recall(predictions, queries)
+    assert official == {"R@1_pct": pytest.approx(100 / 3), "R@5_pct": pytest.approx(200 / 3),
+                        "R@10_pct": pytest.approx(200 / 3), "upper_bound_pct": pytest.approx(200 / 3), "total": 3, "no_box": 0, "missing_predictions": 0}
+    by_span = grounding.flickr_recall(predictions, grounding.flickr_queries(images, truth, gt_boxes="span"))
+    assert (by_span["R@1_pct"], by_span["R@5_pct"]) == (pytest.approx(200 / 3), 100.0)
+    missing = grounding.flickr_recall({"7_0": predictions["7_0"]}, queries)
+    assert missing["R@1_pct"] == pytest.approx(100 / 3) and missing["missing_predictions"] == 2
 
 
 @pytest.mark.parametrize("answer, gts, expected", [
@@ -147,7 +147,7 @@ def test_flickr_official_rules_by_hand():
 def test_vqa_accuracy_by_hand_both_versions(answer, gts, expected):
     # split answers: both versions process the prediction and agree on these
     for version in ("2016", "2021"):
-        assert metrics.vqa_question_accuracy(answer, gts, version) == pytest.approx(expected)
+        assert vqa.vqa_question_accuracy(answer, gts, version) == pytest.approx(expected)
 
 
 @pytest.mark.parametrize("answer, gts, v2016, v2021", [
@@ -161,15 +161,15 @@ def test_vqa_accuracy_by_hand_both_versions(answer, gts, expected):
     ("2", ["two"] * 9 + ["3"], 0.0, 1.0),
 ])
 def test_vqa_2016_and_2021_differ_by_hand(answer, gts, v2016, v2021):
-    assert metrics.vqa_question_accuracy(answer, gts, "2016") == pytest.approx(v2016)
-    assert metrics.vqa_question_accuracy(answer, gts, "2021") == pytest.approx(v2021)
+    assert vqa.vqa_question_accuracy(answer, gts, "2016") == pytest.approx(v2016)
+    assert vqa.vqa_question_accuracy(answer, gts, "2021") == pytest.approx(v2021)
 
 
 def test_vqa_normalisation_rules():
-    assert metrics.vqa_normalise_answer("An apple!") == "apple"
-    assert metrics.vqa_normalise_answer("3.5") == "3.5"                # decimal point kept
-    assert metrics.vqa_normalise_answer("yes, it is") == "yes it is"   # ", " -> removed
-    assert metrics.vqa_process_punctuation("left/right") == "left right"
+    assert vqa.vqa_normalise_answer("An apple!") == "apple"
+    assert vqa.vqa_normalise_answer("3.5") == "3.5"                # decimal point kept
+    assert vqa.vqa_normalise_answer("yes, it is") == "yes it is"   # ", " -> removed
+    assert vqa.vqa_process_punctuation("left/right") == "left right"
 
 
 def test_vqa_accuracy_files_by_hand():
@@ -180,15 +180,15 @@ def test_vqa_accuracy_files_by_hand():
         {"question_id": 2, "answer_type": "yes/no",
          "answers": [{"answer": a, "answer_id": i} for i, a in enumerate(["yes"] * 2 + ["no"] * 8)]}]}
     results = [{"question_id": 1, "answer": "two"}, {"question_id": 2, "answer": "yes"}]
-    result = metrics.vqa_accuracy(results, annotations, questions, "2016")
-    assert result["accuracy"] == 80.0 and result["per_answer_type"] == {"number": 100.0, "yes/no": 60.0}
+    result = vqa.vqa_accuracy(results, annotations, questions, "2016")
+    assert result["accuracy_pct"] == 80.0 and result["per_answer_type_pct"] == {"number": 100.0, "yes/no": 60.0}
     # 2021: the unanimous "2" is compared with the unprocessed "two": 0
-    result = metrics.vqa_accuracy(results, annotations, questions)
-    assert result["accuracy"] == 30.0 and result["per_answer_type"] == {"number": 0.0, "yes/no": 60.0}
+    result = vqa.vqa_accuracy(results, annotations, questions)
+    assert result["accuracy_pct"] == 30.0 and result["per_answer_type_pct"] == {"number": 0.0, "yes/no": 60.0}
     with pytest.raises(ValueError, match="second answer"):
-        metrics.vqa_accuracy(results + results[:1], annotations, questions)
+        vqa.vqa_accuracy(results + results[:1], annotations, questions)
     with pytest.raises(ValueError, match="not in the annotations"):
-        metrics.vqa_accuracy([{"question_id": 9, "answer": "x"}], annotations, questions)
+        vqa.vqa_accuracy([{"question_id": 9, "answer": "x"}], annotations, questions)
 
 
 @pytest.mark.slow
@@ -196,17 +196,17 @@ def test_vqa_accuracy_files_by_hand():
 def test_cider_and_meteor_by_hand():
     # CIDEr-D: each candidate equals its only reference and the images share no n-gram (idf log 2 > 0):
     # cosine 1 for n = 1..4 -> 10 per image (x100); METEOR of exact matches is 1.
-    result = metrics.caption_metrics({1: "a red cat sits quietly", 2: "blue dog runs very fast"},
+    result = captioning.caption_metrics({1: "a red cat sits quietly", 2: "blue dog runs very fast"},
                                      {1: ["a red cat sits quietly"], 2: ["blue dog runs very fast"]})
-    assert result == {"METEOR": 100.0, "CIDEr": pytest.approx(1000.0)}
+    assert result == {"METEOR_pct": 100.0, "CIDEr_pct": pytest.approx(1000.0)}
     # no word in common: both 0
-    assert metrics.caption_metrics({1: "blue dog runs fast"}, {1: ["green bird flies high"]}) == {
-        "METEOR": 0.0, "CIDEr": 0.0}
+    assert captioning.caption_metrics({1: "blue dog runs fast"}, {1: ["green bird flies high"]}) == {
+        "METEOR_pct": 0.0, "CIDEr_pct": 0.0}
     with pytest.raises(ValueError, match="no references"):
-        metrics.caption_metrics({3: "x"}, {1: ["y"]})
+        captioning.caption_metrics({3: "x"}, {1: ["y"]})
 
 
 def test_java_missing_gives_a_clear_error(monkeypatch):
     monkeypatch.setattr(shutil, "which", lambda name: None)
-    with pytest.raises(metrics.JavaMissingError, match="Java"):
-        metrics.caption_metrics({1: "a"}, {1: ["a"]})
+    with pytest.raises(captioning.JavaMissingError, match="Java"):
+        captioning.caption_metrics({1: "a"}, {1: ["a"]})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kosmos import metrics
+from kosmos.evaluate.metrics import classification, squad
 from kosmos.evaluate.rank import Option, RankItem, rank
 
 WORDS = ("the photo of the red blue square circle question what is sentiment opinion answer positive negative yes "
@@ -117,21 +117,21 @@ def test_the_shared_prefix_stops_at_the_first_difference(tiny, images):
 
 def test_acc_and_acc_norm_by_hand():
     # summed log-likelihoods -4 and -6; choices of 2 and 6 characters: per character -2.0 and -1.0
-    result = metrics.multiple_choice([-4.0, -6.0], [2, 6], gold=1)
+    result = classification.multiple_choice([-4.0, -6.0], [2, 6], gold=1)
     assert result == {"acc": 0.0, "acc_norm": 1.0}
-    assert metrics.multiple_choice([-4.0, -6.0], [2, 6], gold=0) == {"acc": 1.0, "acc_norm": 0.0}
-    assert metrics.multiple_choice([-3.0, -3.0], [3, 3], gold=0) == {"acc": 1.0, "acc_norm": 1.0}  # ties: first
+    assert classification.multiple_choice([-4.0, -6.0], [2, 6], gold=0) == {"acc": 1.0, "acc_norm": 0.0}
+    assert classification.multiple_choice([-3.0, -3.0], [3, 3], gold=0) == {"acc": 1.0, "acc_norm": 1.0}  # ties: first
 
 
 def test_roc_auc_by_hand():
     # positives 0.9, 0.4; negatives 0.5, 0.1: pairs (0.9>0.5, 0.9>0.1, 0.4<0.5, 0.4>0.1) -> 3/4
-    assert metrics.roc_auc([0.9, 0.5, 0.4, 0.1], [1, 0, 1, 0]) == pytest.approx(0.75)
-    assert metrics.roc_auc([0.5, 0.5], [1, 0]) == pytest.approx(0.5)  # a tie counts half
+    assert classification.roc_auc([0.9, 0.5, 0.4, 0.1], [1, 0, 1, 0]) == pytest.approx(0.75)
+    assert classification.roc_auc([0.5, 0.5], [1, 0]) == pytest.approx(0.5)  # a tie counts half
     with pytest.raises(ValueError):
-        metrics.roc_auc([0.1, 0.2], [1, 1])
+        classification.roc_auc([0.1, 0.2], [1, 1])
 
 
 def test_squad_em_and_f1_by_hand():
-    assert metrics.squad_em_f1("The Penguin Books", ["Penguin Books"]) == (1.0, 1.0)
-    em, f1 = metrics.squad_em_f1("penguin books ltd", ["Penguin Books"])
+    assert squad.squad_em_f1("The Penguin Books", ["Penguin Books"]) == (1.0, 1.0)
+    em, f1 = squad.squad_em_f1("penguin books ltd", ["Penguin Books"])
     assert em == 0.0 and f1 == pytest.approx(2 * (2 / 3) * 1 / (2 / 3 + 1))

@@ -4,7 +4,6 @@ import json
 
 import pytest
 
-from kosmos import score as scoring
 from kosmos.cli import main
 from test_kosmos_metrics import FLICKR_CAPTION, FLICKR_TEXTS, REC_CASES, flickr_json, rec_files
 
@@ -69,7 +68,7 @@ def test_flickr_on_mdetr_json_and_on_flickr30k_entities_xml(tmp_path, capsys, fl
     annotations = write(tmp_path / "final_flickr_separateGT_test.json", flickr_json())  # sizes are strings
     predictions = write(tmp_path / "p.jsonl", "".join(json.dumps({"id": f"7_{i}", "text": t}) + "\n"
                                                         for i, t in enumerate(FLICKR_TEXTS)))
-    expected = {"R@1": pytest.approx(100 / 3), "R@5": pytest.approx(200 / 3), "total": 3}
+    expected = {"R@1_pct": pytest.approx(100 / 3), "R@5_pct": pytest.approx(200 / 3), "total": 3}
     code, from_json, _ = run(capsys, ["score", "flickr", "--predictions", predictions, "--annotations", annotations])
     assert code == 0 and from_json["ground_truth"] == "json" and expected.items() <= from_json.items()
     code, with_xml, _ = run(capsys, ["score", "flickr", "--predictions", predictions, "--annotations", annotations,
@@ -77,13 +76,15 @@ def test_flickr_on_mdetr_json_and_on_flickr30k_entities_xml(tmp_path, capsys, fl
     assert code == 0 and with_xml["ground_truth"] == "xml" and expected.items() <= with_xml.items()
     code, by_span, _ = run(capsys, ["score", "flickr", "--predictions", predictions, "--annotations", annotations,
                                     "--flickr-entities", str(flickr_dir), "--gt-boxes", "span"])
-    assert code == 0 and by_span["R@1"] == pytest.approx(200 / 3)
+    assert code == 0 and by_span["R@1_pct"] == pytest.approx(200 / 3)
     # the folder alone: queries built from Sentences/ + Annotations/ in MDETR's order; H- lines by position
     h_lines = write(tmp_path / "eval.flickr.test", "".join(f"H-{i}\t-0.1\t{t}\n" for i, t in enumerate(FLICKR_TEXTS)))
     code, xml_only, _ = run(capsys, ["score", "flickr", "--predictions", h_lines, "--annotations", str(flickr_dir),
                                      "--split", "test"])
     assert code == 0 and expected.items() <= xml_only.items()
-    entries = scoring.flickr_source(str(flickr_dir), split="test")[0]
+    from kosmos.tasks.flickr import flickr_source
+
+    entries = flickr_source(str(flickr_dir), split="test")[0]
     assert [e["caption"] for e in entries] == [FLICKR_CAPTION]
     assert entries[0]["tokens_positive_eval"] == [[[0, 5]], [[12, 17]], [[23, 28]]]
 
@@ -103,8 +104,10 @@ def test_reg_references_drop_non_ascii_as_refer_does():
               {"id": 1, "file_name": "a.jpg", "width": 10, "height": 10, "caption": "naïve “left” man"}]
     truth = {0: [{"id": 5, "bbox": [0, 0, 1, 1]}], 1: [{"id": 5, "bbox": [0, 0, 1, 1]}]}
     # one object (same image, same annotation id): both expressions are its references, keyed by the first id
-    assert scoring.reg_references(images, truth) == {0: ["the caf table", "nave left man"]}
-    assert scoring.reg_references(images, truth, keep_non_ascii=True) == {0: ["the café table", "naïve “left” man"]}
+    from kosmos.tasks.reg import reg_references
+
+    assert reg_references(images, truth) == {0: ["the caf table", "nave left man"]}
+    assert reg_references(images, truth, keep_non_ascii=True) == {0: ["the café table", "naïve “left” man"]}
 
 
 REC_LINE = json.dumps({"id": 0, "text": REC_CASES[2][0]})
@@ -167,7 +170,7 @@ def test_bad_vqa_results_are_one_line_errors(tmp_path, capsys, results, message)
     for version, accuracy in (("2016", 100.0), ("2021", 0.0)):
         code, result, _ = run(capsys, ["score", "vqa", "--predictions", good, "--annotations", annotations,
                                        "--questions", questions, "--vqa-eval", version])
-        assert code == 0 and result["accuracy"] == accuracy and result["vqa_eval"] == version
+        assert code == 0 and result["accuracy_pct"] == accuracy and result["vqa_eval"] == version
 
 
 def test_predict_flickr_queries_from_the_xml_folder_match_the_json(flickr_dir):
@@ -178,3 +181,37 @@ def test_predict_flickr_queries_from_the_xml_folder_match_the_json(flickr_dir):
     assert [q.id for q in from_xml] == ["1_0_0", "1_0_1", "1_0_2"]
     assert [(q.prompt, q.image_path) for q in from_xml] == [(q.prompt, q.image_path) for q in from_json]
     assert from_xml[2].prompt == "<grounding>a man holds a dog near<phrase> a man</phrase>"
+
+
+@pytest.mark.parametrize("task", ["caption", "reg", "caption_flickr30k"])
+def test_without_java_caption_and_reg_say_so_in_one_line_before_any_model(tmp_path, capsys, monkeypatch, task):
+    import shutil
+
+    which = shutil.which
+    monkeypatch.setattr(shutil, "which", lambda name, *args, **kw: None if name == "java" else which(name, *args, **kw))
+    annotations = write(tmp_path / "annotations.json", {"images": [], "annotations": []})
+    predictions = write(tmp_path / "p.json", [])
+    code, _, err = run(capsys, ["score", task, "--predictions", predictions, "--annotations", annotations])
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert err.startswith(f"kosmos score {task}: ") and "apt-get install default-jre-headless" in err
+    # no model is there: the line comes before loading one (or building any query)
+    code, _, err = run(capsys, ["eval", task, "--model", str(tmp_path / "no-model"), "--annotations", annotations,
+                                "--images", str(tmp_path), "--output", str(tmp_path / "out")])
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "default-jre-headless" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_without_java_the_suite_names_the_tasks_that_need_it(tmp_path, capsys, monkeypatch):
+    import shutil
+
+    monkeypatch.setattr(shutil, "which", lambda name, *args, **kw: None)
+    (tmp_path / "data" / "caption").mkdir(parents=True)
+    write(tmp_path / "data" / "caption" / "annotations.json", {"images": [], "annotations": []})
+    code, _, err = run(capsys, ["eval", "--suite", "kosmos1", "--data", str(tmp_path / "data"), "--model",
+                                str(tmp_path / "no-model"), "--output", str(tmp_path / "out")])
+    assert code == 2 and err.startswith("kosmos eval caption: ") and "default-jre-headless" in err
+    # a suite without caption tasks needs no Java: it goes on (here to the missing model)
+    from kosmos.cli import _java_problem
+    from kosmos.tasks import get_task
+
+    assert _java_problem("eval", [get_task("rec"), get_task("copa")]) is None

@@ -85,7 +85,7 @@ def test_the_registry_is_the_one_task_list():
     assert names[:5] == ["rec", "flickr", "reg", "caption", "vqa"]
     for name in ("storycloze", "hellaswag", "wsc273", "winogrande", "piqa", "boolq", "cb", "copa"):
         task = get_task(name)
-        assert task.mode == "rank" and task.shots == (0, 1, 4) and task.metric == "acc"
+        assert task.mode == "rank" and task.shots == (0, 1, 4) and task.metric == "acc_pct"
     from kosmos.cli import build_parser
 
     predict = build_parser()._subparsers._group_actions[0].choices["predict"]
@@ -129,7 +129,7 @@ def test_partial_scoring_winogrande_and_wsc273(files):
     predictions = files["winogrande"].with_name("p.jsonl")
     predictions.write_text(json.dumps({"id": "a1", "loglikelihoods": [-1.0, -2.0]}) + "\n"
                            + json.dumps({"id": "a2", "loglikelihoods": [-1.0, -2.0]}) + "\n")
-    assert score_docs(str(predictions), docs) == {"acc": 50.0, "total": 2, "missing": 0}
+    assert score_docs(str(predictions), docs) == {"acc_pct": 50.0, "total": 2, "missing": 0}
 
 
 def test_demonstrations_exclude_the_query_and_repeat_for_a_seed(files):
@@ -143,12 +143,81 @@ def test_demonstrations_exclude_the_query_and_repeat_for_a_seed(files):
     from kosmos.evaluate.fewshot import demonstrations
 
     pool = [(i, i) for i in range(50)]
-    drawn = demonstrations(pool, 4, seed=1234, trial=0, query_id=7)
-    assert drawn == demonstrations(pool, 4, seed=1234, trial=0, query_id=7) and 7 not in drawn
-    assert drawn != demonstrations(pool, 4, seed=1234, trial=1, query_id=7)
-    assert all(7 not in demonstrations(pool, 49, seed=s, trial=0, query_id=7) for s in range(5))
+    drawn = demonstrations(pool, 4, seed=1234, trial=0, query_id=7, query_key=7)
+    assert drawn == demonstrations(pool, 4, seed=1234, trial=0, query_id=7, query_key=7) and 7 not in drawn
+    assert drawn != demonstrations(pool, 4, seed=1234, trial=1, query_id=7, query_key=7)
+    assert all(7 not in demonstrations(pool, 49, seed=s, trial=0, query_id=7, query_key=7) for s in range(5))
     with pytest.raises(ValueError, match="2 demonstrations asked for"):
         rendered("copa", files["copa"], shots=2)
+
+
+def test_a_training_document_that_shares_the_query_idx_stays_a_candidate(tmp_path, files):
+    # SuperGLUE's train and validation idx ranges overlap: train idx 0 is another document than validation idx 0,
+    # and lm-evaluation-harness drops only the query document itself from its pool
+    train = tmp_path / "train.jsonl"
+    train.write_text(json.dumps({"premise": "The girl found a bug in her cereal.", "choice1": "She poured milk.",
+                                 "choice2": "She lost her appetite.", "question": "effect", "label": 1,
+                                 "idx": 0}) + "\n")
+    task = get_task("copa")
+    items = task.queries(Inputs(annotations=str(files["copa"]), train=str(train), shots=1))
+    demonstration = "The girl found a bug in her cereal therefore she lost her appetite.\n\n"
+    assert [item.options[0].context[0][1].startswith(demonstration) for item in items] == [True, True]
+    # the same file as its own pool: the query (same file, same record) is left out, the other document drawn
+    same = task.queries(Inputs(annotations=str(files["copa"]), train=str(files["copa"]), shots=1))
+    assert same[0].options[0].context[0][1].startswith("My body cast a shadow over the grass because the sun")
+    from kosmos.evaluate.fewshot import demonstrations, document_key
+
+    pool = [(document_key(train, 0), "train 0"), (document_key(files["copa"], 1), "val 1")]
+    assert sorted(demonstrations(pool, 2, 1234, 0, 0, document_key(files["copa"], 0))) == ["train 0", "val 1"]
+    assert demonstrations(pool, 1, 1234, 0, 1, document_key(files["copa"], 1)) == ["train 0"]
+
+
+def test_copa_under_both_harness_templates(files, tmp_path, capsys):
+    task = get_task("copa")
+    assert task.templates == ("harness-legacy", "harness-current")
+    legacy = rendered("copa", files["copa"])
+    assert rendered("copa", files["copa"], template="harness-legacy") == legacy
+    assert [c for _, c in legacy[0]] == [" the toilet filled with water.", " water flowed from the spout."]
+    current = rendered("copa", files["copa"], template="harness-current")
+    assert [c for _, c in current[0]] == [" The toilet filled with water.", " Water flowed from the spout."]
+    assert [ctx for ctx, _ in current[1]] == [ctx for ctx, _ in legacy[1]] == ["My body cast a shadow over the grass because"] * 2
+    assert rendered("copa", files["copa"], shots=1, template="harness-current")[0][0][0].startswith(
+        "My body cast a shadow over the grass because The sun was rising.\n\n")
+    with pytest.raises(ValueError, match="no template 'x'"):
+        rendered("copa", files["copa"], template="x")
+    from kosmos.cli import main
+
+    for name, template in (("copa", "harness-0.2"), ("boolq", "harness-current")):
+        code = main(["predict", name, "--annotations", str(files[name]), "--template", template, "--model",
+                     str(tmp_path / "no-model"), "--output", str(tmp_path / "p.jsonl")])
+        err = capsys.readouterr().err
+        assert code == 2 and f"--template {template}: the task's templates are" in err and len(err.splitlines()) == 1
+
+
+def test_eval_checks_every_shot_count_before_the_first_query(tmp_path, capsys, files):
+    from kosmos.cli import main
+
+    # no model is there: a check that came after loading it, or after the 0-shot run, would fail otherwise
+    out = tmp_path / "out"
+    code = main(["eval", "copa", "--model", str(tmp_path / "no-model"), "--annotations", str(files["copa"]),
+                 "--shots", "0", "1", "4", "--output", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.strip() == "kosmos eval copa: 1-shot copa needs --train (demonstrations)"
+    assert not out.exists()
+    code = main(["eval", "vqa", "--model", str(tmp_path / "no-model"), "--annotations", str(files["copa"]),
+                 "--questions", str(files["copa"]), "--images", str(tmp_path), "--train", str(files["copa"]),
+                 "--shots", "0", "2", "--output", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.strip() == "kosmos eval vqa: 2-shot vqa needs --train-questions (demonstrations)"
+    code = main(["eval", "sst2", "--model", str(tmp_path / "no-model"), "--annotations", str(tmp_path),
+                 "--shots", "0", "2", "--output", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "the task is zero-shot only" in err and len(err.splitlines()) == 1
+    from kosmos.tasks.suite import evaluate_task
+
+    with pytest.raises(ValueError, match="^4-shot copa needs --train"):
+        evaluate_task("copa", None, None, Inputs(annotations=str(files["copa"])), out, shots=(0, 4))
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("name, line, message", [
@@ -193,11 +262,11 @@ def test_eval_a_language_task_over_shots_and_trials(tmp_path, capsys, files, mod
                  "--threads", "1"])
     assert code == 0
     summary = json.loads((tmp_path / "out" / "copa.json").read_text())
-    assert summary["task"] == "copa" and summary["seed"] == 1234 and summary["metric"] == "acc"
+    assert summary["task"] == "copa" and summary["seed"] == 1234 and summary["metric"] == "acc_pct"
     assert [(r["shots"], r["trials"], r["items"]) for r in summary["runs"]] == [(0, 1, 2), (1, 2, 2)]
     for run in summary["runs"]:
-        values = [t["acc"] for t in run["per_trial"]]
-        assert run["mean"] == pytest.approx(sum(values) / len(values)) and set(run["means"]) >= {"acc", "acc_norm"}
+        values = [t["acc_pct"] for t in run["per_trial"]]
+        assert run["mean"] == pytest.approx(sum(values) / len(values)) and set(run["means"]) >= {"acc_pct", "acc_norm_pct"}
     rows = [json.loads(l) for l in (tmp_path / "out" / "copa" / "1shot_trial0.jsonl").read_text().splitlines()]
     assert [len(r["loglikelihoods"]) for r in rows] == [2, 2]
     # kosmos predict + kosmos score give the same numbers as eval's 0-shot run
@@ -206,7 +275,7 @@ def test_eval_a_language_task_over_shots_and_trials(tmp_path, capsys, files, mod
     capsys.readouterr()
     assert main(["score", "copa", "--predictions", str(tmp_path / "p.jsonl"), "--annotations", str(files["copa"])]) == 0
     scored = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert scored["acc"] == summary["runs"][0]["mean"]
+    assert scored["acc_pct"] == summary["runs"][0]["mean"]
 
 
 def test_the_suite_runs_every_task_whose_files_are_present(tmp_path, files, model_dir):

@@ -57,7 +57,7 @@ def test_registered_zero_shot_rank_tasks():
     for name in ("relativesize", "relativesize-both", "memorycolor", "colorterms"):
         assert name in task_names()
         task = get_task(name)
-        assert (task.mode, task.metric, task.shots) == ("rank", "acc", (0,))
+        assert (task.mode, task.metric, task.shots) == ("rank", "acc_pct", (0,))
 
 
 def test_colour_prompts_and_candidates_are_the_papers(world):
@@ -109,20 +109,20 @@ def test_accuracy_by_hand(world, tmp_path):
     inputs = Inputs(annotations=str(paths["memorycolor"]))
     result = get_task("memorycolor").score(predictions(tmp_path / "m.jsonl", rows), inputs)
     # acc_norm: 8 -> yellow -4/6 vs pink -4/4: yellow; 37 -> pink -1.0 vs grey -1.0: pink
-    assert result == {"acc": 50.0, "acc_norm": 75.0, "total": 4, "missing": 0}
+    assert result == {"acc_pct": 50.0, "acc_norm_pct": 75.0, "total": 4, "missing": 0}
     # a missing prediction counts as wrong
     result = get_task("colorterms").score(predictions(tmp_path / "c.jsonl", [("4", lls(blue=-0.5))]),
                                           Inputs(annotations=str(paths["colorterms"])))
-    assert result == {"acc": 33.33, "acc_norm": 33.33, "total": 3, "missing": 2}
+    assert result == {"acc_pct": 33.33, "acc_norm_pct": 33.33, "total": 3, "missing": 2}
     # RelativeSize: [No, Yes]; a tie counts as No (VaLM counts Yes only when P(Yes) > P(No))
     pairs = Inputs(annotations=str(paths["relativesize"]))
     result = get_task("relativesize").score(predictions(tmp_path / "r.jsonl", [("1", [-2.0, -1.0]), ("3", [-1.0, -1.0])]),
                                             pairs)
-    assert result["acc"] == 50.0
+    assert result["acc_pct"] == 50.0
     # always Yes: 100% asked one way, 50% asked both ways
     always_yes = [(i, [-2.0, -1.0]) for i in ("1", "1r", "3", "3r")]
-    assert get_task("relativesize").score(predictions(tmp_path / "y.jsonl", always_yes), pairs)["acc"] == 100.0
-    assert get_task("relativesize-both").score(predictions(tmp_path / "y.jsonl", always_yes), pairs)["acc"] == 50.0
+    assert get_task("relativesize").score(predictions(tmp_path / "y.jsonl", always_yes), pairs)["acc_pct"] == 100.0
+    assert get_task("relativesize-both").score(predictions(tmp_path / "y.jsonl", always_yes), pairs)["acc_pct"] == 50.0
 
 
 @pytest.mark.parametrize("name, text, message", [

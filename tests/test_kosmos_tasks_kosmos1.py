@@ -88,7 +88,7 @@ def test_classification_with_descriptions_prompts_and_score(world, tmp_path):
             {"id": described[1].id, "generated": " blue grosbeak"},                 # wrong
             ]                                                                        # third: missing
     result = get_task("classify-descriptions").score(predictions(tmp_path / "p.jsonl", rows), inputs)
-    assert result == {"accuracy": round(100 / 3, 2), "total": 3, "missing": 1}
+    assert result == {"accuracy_pct": round(100 / 3, 2), "total": 3, "missing": 1}
 
 
 def test_malformed_groups_are_one_line(tmp_path):
@@ -117,7 +117,7 @@ def test_websrc_prompt_web_text_and_em_f1(world, tmp_path):
     rows = [{"id": "bo010000100001", "generated": " the Ace Books\nQ: What"},  # EM 1 (articles dropped), F1 1
             {"id": "bo010000100002", "generated": " 9.99 dollars"}]            # EM 0, F1 2*(1/2*1)/(1/2+1) = 2/3
     result = get_task("websrc").score(predictions(tmp_path / "p.jsonl", rows), inputs)
-    assert result == {"exact_match": 50.0, "f1": round(100 * (1 + 2 / 3) / 2, 2), "total": 2, "missing": 0}
+    assert result == {"exact_match_pct": 50.0, "f1_pct": round(100 * (1 + 2 / 3) / 2, 2), "total": 2, "missing": 0}
     # the same questions from one website folder or its dataset.csv
     assert [q.prompt for q in get_task("websrc").queries(Inputs(annotations=str(world / "websrc" / "book" / "01")))] \
         == [q.prompt for q in queries]
@@ -154,8 +154,8 @@ def test_vizwiz_prompts_demonstrations_and_accuracy(world, tmp_path):
     path.write_text(json.dumps([{"image": "VizWiz_val_00000000.jpg", "answer": "Dark red."}]))
     result = get_task("vizwiz").score(str(path), inputs)
     # "dark red" matches 4 answers: each of the 6 "red" rows sees 4 others -> 1, each "dark red" row sees 3 -> 1
-    assert result["accuracy"] == 50.0 and result["missing"] == 1
-    assert result["per_answer_type"] == {"other": 100.0, "unanswerable": 0.0}
+    assert result["accuracy_pct"] == 50.0 and result["missing"] == 1
+    assert result["per_answer_type_pct"] == {"other": 100.0, "unanswerable": 0.0}
     path.write_text(json.dumps([{"image": "nope.jpg", "answer": "x"}]))
     with pytest.raises(ValueError, match=rf"^predictions {path}: entry 0: image 'nope.jpg' is not in the annotations"):
         get_task("vizwiz").score(str(path), inputs)
@@ -188,21 +188,21 @@ def test_flickr30k_karpathy_queries_and_demonstrations(world):
 
 
 def test_flickr30k_scores_against_every_sentence(world, tmp_path, monkeypatch):
-    import kosmos.metrics
+    from kosmos.evaluate.metrics import captioning
 
     seen = {}
 
     def caption_metrics(candidates, references):  # METEOR/CIDEr themselves: test_kosmos_metrics.py
         seen.update(candidates=candidates, references=references)
-        return {"METEOR": 1.0, "CIDEr": 2.0}
+        return {"METEOR_pct": 1.0, "CIDEr_pct": 2.0}
 
-    monkeypatch.setattr(kosmos.metrics, "caption_metrics", caption_metrics)
+    monkeypatch.setattr(captioning, "caption_metrics", caption_metrics)
     flickr = world / "flickr30k"
     inputs = Inputs(annotations=str(flickr / "dataset_flickr30k.json"), images=str(flickr / "flickr30k-images"))
     path = tmp_path / "captions.json"
     path.write_text(json.dumps([{"image_id": 4, "caption": "a dog number 4 runs."}]))
     result = get_task("caption_flickr30k").score(str(path), inputs)
-    assert result == {"METEOR": 1.0, "CIDEr": 2.0, "total": 1, "missing": 1}
+    assert result == {"METEOR_pct": 1.0, "CIDEr_pct": 2.0, "total": 1, "missing": 1}
     assert seen == {"candidates": {"4": "a dog number 4 runs."},
                     "references": {"4": ["A dog number 4 runs.", "Dog 4 running."],
                                    "5": ["A dog number 5 runs.", "Dog 5 running."]}}
@@ -235,7 +235,7 @@ def test_the_suite_picks_up_the_four_tasks(world, tmp_path):
     for name, shots in (("classify-descriptions", [0]), ("classify-names", [0]), ("websrc", [0]), ("vizwiz", [0, 1])):
         summary = json.loads((out / f"{name}.json").read_text())
         assert [r["shots"] for r in summary["runs"]] == shots and summary["runs"][0]["items"] > 0
-    assert "| websrc | f1 |" in (out / "results.md").read_text()
+    assert "| websrc | f1_pct |" in (out / "results.md").read_text()
     found = get_task("caption_flickr30k").find(world)
     assert found.annotations == found.train == str(world / "flickr30k" / "dataset_flickr30k.json")
     assert found.images == str(world / "flickr30k" / "flickr30k-images")

@@ -118,9 +118,9 @@ def test_ocr_free_prompts_and_p_yes(world):
     predictions = world / "raven_predictions.jsonl"
     predictions.write_text(json.dumps({"id": "q1", "loglikelihoods": [-0.5, -1, -2, -3, -4, -0.6]}) + "\n")
     result = get_task("raven").score(str(predictions), Inputs(annotations=str(world / "raven" / "raven.jsonl")))
-    assert result == {"accuracy": 100.0, "total": 1, "missing": 0}
+    assert result == {"accuracy_pct": 100.0, "total": 1, "missing": 0}
     predictions.write_text(json.dumps({"id": "q1", "loglikelihoods": [-0.7, -1, -2, -3, -4, -0.6]}) + "\n")
-    assert get_task("raven").score(str(predictions), Inputs(annotations=str(world / "raven" / "raven.jsonl")))["accuracy"] == 0.0
+    assert get_task("raven").score(str(predictions), Inputs(annotations=str(world / "raven" / "raven.jsonl")))["accuracy_pct"] == 0.0
 
 
 def test_zero_shot_classification_prompts_and_names(world):
@@ -132,7 +132,7 @@ def test_zero_shot_classification_prompts_and_names(world):
     predictions = world / "classify.jsonl"
     rows = [{"id": q.id, "generated": " Blue circle." if "blue" in q.id else " blue circle"} for q in generation]
     predictions.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert get_task("classify").score(str(predictions), inputs)["accuracy"] == 50.0
+    assert get_task("classify").score(str(predictions), inputs)["accuracy_pct"] == 50.0
 
 
 def test_malformed_raven_and_memes_files_are_one_line(world, tmp_path):
@@ -170,4 +170,4 @@ def test_the_suite_on_multimodal_files(world, tmp_path):
     assert [r["shots"] for r in json.loads((out / "sst2.json").read_text())["runs"]] == [0]  # zero-shot tasks
     cot = [json.loads(l) for l in (out / "cot_sst2" / "0shot_trial0.jsonl").read_text().splitlines()]
     assert all("rationale" in row and len(row["loglikelihoods"]) == 2 for row in cot)
-    assert "| raven | accuracy |" in (out / "results.md").read_text()
+    assert "| raven | accuracy_pct |" in (out / "results.md").read_text()

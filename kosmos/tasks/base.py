@@ -28,6 +28,7 @@ class Inputs:
     shots: int = 0
     seed: int = 1234                    # lm-evaluation-harness's few-shot seed
     trial: int = 0
+    template: str | None = None         # the prompt template of a task that has several (None: the task's default)
     options: dict = field(default_factory=dict)  # scoring variants (match, iou_dtype, vqa_eval, ...)
 
     def with_(self, **changes) -> "Inputs":
@@ -42,8 +43,10 @@ class Inputs:
 class Task:
     """One evaluation task. ``queries(inputs)`` builds generation queries (``generate``) or rank items (``rank``,
     ``p_answer``); ``write(results, path, inputs)`` writes the predictions file; ``score(path, inputs)`` returns
-    the metrics (``metric`` names the headline one). ``predict`` replaces the default run (generate or rank the
-    queries) for tasks of several stages. ``find(dir)`` gives the task's inputs under a suite folder, or None."""
+    the metrics (``metric`` names the headline one; every rate ends in ``_pct``, docs/evaluation.md). ``predict``
+    replaces the default run (generate or rank the queries) for tasks of several stages. ``find(dir)`` gives the
+    task's inputs under a suite folder, or None. ``shot_needs``: the inputs a few-shot run reads besides ``needs``
+    (checked for every shot count before a model is loaded); ``needs_java``: its metric runs Java (pycocoevalcap)."""
 
     name: str
     benchmark: str
@@ -61,6 +64,9 @@ class Task:
     find: Callable[[Path], Inputs | None] | None = None
     predict: Callable | None = None
     notes: str = ""
+    shot_needs: tuple[str, ...] = ("train",)
+    needs_java: bool = False
+    templates: tuple[str, ...] = ()    # prompt templates the task can write (``--template``); the first is the default
 
     def __post_init__(self):
         if self.mode not in MODES:

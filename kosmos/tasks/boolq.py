@@ -1,4 +1,7 @@
-"""BoolQ (SuperGLUE ``BoolQ/val.jsonl``: passage, question, label true/false, idx)."""
+"""BoolQ (SuperGLUE ``BoolQ/val.jsonl``: passage, question, label true/false, idx).
+
+Template: lm-evaluation-harness 0.4 ``super_glue/boolq/default.yaml`` (v0.3.0's ``superglue.py`` writes the same
+text)."""
 from kosmos.tasks.multiple_choice import Doc, language_task, require
 
 

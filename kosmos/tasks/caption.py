@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any
 
 from kosmos.evaluate.generate import Decoding, Query, clean_answer
 from kosmos.tasks.base import Inputs, Task, atomic_write, first_existing
@@ -23,31 +24,16 @@ def demonstration_caption(caption: str) -> str:
     return caption[:1].lower() + caption[1:]
 
 
-def _images_and_captions(path: str, what: str) -> tuple[list[dict], dict]:
-    from kosmos.evalfiles import load_json
-
-    data = load_json(path, what)
-    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
-        raise ValueError(f"{what} {path}: expected a COCO captions json with an 'images' list")
-    for index, im in enumerate(data["images"]):
-        if not isinstance(im, dict) or "id" not in im or not isinstance(im.get("file_name"), str):
-            raise ValueError(f"{what} {path}: images[{index}] needs 'id' and a 'file_name' string")
-    captions: dict = {}
-    for index, ann in enumerate(data.get("annotations") or []):
-        if not isinstance(ann, dict) or not isinstance(ann.get("caption"), str) or "image_id" not in ann:
-            raise ValueError(f"{what} {path}: annotations[{index}] needs 'image_id' and a 'caption' string")
-        captions.setdefault(ann["image_id"], ann["caption"])  # an image's first caption is its demonstration
-    return data["images"], captions
-
-
 def queries_from(images: list[dict], images_dir: str, pool=(), inputs: Inputs = Inputs()) -> list[Query]:
-    """One query per image entry; ``pool``: ``(image id, (path, caption))`` demonstrations to draw from."""
-    from kosmos.evaluate.fewshot import demonstrations
+    """One query per image entry; ``pool``: ``(document_key(train file, image id), (path, caption))``
+    demonstrations to draw from."""
+    from kosmos.evaluate.fewshot import demonstrations, document_key
 
     out = []
     for im in images:
         segments = []
-        for path, caption in demonstrations(pool, inputs.shots, inputs.seed, inputs.trial, im["id"]):
+        for path, caption in demonstrations(pool, inputs.shots, inputs.seed, inputs.trial, im["id"],
+                                            document_key(inputs.annotations, im["id"])):
             segments += [("image", path), ("text", DEMONSTRATION.format(caption=demonstration_caption(caption)))]
         out.append(Query(im["id"], os.path.join(images_dir, im["file_name"]), DECODING.prompt, "caption",
                          tuple(segments)))
@@ -55,14 +41,17 @@ def queries_from(images: list[dict], images_dir: str, pool=(), inputs: Inputs = 
 
 
 def queries(inputs: Inputs) -> list[Query]:
-    images, _ = _images_and_captions(inputs.annotations, "annotations")
+    from kosmos.evaluate.fewshot import document_key
+    from kosmos.evaluate.formats.coco_captions import read_images_and_first_captions
+
+    images, _ = read_images_and_first_captions(inputs.annotations, "annotations")
     pool = []
     if inputs.shots:
         if not inputs.train:
             raise ValueError(f"{inputs.shots}-shot captioning needs --train (a COCO captions json of the training split)")
-        train_images, captions = _images_and_captions(inputs.train, "train")
+        train_images, captions = read_images_and_first_captions(inputs.train, "train")
         folder = inputs.train_images or inputs.images
-        pool = [(im["id"], (os.path.join(folder, im["file_name"]), captions[im["id"]]))
+        pool = [(document_key(inputs.train, im["id"]), (os.path.join(folder, im["file_name"]), captions[im["id"]]))
                 for im in train_images if im["id"] in captions]
     return queries_from(images, inputs.images, pool, inputs)
 
@@ -73,9 +62,29 @@ def write(results: list, path, inputs: Inputs) -> None:
         [{"image_id": r["id"], "caption": clean_answer(r["generated"], stops)} for r in results], h))
 
 
-def score(predictions: str, inputs: Inputs) -> dict:
-    from kosmos.score import score_caption
+def score_caption(predictions: str, annotations: str) -> dict:
+    """COCO-caption rules: each image at most one caption (a second one is an error, as the official code
+    refuses it), every predicted image must be in the annotations; images without a prediction are not
+    scored (counted in ``missing``)."""
+    from kosmos.evaluate.formats.coco_captions import read_references
+    from kosmos.evaluate.formats.predictions import read_results_list
+    from kosmos.evaluate.metrics.captioning import caption_metrics
 
+    results = read_results_list(predictions, "image_id", "caption")
+    refs = read_references(annotations)
+    candidates: dict[Any, str] = {}
+    for index, row in enumerate(results):
+        if row["image_id"] in candidates:
+            raise ValueError(f"predictions {predictions}: entry {index}: a second caption for image "
+                             f"{row['image_id']!r} (the official evaluation refuses duplicates)")
+        if row["image_id"] not in refs:
+            raise ValueError(f"predictions {predictions}: entry {index}: image {row['image_id']!r} is not in "
+                             f"the annotations")
+        candidates[row["image_id"]] = row["caption"]
+    return {**caption_metrics(candidates, refs), "total": len(candidates), "missing": len(refs) - len(candidates)}
+
+
+def score(predictions: str, inputs: Inputs) -> dict:
     return score_caption(predictions, inputs.annotations)
 
 
@@ -91,7 +100,7 @@ def find(root):
 
 TASK = Task(
     name="caption", benchmark="COCO / Flickr30k Karpathy test (COCO captions json)", mode="generate",
-    prompt=DECODING.prompt, needs=("images", "annotations"), metric="CIDEr", queries=queries, score=score,
-    write=write, decoding=DECODING, shots=(0, 2, 4), suffix="json", find=find,
+    prompt=DECODING.prompt, needs=("images", "annotations"), metric="CIDEr_pct", queries=queries, score=score,
+    write=write, needs_java=True, decoding=DECODING, shots=(0, 2, 4), suffix="json", find=find,
     demonstrations="train split (--train): (image, 'An image of {caption}'), an image's first caption",
     notes="beam 5; few-shot captions cut at a following 'An image of'")

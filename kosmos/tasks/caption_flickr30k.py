@@ -9,32 +9,10 @@ from __future__ import annotations
 import json
 import os
 
+from kosmos.evaluate.formats.karpathy import karpathy_images
 from kosmos.evaluate.generate import Query, clean_answer
 from kosmos.tasks.base import Inputs, Task, atomic_write, first_existing
 from kosmos.tasks.caption import DECODING, DEMONSTRATION, STOPS, demonstration_caption
-
-
-def karpathy_images(path: str, what: str = "annotations") -> list[dict]:
-    """The entries of a Karpathy-split json, checked: ``{"id", "filename", "split", "sentences": [raw, ...]}``."""
-    from kosmos.evalfiles import load_json
-
-    data = load_json(path, what)
-    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
-        raise ValueError(f"{what} {path}: expected a Karpathy-split json with an 'images' list")
-    out = []
-    for index, entry in enumerate(data["images"]):
-        where = f"{what} {path}: images[{index}]"
-        if not isinstance(entry, dict) or not isinstance(entry.get("filename"), str) or not isinstance(entry.get("split"), str):
-            raise ValueError(f"{where}: needs a 'filename' and a 'split' string")
-        sentences = entry.get("sentences")
-        if not isinstance(sentences, list) or not all(isinstance(s, dict) and isinstance(s.get("raw"), str) for s in sentences):
-            raise ValueError(f"{where}: 'sentences' must be a list of {{'raw': str, ...}}")
-        key = entry.get("imgid", entry["filename"])
-        if isinstance(key, (bool, list, dict, float)) or key is None:
-            raise ValueError(f"{where}: 'imgid' must be a string or an integer")
-        out.append({"id": key, "filename": entry["filename"], "split": entry["split"],
-                    "sentences": [s["raw"] for s in sentences]})
-    return out
 
 
 def split_of(inputs: Inputs) -> str:
@@ -42,7 +20,7 @@ def split_of(inputs: Inputs) -> str:
 
 
 def queries(inputs: Inputs) -> list[Query]:
-    from kosmos.evaluate.fewshot import demonstrations
+    from kosmos.evaluate.fewshot import demonstrations, document_key
 
     entries = karpathy_images(inputs.annotations)
     tested = [e for e in entries if e["split"] == split_of(inputs)]
@@ -52,12 +30,14 @@ def queries(inputs: Inputs) -> list[Query]:
     if inputs.shots:
         source = karpathy_images(inputs.train, "train") if inputs.train else entries
         folder = inputs.train_images or inputs.images
-        pool = [(e["id"], (os.path.join(folder, e["filename"]), e["sentences"][0]))
+        pool = [(document_key(inputs.train or inputs.annotations, "train", e["id"]),
+                 (os.path.join(folder, e["filename"]), e["sentences"][0]))
                 for e in source if e["split"] == "train" and e["sentences"]]
     out = []
     for entry in tested:
         segments = []
-        for path, caption in demonstrations(pool, inputs.shots, inputs.seed, inputs.trial, entry["id"]):
+        for path, caption in demonstrations(pool, inputs.shots, inputs.seed, inputs.trial, entry["id"],
+                                            document_key(inputs.annotations, split_of(inputs), entry["id"])):
             segments += [("image", path), ("text", DEMONSTRATION.format(caption=demonstration_caption(caption)))]
         out.append(Query(entry["id"], os.path.join(inputs.images, entry["filename"]), DECODING.prompt,
                          "caption_flickr30k", tuple(segments)))
@@ -74,8 +54,8 @@ def score(predictions: str, inputs: Inputs) -> dict:
     """METEOR and CIDEr (COCO caption evaluation) of the split's images against their sentences; a second caption
     for an image, or one for an image not in the split, is an error naming the entry; images without a caption are
     not scored (``missing``), as ``kosmos score caption``."""
-    from kosmos.evalfiles import load_json
-    from kosmos.metrics import caption_metrics
+    from kosmos.evaluate.formats.common import load_json
+    from kosmos.evaluate.metrics.captioning import caption_metrics
 
     results = load_json(predictions, "predictions")
     if not isinstance(results, list):
@@ -108,8 +88,8 @@ def find(root):
 
 TASK = Task(
     name="caption_flickr30k", benchmark="Flickr30k Karpathy split (dataset_flickr30k.json)", mode="generate",
-    prompt=DECODING.prompt, needs=("annotations", "images"), metric="CIDEr", queries=queries, score=score,
-    write=write, decoding=DECODING, shots=(0, 2, 4), suffix="json", find=find,
+    prompt=DECODING.prompt, needs=("annotations", "images"), metric="CIDEr_pct", queries=queries, score=score,
+    write=write, needs_java=True, decoding=DECODING, shots=(0, 2, 4), suffix="json", find=find, shot_needs=(),
     demonstrations="train split of the same json (or --train): (image, 'An image of {caption}'), an image's first "
                    "sentence",
     notes="beam 5; test split (option split); few-shot captions cut at a following 'An image of'")

@@ -1,4 +1,7 @@
-"""CommitmentBank (SuperGLUE ``CB/val.jsonl``: premise, hypothesis, label entailment/contradiction/neutral)."""
+"""CommitmentBank (SuperGLUE ``CB/val.jsonl``: premise, hypothesis, label entailment/contradiction/neutral).
+
+Template: lm-evaluation-harness 0.4 ``super_glue/cb/default.yaml`` ("True, False, or Neither?"; v0.3.0's
+``superglue.py`` wrote "True, False or Neither?", not offered)."""
 from kosmos.tasks.multiple_choice import Doc, language_task, require
 
 LABELS = {"entailment": 0, "contradiction": 1, "neutral": 2}

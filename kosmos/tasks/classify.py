@@ -49,7 +49,7 @@ def class_names(inputs: Inputs, labels: list) -> dict:
 
 
 def examples(inputs: Inputs) -> tuple[list[dict], dict]:
-    from kosmos.evalfiles import read_labelled_images
+    from kosmos.evaluate.formats.image_folders import read_labelled_images
 
     rows = read_labelled_images(inputs.annotations, inputs.images)
     return rows, class_names(inputs, [row["label"] for row in rows])
@@ -73,7 +73,7 @@ def rank_queries(inputs: Inputs) -> list[RankItem]:
 
 
 def _predictions(path: str) -> dict:
-    from kosmos.evalfiles import read_records, record_field
+    from kosmos.evaluate.formats.common import read_records, record_field
 
     return {str(record_field(r, "id", w, (str, int))): r for w, r in read_records(path, "predictions")}
 
@@ -83,12 +83,12 @@ def score_generation(predictions: str, inputs: Inputs) -> dict:
     found = _predictions(predictions)
     hits = sum(normalise_name(clean_answer(found[str(row["id"])].get("generated", ""))) == normalise_name(names[row["label"]])
                for row in rows if str(row["id"]) in found)
-    return {"accuracy": round(100 * hits / len(rows), 2), "total": len(rows),
+    return {"accuracy_pct": round(100 * hits / len(rows), 2), "total": len(rows),
             "missing": sum(str(row["id"]) not in found for row in rows)}
 
 
 def score_rank(predictions: str, inputs: Inputs) -> dict:
-    from kosmos.metrics import best_choice
+    from kosmos.evaluate.metrics.classification import best_choice
 
     rows, names = examples(inputs)
     choices = sorted(set(names.values()))
@@ -98,7 +98,7 @@ def score_rank(predictions: str, inputs: Inputs) -> dict:
         lls = found.get(str(row["id"]), {}).get("loglikelihoods")
         if lls is not None:
             hits += choices[best_choice(lls)] == names[row["label"]]
-    return {"accuracy": round(100 * hits / len(rows), 2), "total": len(rows)}
+    return {"accuracy_pct": round(100 * hits / len(rows), 2), "total": len(rows)}
 
 
 def find(root):
@@ -112,10 +112,10 @@ def find(root):
 
 TASKS = [
     Task(name="classify", benchmark="ImageNet-style image folder or (image, label) json + class names", mode="generate",
-         prompt="[image] The photo of the", needs=("annotations",), metric="accuracy", queries=generation_queries,
+         prompt="[image] The photo of the", needs=("annotations",), metric="accuracy_pct", queries=generation_queries,
          score=score_generation, decoding=DECODING, find=find,
          notes="beam 2; exact match after lower-casing and dropping end punctuation"),
     Task(name="classify-rank", benchmark="ImageNet-style image folder or (image, label) json + class names",
-         mode="rank", prompt="[image] The photo of the {class name}", needs=("annotations",), metric="accuracy",
+         mode="rank", prompt="[image] The photo of the {class name}", needs=("annotations",), metric="accuracy_pct",
          queries=rank_queries, score=score_rank, find=find, notes="every class name ranked by log-likelihood"),
 ]

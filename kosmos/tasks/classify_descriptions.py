@@ -29,7 +29,7 @@ STOPS = ("Question:", "Answer:")
 def groups(inputs: Inputs) -> list[dict]:
     """The groups of the file, checked: ``{"id", "general_category", "categories": [{"name", "description",
     "images" (paths)}]}``."""
-    from kosmos.evalfiles import read_records, record_field
+    from kosmos.evaluate.formats.common import read_records, record_field
 
     base = Path(inputs.images) if inputs.images else Path(inputs.annotations).parent
     out = []
@@ -79,13 +79,13 @@ def queries_for(descriptions: bool):
 def score(predictions: str, inputs: Inputs) -> dict:
     """Accuracy (percent): the generated name (first line, cut at a following "Question:") equals the category's
     name after lower-casing and dropping end punctuation; a missing prediction is wrong."""
-    from kosmos.evalfiles import read_records, record_field
+    from kosmos.evaluate.formats.common import read_records, record_field
 
     found = {str(record_field(r, "id", w, (str, int))): r for w, r in read_records(predictions, "predictions")}
     rows = examples(inputs)
     hits = sum(normalise_name(clean_answer(found[row["id"]].get("generated", ""), STOPS)) == normalise_name(row["label"])
                for row in rows if row["id"] in found)
-    return {"accuracy": round(100 * hits / len(rows), 2) if rows else 0.0, "total": len(rows),
+    return {"accuracy_pct": round(100 * hits / len(rows), 2) if rows else 0.0, "total": len(rows),
             "missing": sum(row["id"] not in found for row in rows)}
 
 
@@ -99,10 +99,10 @@ _BENCHMARK = "CUB-style groups of two similar categories (JSON lines of our own,
 TASKS = [
     Task(name="classify-descriptions", benchmark=_BENCHMARK, mode="generate",
          prompt="{description 1}\\n{description 2} [image] " + DECODING.prompt, needs=("annotations",),
-         metric="accuracy", queries=queries_for(True), score=score, decoding=DECODING, find=find,
+         metric="accuracy_pct", queries=queries_for(True), score=score, decoding=DECODING, find=find,
          notes="greedy, 12 tokens; exact match of the name after lower-casing and dropping end punctuation"),
     Task(name="classify-names", benchmark=_BENCHMARK, mode="generate",
          prompt="{name 1}\\n{name 2} [image] " + DECODING.prompt, needs=("annotations",),
-         metric="accuracy", queries=queries_for(False), score=score, decoding=DECODING, find=find,
+         metric="accuracy_pct", queries=queries_for(False), score=score, decoding=DECODING, find=find,
          notes="baseline of classify-descriptions: the two names in context, no descriptions"),
 ]

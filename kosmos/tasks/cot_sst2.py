@@ -31,5 +31,5 @@ def predict(model, processor, inputs: Inputs, batch_size: int = 16, image_mode: 
 
 TASK = Task(name="cot_sst2", benchmark="Rendered SST-2 (image folder), chain of thought", mode="rank",
             prompt="[image] Introduce this picture in detail: -> [image] {rationale} " + sst2.PROMPT + " {answer}",
-            needs=("annotations",), metric="accuracy", queries=queries, score=sst2.score, decoding=RATIONALE,
+            needs=("annotations",), metric="accuracy_pct", queries=queries, score=sst2.score, decoding=RATIONALE,
             find=sst2.find, predict=predict, notes="rationale: greedy, 40 tokens, first line")

@@ -12,7 +12,7 @@ PROMPT = "Question: does this picture contain real hate speech? Answer:"
 
 
 def examples(inputs: Inputs) -> list[dict]:
-    from kosmos.evalfiles import read_records, record_field
+    from kosmos.evaluate.formats.common import read_records, record_field
 
     base = Path(inputs.images) if inputs.images else Path(inputs.annotations).parent
     rows = []
@@ -37,8 +37,8 @@ def p_yes(loglikelihoods) -> float:
 
 
 def score(predictions: str, inputs: Inputs) -> dict:
-    from kosmos.evalfiles import read_records, record_field
-    from kosmos.metrics import roc_auc
+    from kosmos.evaluate.formats.common import read_records, record_field
+    from kosmos.evaluate.metrics.classification import roc_auc
 
     rows = examples(inputs)
     scores = {str(record_field(r, "id", w, (str, int))): p_yes(record_field(r, "loglikelihoods", w, list))
@@ -49,7 +49,7 @@ def score(predictions: str, inputs: Inputs) -> dict:
     probabilities = [scores[str(row["id"])] for row in rows]
     labels = [row["label"] for row in rows]
     hits = sum((p > 0.5) == bool(y) for p, y in zip(probabilities, labels))
-    return {"roc_auc": round(100 * roc_auc(probabilities, labels), 2), "accuracy": round(100 * hits / len(rows), 2),
+    return {"roc_auc_pct": round(100 * roc_auc(probabilities, labels), 2), "accuracy_pct": round(100 * hits / len(rows), 2),
             "total": len(rows)}
 
 
@@ -60,5 +60,5 @@ def find(root):
 
 
 TASK = Task(name="hatefulmemes", benchmark="HatefulMemes (dev.jsonl + img/)", mode="rank",
-            prompt="[image] " + PROMPT + " {yes|no}", needs=("annotations",), metric="roc_auc", queries=queries,
+            prompt="[image] " + PROMPT + " {yes|no}", needs=("annotations",), metric="roc_auc_pct", queries=queries,
             score=score, find=find, notes="score: P(yes) normalised over yes/no")

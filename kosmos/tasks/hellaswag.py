@@ -1,4 +1,6 @@
-"""HellaSwag (rowanz/hellaswag ``hellaswag_val.jsonl``: ctx_a, ctx_b, activity_label, endings, label)."""
+"""HellaSwag (rowanz/hellaswag ``hellaswag_val.jsonl``: ctx_a, ctx_b, activity_label, endings, label).
+
+Template: lm-evaluation-harness 0.4 ``hellaswag/utils.py`` (v0.3.0's ``hellaswag.py`` writes the same text)."""
 import re
 
 from kosmos.tasks.multiple_choice import Doc, language_task, require

@@ -40,9 +40,9 @@ class Doc:
 
 
 def read_docs(path: str, parse: Callable[[dict, str], Doc], what: str = "data", read=None) -> list[Doc]:
-    """Every record of a benchmark file (``read``: the task's reader, default ``evalfiles.read_records``) through the
+    """Every record of a benchmark file (``read``: the task's reader, default ``formats.common.read_records``) through the
     task's parser; a bad record is one line naming file and line."""
-    from kosmos.evalfiles import read_records
+    from kosmos.evaluate.formats.common import read_records
 
     docs = []
     for where, record in (read or read_records)(path, what):
@@ -58,18 +58,22 @@ def read_docs(path: str, parse: Callable[[dict, str], Doc], what: str = "data", 
 
 
 def require(record: dict, name: str, where: str, kind=str):
-    from kosmos.evalfiles import record_field
+    from kosmos.evaluate.formats.common import record_field
 
     return record_field(record, name, where, kind)
 
 
 def items(docs: list[Doc], pool_docs: list[Doc], inputs: Inputs) -> list[RankItem]:
-    from kosmos.evaluate.fewshot import demonstrations
+    """Rank items of ``docs`` (read from ``inputs.annotations``), each after ``inputs.shots`` demonstrations drawn from
+    ``pool_docs`` (read from ``inputs.train``). A document is its file and its position there: only the query itself
+    (the same file, the same record) is left out of its pool, never a training document that shares its id."""
+    from kosmos.evaluate.fewshot import demonstrations, document_key
 
-    pool = [(d.id, d) for d in pool_docs]
+    pool = [(document_key(inputs.train, n), d) for n, d in enumerate(pool_docs)]
     out = []
-    for doc in docs:
-        demos = demonstrations(pool, inputs.shots, inputs.seed, inputs.trial, doc.id)
+    for n, doc in enumerate(docs):
+        demos = demonstrations(pool, inputs.shots, inputs.seed, inputs.trial, doc.id,
+                               document_key(inputs.annotations, n))
         prefix = "".join(d.answered() + FEWSHOT_DELIMITER for d in demos)
         options = [Option((("text", prefix + context),), continuation) for context, continuation in doc.options()]
         out.append(RankItem(doc.id, options))
@@ -77,9 +81,9 @@ def items(docs: list[Doc], pool_docs: list[Doc], inputs: Inputs) -> list[RankIte
 
 
 def score_docs(predictions: str, docs: list[Doc]) -> dict:
-    """acc and acc_norm (percent) over every document; a document without a prediction counts as wrong."""
-    from kosmos.evalfiles import read_records, record_field
-    from kosmos.metrics import multiple_choice
+    """``acc_pct`` and ``acc_norm_pct`` over every document; a document without a prediction counts as wrong."""
+    from kosmos.evaluate.formats.common import read_records, record_field
+    from kosmos.evaluate.metrics.classification import multiple_choice
 
     rows = {}
     for where, row in read_records(predictions, "predictions"):
@@ -102,28 +106,39 @@ def score_docs(predictions: str, docs: list[Doc]) -> dict:
         acc += result["acc"]
         acc_norm += result["acc_norm"]
     n = len(docs)
-    out = {"acc": round(100 * acc / n, 2) if n else 0.0, "total": n, "missing": missing}
+    out = {"acc_pct": round(100 * acc / n, 2) if n else 0.0, "total": n, "missing": missing}
     if not partial:  # with partial scoring every option continues with the same text: acc_norm = acc
-        out["acc_norm"] = round(100 * acc_norm / n, 2) if n else 0.0
+        out["acc_norm_pct"] = round(100 * acc_norm / n, 2) if n else 0.0
     return out
 
 
-def language_task(name: str, benchmark: str, prompt: str, parse: Callable[[dict, str], Doc],
+def language_task(name: str, benchmark: str, prompt: str, parse: Callable[[dict, str], Doc] | dict,
                   eval_files: tuple[str, ...], train_files: tuple[str, ...] = ("train.jsonl",),
                   demonstrations: str = "train split (--train)", notes: str = "", read=None) -> Task:
     """A multiple-choice task over the benchmark's files. Suite layout: ``DIR/NAME/`` holding the first of
     ``eval_files`` and, for demonstrations, the first of ``train_files`` (else the evaluation file itself, the query
-    excluded, as lm-evaluation-harness does for benchmarks without a training split)."""
+    excluded, as lm-evaluation-harness does for benchmarks without a training split). ``parse``: one parser, or
+    ``{template name: parser}`` for a task written by several harness templates (the first is the default,
+    ``--template`` picks another)."""
+    parsers = parse if isinstance(parse, dict) else {}
+
+    def parser(inputs: Inputs) -> Callable[[dict, str], Doc]:
+        if not parsers:
+            return parse
+        template = inputs.template or next(iter(parsers))
+        if template not in parsers:
+            raise ValueError(f"{name} has no template {template!r}; choose one of {', '.join(parsers)}")
+        return parsers[template]
 
     def queries(inputs: Inputs) -> list[RankItem]:
-        docs = read_docs(inputs.annotations, parse, "annotations", read)
-        pool = read_docs(inputs.train, parse, "train", read) if inputs.shots and inputs.train else []
         if inputs.shots and not inputs.train:
             raise ValueError(f"{inputs.shots}-shot {name} needs --train (demonstrations)")
+        docs = read_docs(inputs.annotations, parser(inputs), "annotations", read)
+        pool = read_docs(inputs.train, parser(inputs), "train", read) if inputs.shots else []
         return items(docs, pool, inputs)
 
     def score(predictions: str, inputs: Inputs) -> dict:
-        return score_docs(predictions, read_docs(inputs.annotations, parse, "annotations", read))
+        return score_docs(predictions, read_docs(inputs.annotations, parser(inputs), "annotations", read))
 
     def find(root: Path) -> Inputs | None:
         folder = root / name
@@ -133,6 +148,6 @@ def language_task(name: str, benchmark: str, prompt: str, parse: Callable[[dict,
         train = first_existing(folder, *train_files) or annotations
         return Inputs(annotations=str(annotations), train=str(train))
 
-    return Task(name=name, benchmark=benchmark, mode="rank", prompt=prompt, needs=("annotations",), metric="acc",
+    return Task(name=name, benchmark=benchmark, mode="rank", prompt=prompt, needs=("annotations",), metric="acc_pct",
                 queries=queries, score=score, shots=(0, 1, 4), find=find, demonstrations=demonstrations,
-                notes=notes)
+                notes=notes, templates=tuple(parsers))

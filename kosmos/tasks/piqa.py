@@ -1,4 +1,6 @@
-"""PIQA (``valid.jsonl``: goal, sol1, sol2, with ``label`` in the record or in the ``valid-labels.lst`` beside it)."""
+"""PIQA (``valid.jsonl``: goal, sol1, sol2, with ``label`` in the record or in the ``valid-labels.lst`` beside it).
+
+Template: lm-evaluation-harness 0.4 ``piqa/piqa.yaml`` (v0.3.0's ``piqa.py`` writes the same text)."""
 from pathlib import Path
 
 from kosmos.tasks.multiple_choice import Doc, language_task, require
@@ -12,7 +14,7 @@ def parse(record: dict, where: str) -> Doc:
 
 def read(path: str, what: str) -> list:
     """PIQA's own layout keeps the labels in ``NAME-labels.lst``, one per line: merged into the records."""
-    from kosmos.evalfiles import read_records
+    from kosmos.evaluate.formats.common import read_records
 
     records = read_records(path, what)
     labels = Path(path).with_name(Path(path).stem + "-labels.lst")

@@ -19,7 +19,7 @@ ANSWER = " Yes"
 
 
 def examples(inputs: Inputs) -> list[dict]:
-    from kosmos.evalfiles import read_records, record_field
+    from kosmos.evaluate.formats.common import read_records, record_field
 
     base = Path(inputs.images) if inputs.images else Path(inputs.annotations).parent
     rows = []
@@ -48,8 +48,8 @@ def queries(inputs: Inputs) -> list[RankItem]:
 
 
 def score(predictions: str, inputs: Inputs) -> dict:
-    from kosmos.evalfiles import read_loglikelihoods
-    from kosmos.metrics import best_choice, ranked_accuracy
+    from kosmos.evaluate.formats.predictions import read_loglikelihoods
+    from kosmos.evaluate.metrics.classification import best_choice, ranked_accuracy
 
     return ranked_accuracy(examples(inputs), read_loglikelihoods(predictions),
                            lambda row, lls: best_choice(lls) == row["answer"])
@@ -63,5 +63,5 @@ def find(root):
 
 TASK = Task(name="raven", benchmark="Raven IQ (JSON lines of our own, see kosmos/tasks/raven.py)", mode="p_answer",
             prompt='Here are {three|four|eight} images: [images] The following image is: [candidate] Is it correct? Yes',
-            needs=("annotations",), metric="accuracy", queries=queries, score=score, find=find,
+            needs=("annotations",), metric="accuracy_pct", queries=queries, score=score, find=find,
             notes="P(Yes) of each candidate; highest wins")

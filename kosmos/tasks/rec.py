@@ -19,14 +19,25 @@ def queries_from(annotations: dict, images_dir: str) -> list[Query]:
 
 
 def queries(inputs: Inputs) -> list[Query]:
-    from kosmos.evalfiles import load_json
+    from kosmos.evaluate.formats.common import load_json
 
     return queries_from(load_json(inputs.annotations, "annotations"), inputs.images)
 
 
-def score(predictions: str, inputs: Inputs) -> dict:
-    from kosmos.score import score_rec
+def score_rec(predictions: str, annotations: str, match: str = "exact", iou_dtype: str = "float32") -> dict:
+    """REC accuracy of a predictions file (ours or fairseq ``H-`` lines) against an MDETR RefCOCO json."""
+    from kosmos.evaluate.formats.common import load_json
+    from kosmos.evaluate.formats.mdetr import coco_entries
+    from kosmos.evaluate.formats.predictions import check_known, read_predictions
+    from kosmos.evaluate.metrics.grounding import rec_accuracy
 
+    images, truth = coco_entries(load_json(annotations, "annotations"), annotations)
+    preds = read_predictions(predictions)
+    check_known(preds, [im["id"] for im in images], len(images), predictions)
+    return rec_accuracy(preds, images, truth, match=match, iou_dtype=iou_dtype)
+
+
+def score(predictions: str, inputs: Inputs) -> dict:
     return score_rec(predictions, inputs.annotations, match=inputs.option("match", "exact"),
                      iou_dtype=inputs.option("iou_dtype", "float32"))
 
@@ -35,7 +46,7 @@ class RecEvaluator:
     """Held-out REC during training: this task's prompts and decoding, scored in memory."""
 
     def __init__(self, annotations: dict, images_dir: str, processor, limit: int, path: str = "--eval-data"):
-        from kosmos.evalfiles import coco_entries
+        from kosmos.evaluate.formats.mdetr import coco_entries
 
         images, self.truth = coco_entries(annotations, path)
         self.images = images[:limit]
@@ -47,7 +58,7 @@ class RecEvaluator:
         """From an MDETR RefCOCO json (or a ``kosmos synth-refcoco`` folder); images beside it or ``eval_images``."""
         from pathlib import Path
 
-        from kosmos.evalfiles import load_json
+        from kosmos.evaluate.formats.common import load_json
 
         if not eval_data:
             raise ValueError("--eval-every needs --eval-data (an MDETR RefCOCO json)")
@@ -61,9 +72,9 @@ class RecEvaluator:
         return cls(load_json(path, "--eval-data"), images, processor, limit=limit, path=str(path))
 
     def evaluate(self, model) -> dict:
-        """REC accuracy (percent) of ``model`` on the held-out expressions (the whole image shown)."""
+        """REC accuracy (``accuracy_pct``) of ``model`` on the held-out expressions (the whole image shown)."""
         from kosmos.evaluate.generate import generate
-        from kosmos.metrics import rec_accuracy
+        from kosmos.evaluate.metrics.grounding import rec_accuracy
 
         model.eval()
         rows = generate(model, self.processor, self.queries, {"rec": DECODING}, image_mode="square")
@@ -72,5 +83,5 @@ class RecEvaluator:
 
 TASK = Task(
     name="rec", benchmark="RefCOCO / RefCOCO+ / RefCOCOg (MDETR finetune_refcoco*.json)", mode="generate",
-    prompt=DECODING.prompt, needs=("images", "annotations"), metric="accuracy", queries=queries, score=score,
+    prompt=DECODING.prompt, needs=("images", "annotations"), metric="accuracy_pct", queries=queries, score=score,
     decoding=DECODING, notes="first box of the expression's phrase, IoU >= 0.5 (refexp_evaluate.py)")

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import re
+from typing import Any
 
 from kosmos.evaluate.generate import Decoding, Query
 from kosmos.tasks.base import Inputs, Task
@@ -22,7 +24,7 @@ def _clamp_box(box):
 
 
 def queries_from(annotations: dict, images_dir: str) -> list[Query]:
-    from kosmos.metrics import xywh_to_xyxy
+    from kosmos.evaluate.metrics.grounding import xywh_to_xyxy
 
     gt = {a["image_id"]: a for a in annotations["annotations"]}
     out, seen = [], set()
@@ -39,18 +41,71 @@ def queries_from(annotations: dict, images_dir: str) -> list[Query]:
 
 
 def queries(inputs: Inputs) -> list[Query]:
-    from kosmos.evalfiles import load_json
+    from kosmos.evaluate.formats.common import load_json
 
     return queries_from(load_json(inputs.annotations, "annotations"), inputs.images)
 
 
-def score(predictions: str, inputs: Inputs) -> dict:
-    from kosmos.score import score_reg
+def reg_description(row: dict) -> str:
+    """The generated description of a REG prediction: the continuation after the prompt's "It ... is"."""
+    if row.get("generated") is not None:
+        text = row["generated"]
+    else:
+        from grit_pipeline.serialize import parse_grounded_text
 
+        text = parse_grounded_text(row["text"]).caption
+        text = re.sub(r"^\s*it\s+is\b", "", text, flags=re.IGNORECASE)
+    return re.sub(r"<[^>]*>", "", text).strip().split("\n")[0].strip()
+
+
+def ascii_only(text: str) -> str:
+    """refer's reference cleaning (``sent.encode('ascii', 'ignore')``): non-ASCII characters are dropped."""
+    return text.encode("ascii", "ignore").decode("ascii")
+
+
+def reg_references(images: list[dict], truth: dict[Any, list[dict]], keep_non_ascii: bool = False
+                   ) -> dict[Any, list[str]]:
+    """Expressions per object (MDETR refcocog: one image entry per expression), keyed by the id of the
+    object's first entry (the id ``kosmos predict reg`` writes). References lose their non-ASCII characters
+    as in lichengunc/refer's evaluation, unless ``keep_non_ascii``."""
+    first: dict[tuple, Any] = {}
+    refs: dict[Any, list[str]] = {}
+    for im in images:
+        anns = truth.get(im["id"])
+        if not anns:
+            raise ValueError(f"expression {im['id']!r} has no annotation")
+        ann = anns[0]
+        obj = (im.get("original_img_id", im.get("file_name")), ann.get("original_id", ann.get("id")))
+        key = first.setdefault(obj, im["id"])
+        refs.setdefault(key, []).append(im["caption"] if keep_non_ascii else ascii_only(im["caption"]))
+    return refs
+
+
+def score_reg(predictions: str, annotations: str, keep_non_ascii: bool = False) -> dict:
+    """METEOR and CIDEr of the generated descriptions against every expression of their object."""
+    from kosmos.evaluate.formats.common import load_json
+    from kosmos.evaluate.formats.mdetr import coco_entries
+    from kosmos.evaluate.formats.predictions import check_known, read_predictions
+    from kosmos.evaluate.metrics.captioning import caption_metrics
+
+    images, truth = coco_entries(load_json(annotations, "annotations"), annotations)
+    refs = reg_references(images, truth, keep_non_ascii)
+    preds = read_predictions(predictions)
+    if preds.positional:
+        raise ValueError(f"predictions {predictions}: REG reads JSON lines with ids (kosmos predict reg)")
+    check_known(preds, list(refs), len(refs), predictions)
+    ref_keys = {str(k): k for k in refs}
+    candidates = {ref_keys[str(key)]: reg_description(row) for key, row in preds.by_id.items()}
+    result = caption_metrics(candidates, refs)
+    return {**result, "total": len(candidates), "missing": len(refs) - len(candidates)}
+
+
+def score(predictions: str, inputs: Inputs) -> dict:
     return score_reg(predictions, inputs.annotations, keep_non_ascii=inputs.option("keep_non_ascii", False))
 
 
 TASK = Task(
     name="reg", benchmark="RefCOCOg (MDETR finetune_refcocog*.json)", mode="generate", prompt=DECODING.prompt,
-    needs=("images", "annotations"), metric="CIDEr", queries=queries, score=score, decoding=DECODING,
+    needs=("images", "annotations"), metric="CIDEr_pct", queries=queries, score=score, decoding=DECODING,
+    needs_java=True,
     notes="METEOR and CIDEr against every expression of the object (refer's refEvaluation.py)")

@@ -10,7 +10,7 @@ ANSWERS = ("negative", "positive")
 
 
 def examples(inputs: Inputs) -> list[dict]:
-    from kosmos.evalfiles import read_labelled_images
+    from kosmos.evaluate.formats.image_folders import read_labelled_images
 
     rows = read_labelled_images(inputs.annotations, inputs.images)
     for row in rows:
@@ -29,9 +29,9 @@ def queries(inputs: Inputs) -> list[RankItem]:
 
 
 def accuracy(predictions: str, rows: list[dict], answers=ANSWERS) -> dict:
-    """Accuracy (percent): the answer with the higher log-likelihood is the label; a missing prediction is wrong."""
-    from kosmos.evalfiles import read_loglikelihoods
-    from kosmos.metrics import best_choice, ranked_accuracy
+    """``accuracy_pct``: the answer with the higher log-likelihood is the label; a missing prediction is wrong."""
+    from kosmos.evaluate.formats.predictions import read_loglikelihoods
+    from kosmos.evaluate.metrics.classification import best_choice, ranked_accuracy
 
     return ranked_accuracy(rows, read_loglikelihoods(predictions),
                            lambda row, lls: answers[best_choice(lls[:len(answers)])] == row["label"])
@@ -48,5 +48,5 @@ def find(root):
 
 
 TASK = Task(name="sst2", benchmark="Rendered SST-2 (image folder: test/positive, test/negative)", mode="rank",
-            prompt="[image] " + PROMPT + " {positive|negative}", needs=("annotations",), metric="accuracy",
+            prompt="[image] " + PROMPT + " {positive|negative}", needs=("annotations",), metric="accuracy_pct",
             queries=queries, score=score, find=find)

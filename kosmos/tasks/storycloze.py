@@ -1,5 +1,8 @@
 """StoryCloze 2016 (the Rochester CSV ``cloze_test_val__spring2016``: InputSentence1-4, RandomFifthSentenceQuiz1-2,
-AnswerRightEnding; or lm-evaluation-harness's snake_case names)."""
+AnswerRightEnding; or lm-evaluation-harness's snake_case names).
+
+Template: lm-evaluation-harness 0.4 ``storycloze/storycloze_2016.yaml`` (v0.3.0's ``storycloze.py`` writes the same
+text): the four sentences joined by a space, each ending a choice."""
 from kosmos.tasks.multiple_choice import Doc, language_task, require
 
 

@@ -56,8 +56,14 @@ def evaluate_task(task_name: str, model, processor, inputs, output: str | Path, 
                   model_name: str = "", batch_size: int = 16, image_mode: str = "square", limit: int | None = None,
                   log: Callable[[str], None] = lambda m: None) -> dict:
     """Run and score ``task_name`` for every shot count (``trials`` trials each when shots > 0; zero-shot has
-    nothing random and runs once); write ``output/TASK.json`` and return it."""
+    nothing random and runs once); write ``output/TASK.json`` and return it. Every shot count's inputs are checked
+    (``shot_needs``) before the first query runs."""
     task = get_task(task_name)
+    for k in shots:
+        missing = [need for need in task.shot_needs if k and not getattr(inputs, need)]
+        if missing:
+            flags = " and ".join(f"--{need.replace('_', '-')}" for need in missing)
+            raise ValueError(f"{k}-shot {task_name} needs {flags} (demonstrations)")
     output = Path(output)
     runs = []
     for k in shots:
@@ -83,21 +89,27 @@ def evaluate_task(task_name: str, model, processor, inputs, output: str | Path, 
     return summary
 
 
+def suite_tasks(data: str | Path) -> list[tuple]:
+    """``(task, inputs)`` of every task whose files are under ``data`` (each task's ``find``), in registry order."""
+    data = Path(data)
+    if not data.is_dir():
+        raise ValueError(f"--data {data}: not a folder")
+    found = [(task, task.find(data) if task.find else None) for task in registry().values()]
+    return [(task, inputs) for task, inputs in found if inputs is not None]
+
+
 def run_suite(model, processor, data: str | Path, output: str | Path, shots=None, trials: int = 1, seed: int = 1234,
               model_name: str = "", log: Callable[[str], None] = lambda m: None, **options) -> dict:
     """Every task whose files are under ``data`` (each task's ``find``), at the paper's shot counts (or ``shots``);
-    a task without a training split runs zero-shot only."""
+    a task without its demonstrations' files (``shot_needs``: a training split) runs zero-shot only."""
     data, output = Path(data), Path(output)
-    if not data.is_dir():
-        raise ValueError(f"--data {data}: not a folder")
-    summaries, skipped = [], []
-    for task in registry().values():
-        inputs = task.find(data) if task.find else None
-        if inputs is None:
-            skipped.append(task.name)
-            continue
+    found = suite_tasks(data)
+    names = {task.name for task, _ in found}
+    skipped = [name for name in registry() if name not in names]
+    summaries = []
+    for task, inputs in found:
         counts = list(shots or task.shots)
-        if inputs.train is None:
+        if any(getattr(inputs, need) is None for need in task.shot_needs):
             counts = [k for k in counts if k == 0] or [0]
         log(f"[eval] {task.name}: shots {counts}")
         summaries.append(evaluate_task(task.name, model, processor, inputs.with_(seed=seed), output, counts, trials,

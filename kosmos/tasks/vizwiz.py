@@ -4,7 +4,7 @@ prompt "Question: {q} Answer:", greedy, open-ended. Few-shot: k ``(image, "Quest
 demonstrations from the training split's json (``--train``), ``a`` its most frequent answer.
 
 Metric: VQA accuracy (VizWiz's evaluation code is a copy of VQAv2's ``vqaEval.py``): the mean over the ten answers
-of min(1, matching other answers / 3), answers processed by ``kosmos.metrics.vqa_question_accuracy`` (the 2021
+of min(1, matching other answers / 3), answers processed by ``kosmos.evaluate.metrics.vqa.vqa_question_accuracy`` (the 2021
 rules unless the ``vqa_eval`` option says 2016), percent; predictions are written in the challenge's result format
 ``[{"image", "answer"}]``."""
 from __future__ import annotations
@@ -20,7 +20,7 @@ from kosmos.tasks.vqa import DECODING, DEMONSTRATION, STOPS, vqa_prompt
 
 def read_annotations(path: str, what: str = "annotations") -> list[dict]:
     """The VizWiz json, checked: ``[{"image", "question", "answers": [str, ...], "answer_type"}]``."""
-    from kosmos.evalfiles import load_json
+    from kosmos.evaluate.formats.common import load_json
 
     data = load_json(path, what)
     if not isinstance(data, list):
@@ -46,7 +46,7 @@ def demonstration_answer(answers: list[str]) -> str:
 
 
 def queries(inputs: Inputs) -> list[Query]:
-    from kosmos.evaluate.fewshot import demonstrations
+    from kosmos.evaluate.fewshot import demonstrations, document_key
 
     entries = read_annotations(inputs.annotations)
     pool = []
@@ -54,12 +54,14 @@ def queries(inputs: Inputs) -> list[Query]:
         if not inputs.train:
             raise ValueError(f"{inputs.shots}-shot VizWiz needs --train (the training split's json)")
         folder = inputs.train_images or inputs.images
-        pool = [(e["image"], (os.path.join(folder, e["image"]), e["question"], demonstration_answer(e["answers"])))
+        pool = [(document_key(inputs.train, e["image"]), (os.path.join(folder, e["image"]), e["question"], demonstration_answer(e["answers"])))
                 for e in read_annotations(inputs.train, "train") if e["answers"]]
     out = []
     for entry in entries:
         segments = []
-        for path, question, answer in demonstrations(pool, inputs.shots, inputs.seed, inputs.trial, entry["image"]):
+        query_key = document_key(inputs.annotations, entry["image"])
+        for path, question, answer in demonstrations(pool, inputs.shots, inputs.seed, inputs.trial, entry["image"],
+                                                     query_key):
             segments += [("image", path), ("text", DEMONSTRATION.format(question=question.strip(), answer=answer))]
         out.append(Query(entry["image"], os.path.join(inputs.images, entry["image"]), vqa_prompt(entry["question"]),
                          "vizwiz", tuple(segments)))
@@ -75,8 +77,8 @@ def write(results: list, path, inputs: Inputs) -> None:
 def score(predictions: str, inputs: Inputs) -> dict:
     """Accuracy (percent, overall and per answer type); a question without an answer is wrong (``missing``);
     an answer for an image not in the annotations, or a second one, is an error naming the entry."""
-    from kosmos.evalfiles import load_json
-    from kosmos.metrics import vqa_question_accuracy
+    from kosmos.evaluate.formats.common import load_json
+    from kosmos.evaluate.metrics.vqa import vqa_question_accuracy
 
     results = load_json(predictions, "predictions")
     if not isinstance(results, list):
@@ -101,9 +103,9 @@ def score(predictions: str, inputs: Inputs) -> dict:
         scores.append(value)
         per_type.setdefault(entry["answer_type"], []).append(value)
     n = max(1, len(scores))
-    return {"accuracy": round(100 * sum(scores) / n, 2), "total": len(scores),
+    return {"accuracy_pct": round(100 * sum(scores) / n, 2), "total": len(scores),
             "missing": sum(e["image"] not in answers for e in entries),
-            "per_answer_type": {t: round(100 * sum(v) / len(v), 2) for t, v in sorted(per_type.items())}}
+            "per_answer_type_pct": {t: round(100 * sum(v) / len(v), 2) for t, v in sorted(per_type.items())}}
 
 
 def find(root):
@@ -121,7 +123,7 @@ def find(root):
 
 TASK = Task(
     name="vizwiz", benchmark="VizWiz VQA (the public annotation json)", mode="generate", prompt=DECODING.prompt,
-    needs=("annotations", "images"), metric="accuracy", queries=queries, score=score, write=write,
+    needs=("annotations", "images"), metric="accuracy_pct", queries=queries, score=score, write=write,
     decoding=DECODING, shots=(0, 2, 4), suffix="json", find=find,
     demonstrations="train split (--train, the training json): (image, 'Question: {q} Answer: {a}'), a = the most "
                    "frequent answer",

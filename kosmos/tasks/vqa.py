@@ -28,44 +28,37 @@ def demonstration_answer(annotation: dict) -> str:
     return Counter(answers).most_common(1)[0][0]
 
 
-def _questions(path: str, what: str) -> dict:
-    from kosmos.evalfiles import load_json
-
-    data = load_json(path, what)
-    if not isinstance(data, dict) or not isinstance(data.get("questions"), list):
-        raise ValueError(f"{what} {path}: expected the VQA questions json ('questions' list)")
-    for index, q in enumerate(data["questions"]):
-        if not isinstance(q, dict) or "question_id" not in q or "image_id" not in q or not isinstance(q.get("question"), str):
-            raise ValueError(f"{what} {path}: questions[{index}] needs 'question_id', 'image_id' and a 'question' string")
-    return data
-
-
 def _demonstration_pool(inputs: Inputs) -> list:
-    from kosmos.evalfiles import load_json
+    from kosmos.evaluate.fewshot import document_key
+    from kosmos.evaluate.formats.common import load_json
+    from kosmos.evaluate.formats.vqa import read_questions
 
     if not inputs.train or not inputs.train_questions:
         raise ValueError(f"{inputs.shots}-shot VQA needs --train (training annotations json) and --train-questions")
-    questions = _questions(inputs.train_questions, "train questions")
+    questions = read_questions(inputs.train_questions, "train questions")
     annotations = load_json(inputs.train, "train")
     if not isinstance(annotations, dict) or not isinstance(annotations.get("annotations"), list):
         raise ValueError(f"train {inputs.train}: expected the VQA annotations json ('annotations' list)")
     answers = {a.get("question_id"): demonstration_answer(a) for a in annotations["annotations"] if isinstance(a, dict)}
     subtype = questions.get("data_subtype", "train2014")
     folder = inputs.train_images or inputs.images
-    return [(q["question_id"], (os.path.join(folder, inputs.image_template.format(data_subtype=subtype, image_id=q["image_id"])),
+    return [(document_key(inputs.train_questions, q["question_id"]), (os.path.join(folder, inputs.image_template.format(data_subtype=subtype, image_id=q["image_id"])),
                                 q["question"], answers[q["question_id"]]))
             for q in questions["questions"] if q["question_id"] in answers]
 
 
 def queries_from(questions: dict, images_dir: str, pool=(), inputs: Inputs = Inputs()) -> list[Query]:
-    """One query per question; ``pool``: ``(question id, (path, question, answer))`` demonstrations."""
-    from kosmos.evaluate.fewshot import demonstrations
+    """One query per question; ``pool``: ``(document_key(train questions, question id), (path, question,
+    answer))`` demonstrations."""
+    from kosmos.evaluate.fewshot import demonstrations, document_key
 
     subtype = questions.get("data_subtype", "val2014")
     out = []
     for q in questions["questions"]:
         segments = []
-        for path, question, answer in demonstrations(pool, inputs.shots, inputs.seed, inputs.trial, q["question_id"]):
+        query_key = document_key(inputs.questions, q["question_id"])
+        for path, question, answer in demonstrations(pool, inputs.shots, inputs.seed, inputs.trial, q["question_id"],
+                                                     query_key):
             segments += [("image", path), ("text", DEMONSTRATION.format(question=question.strip(), answer=answer))]
         image = os.path.join(images_dir, inputs.image_template.format(data_subtype=subtype, image_id=q["image_id"]))
         out.append(Query(q["question_id"], image, vqa_prompt(q["question"]), "vqa", tuple(segments)))
@@ -73,7 +66,9 @@ def queries_from(questions: dict, images_dir: str, pool=(), inputs: Inputs = Inp
 
 
 def queries(inputs: Inputs) -> list[Query]:
-    questions = _questions(inputs.questions, "questions")
+    from kosmos.evaluate.formats.vqa import read_questions
+
+    questions = read_questions(inputs.questions, "questions")
     return queries_from(questions, inputs.images, _demonstration_pool(inputs) if inputs.shots else [], inputs)
 
 
@@ -83,9 +78,17 @@ def write(results: list, path, inputs: Inputs) -> None:
         [{"question_id": r["id"], "answer": clean_answer(r["generated"], stops)} for r in results], h))
 
 
-def score(predictions: str, inputs: Inputs) -> dict:
-    from kosmos.score import score_vqa
+def score_vqa(predictions: str, annotations: str, questions: str, version: str = "2021") -> dict:
+    """VQAv2 accuracy of an official results file (``[{"question_id", "answer"}]``)."""
+    from kosmos.evaluate.formats.predictions import read_results_list
+    from kosmos.evaluate.formats.vqa import read_annotations, read_question_ids
+    from kosmos.evaluate.metrics.vqa import vqa_accuracy
 
+    results = read_results_list(predictions, "question_id", "answer")
+    return vqa_accuracy(results, read_annotations(annotations), read_question_ids(questions), version)
+
+
+def score(predictions: str, inputs: Inputs) -> dict:
     if not inputs.questions:
         raise ValueError("vqa needs --questions (the official questions json) as well as --annotations")
     return score_vqa(predictions, inputs.annotations, inputs.questions, version=inputs.option("vqa_eval", "2021"))
@@ -105,8 +108,8 @@ def find(root):
 
 TASK = Task(
     name="vqa", benchmark="VQAv2 (questions + annotations json)", mode="generate", prompt=DECODING.prompt,
-    needs=("images", "questions"), metric="accuracy", queries=queries, score=score, write=write,
-    decoding=DECODING, shots=(0, 2, 4), suffix="json", find=find,
+    needs=("images", "questions"), metric="accuracy_pct", queries=queries, score=score, write=write,
+    decoding=DECODING, shots=(0, 2, 4), suffix="json", find=find, shot_needs=("train", "train_questions"),
     demonstrations="train split (--train annotations, --train-questions): (image, 'Question: {q} Answer: {a}'), "
                    "a = multiple_choice_answer",
     notes="greedy; few-shot answers cut at a following 'Question:' / 'Answer:'")

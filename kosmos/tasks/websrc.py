@@ -63,7 +63,7 @@ def dataset_files(path: str) -> list[Path]:
 
 def examples(inputs: Inputs) -> list[dict]:
     """``{"id", "question", "answers", "image", "html"}`` per question of the release's ``dataset.csv`` files."""
-    from kosmos.evalfiles import read_records, record_field
+    from kosmos.evaluate.formats.common import read_records, record_field
 
     rows = []
     for path in dataset_files(inputs.annotations):
@@ -97,8 +97,8 @@ def queries(inputs: Inputs) -> list[Query]:
 def score(predictions: str, inputs: Inputs) -> dict:
     """Exact match and F1 (percent, SQuAD v1.1 normalisation), the answer cut at a following "Q:"; a missing
     prediction scores 0 (counted in ``missing``)."""
-    from kosmos.evalfiles import read_records, record_field
-    from kosmos.metrics import squad_em_f1
+    from kosmos.evaluate.formats.common import read_records, record_field
+    from kosmos.evaluate.metrics.squad import squad_em_f1
 
     found = {str(record_field(r, "id", w, (str, int))): r for w, r in read_records(predictions, "predictions")}
     rows = examples(inputs)
@@ -108,7 +108,7 @@ def score(predictions: str, inputs: Inputs) -> dict:
             e, f = squad_em_f1(clean_answer(found[row["id"]].get("generated", ""), STOPS), row["answers"])
             em, f1 = em + e, f1 + f
     n = max(1, len(rows))
-    return {"exact_match": round(100 * em / n, 2), "f1": round(100 * f1 / n, 2), "total": len(rows),
+    return {"exact_match_pct": round(100 * em / n, 2), "f1_pct": round(100 * f1 / n, 2), "total": len(rows),
             "missing": sum(row["id"] not in found for row in rows)}
 
 
@@ -121,6 +121,6 @@ def find(root):
 
 
 TASK = Task(name="websrc", benchmark="WebSRC v1.0 ({domain}/{website}/dataset.csv + processed_data/)", mode="generate",
-            prompt="[screenshot] " + DECODING.prompt, needs=("annotations",), metric="f1", queries=queries,
+            prompt="[screenshot] " + DECODING.prompt, needs=("annotations",), metric="f1_pct", queries=queries,
             score=score, decoding=DECODING, find=find,
             notes=f"greedy, 20 tokens; web text: the page's HTML text, first {MAX_CONTEXT_WORDS} words")

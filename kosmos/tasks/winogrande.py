@@ -1,5 +1,7 @@
 """Winogrande (``dev.jsonl``: sentence with "_", option1, option2, answer "1"/"2"), partial scoring: the sentence up
-to the blank with each option is the context, the rest of the sentence the scored continuation."""
+to the blank with each option is the context, the rest of the sentence the scored continuation.
+
+Template: lm-evaluation-harness 0.4 ``winogrande/default.yaml`` (v0.3.0's ``winogrande.py`` writes the same text)."""
 from kosmos.tasks.multiple_choice import Doc, language_task, require
 
 

@@ -1,6 +1,9 @@
 """Winograd Schema Challenge, 273 schemas (the ``winograd_wsc`` wsc273 files: text, pronoun, pronoun_loc, options,
 label), partial scoring as lm-evaluation-harness: the text up to the pronoun with each option is the context,
-the text after the pronoun the scored continuation."""
+the text after the pronoun the scored continuation.
+
+Template: lm-evaluation-harness 0.4 ``wsc273/default.yaml`` + ``utils.py`` (v0.3.0's ``wsc273.py`` writes the same
+text)."""
 from kosmos.tasks.multiple_choice import Doc, language_task, require
 
 UPPER_PRONOUNS = ["A", "An", "The", "She", "He", "It", "They", "My", "His", "Her", "Their"]
