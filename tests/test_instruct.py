@@ -1,7 +1,7 @@
 """`grit instruct`: templates, decoding, determinism, exactly-once accounting, kill -9 and resume, hostile records.
 
-``write_build`` writes a GRIT build as `grit run` leaves it (``NNNNN.tar`` with KEY.jpg / KEY.json / KEY.txt,
-``NNNNN.parquet`` with the GrIT-20M columns, a rejects file that holds no records); the GrIT-20M download
+``write_build`` writes a GRIT build as `grit run` leaves it (``_webdataset/NNNNN.tar`` with KEY.jpg / KEY.json /
+KEY.txt, ``NNNNN.parquet`` with the GrIT-20M columns, a rejects file that holds no records); the GrIT-20M download
 layout comes from ``tests.fixtures_views.write_example_grit20m``.
 """
 from __future__ import annotations
@@ -25,7 +25,9 @@ from grit_pipeline.instruct import (BOX_TEMPLATES, BOX_TO_EXPRESSION, EXPRESSION
                                     make_conversation)
 from grit_pipeline.instruct_build import INDEX_SCHEMA, InstructConfig, read_instruct_shard, run_instruct
 from grit_pipeline.location import box_to_cells
+from grit_pipeline.pipeline import layout
 from grit_pipeline.serialize import parse_grounded_text
+from tests.build_files import build_files, done_names
 
 REPO = Path(__file__).resolve().parents[1]
 COLOURS = {"red": (220, 30, 30), "green": (30, 170, 60), "blue": (40, 70, 220), "yellow": (230, 200, 20)}
@@ -61,9 +63,10 @@ def world_record(n: int) -> tuple[dict, list]:
 
 def write_build(folder: Path, records_by_shard: dict[str, list[dict]]) -> None:
     """A GRIT build as `grit run` writes it (tar + parquet + an empty rejects file per shard)."""
-    folder.mkdir(parents=True, exist_ok=True)
+    for sub in layout.SUBFOLDERS:
+        (folder / sub).mkdir(parents=True, exist_ok=True)
     for shard, records in records_by_shard.items():
-        with tarfile.open(folder / f"{shard}.tar", "w") as tar:
+        with tarfile.open(folder / layout.tar_name(shard), "w") as tar:
             for record in records:
                 objects = record.pop("_objects", [])
                 members = {"jpg": _jpeg(objects), "json": json.dumps({**record, "status": "grounded"}).encode(),
@@ -73,9 +76,9 @@ def write_build(folder: Path, records_by_shard: dict[str, list[dict]]) -> None:
                     info.size = len(data)
                     tar.addfile(info, io.BytesIO(data))
         pq.write_table(pa.Table.from_pylist([{**r, "status": "grounded"} for r in records]), folder / f"{shard}.parquet")
-        pq.write_table(pa.table({"key": pa.array([], pa.string())}), folder / f"{shard}_rejects.parquet")
-        (folder / f"{shard}_stats.json").write_text("{}")
-        (folder / f"{shard}.done").write_text("{}")
+        pq.write_table(pa.table({"key": pa.array([], pa.string())}), folder / layout.rejects_name(shard))
+        (folder / layout.stats_name(shard)).write_text("{}")
+        (folder / layout.done_name(shard)).write_text("{}")
 
 
 def clean_build(folder: Path, shards: int = 3, per_shard: int = 4) -> Path:
@@ -217,19 +220,19 @@ def test_hostile_records_become_rejects_with_a_reason():
 # --- the build -------------------------------------------------------------------------------------------------
 
 def snapshot(output: Path) -> dict[str, object]:
-    """File bytes, stats and markers without timings; _run.json left out."""
+    """File bytes, stats and markers without timings, by relative name (the layout's sub-folders included);
+    _run.json left out."""
     out = {}
-    for path in sorted(output.iterdir()):
-        name = path.name
-        if path.is_dir() or name == "_run.json" or ".tmp-" in name:
+    for name, path in build_files(output).items():
+        if name == "_run.json" or ".tmp-" in name:
             continue
-        if name.endswith("stats.json"):
+        if name == "_stats.json" or name.startswith(f"{layout.STATS_DIR}/"):
             stats = json.loads(path.read_text())
             stats.pop("timings_s", None)
             out[name] = stats
-        elif name.endswith(".done"):
+        elif name.startswith(f"{layout.DONE_DIR}/"):
             marker = json.loads(path.read_text())
-            marker["files"] = {k: v for k, v in marker["files"].items() if not k.endswith("stats.json")}
+            marker["files"] = {k: v for k, v in marker["files"].items() if not k.startswith(f"{layout.STATS_DIR}/")}
             out[name] = marker
         else:
             out[name] = path.read_bytes()
@@ -239,11 +242,11 @@ def snapshot(output: Path) -> dict[str, object]:
 def accounted(output: Path) -> dict[str, str]:
     """key -> "instructed" or its reject status, over every shard; fails on a key seen twice."""
     seen: dict[str, str] = {}
-    for tar in sorted(output.glob("*.tar")):
+    for tar in sorted(output.glob(f"{layout.TARS_DIR}/*.tar")):
         for entry in read_instruct_shard(str(tar)):
             assert entry["key"] not in seen
             seen[entry["key"]] = "instructed"
-    for rejects in sorted(output.glob("*_rejects.parquet")):
+    for rejects in sorted(output.glob(f"{layout.REJECTS_DIR}/*.parquet")):
         for row in pq.read_table(rejects).to_pylist():
             assert row["key"] not in seen and row["reason"]
             seen[row["key"]] = row["status"]
@@ -271,18 +274,18 @@ def test_every_input_record_accounted_exactly_once(builds):
     assert {k: v for k, v in seen.items() if v != "instructed"} == {
         "hostile_box": "bad_metadata", "hostile_nan": "bad_metadata", "hostile_span": "bad_metadata",
         "hostile_long": "bad_caption", "hostile_low": "no_box", "bad/key": "bad_key"}
-    rejects = {r["key"]: r for r in pq.read_table(local / "00003_rejects.parquet").to_pylist()}
+    rejects = {r["key"]: r for r in pq.read_table(local / layout.rejects_name("00003")).to_pylist()}
     assert rejects["hostile_long"]["caption"] is None or len(rejects["hostile_long"]["caption"]) == 1_000_000
     # the index: one row per question/answer pair; the tar's entries hold image + conversation
     index = pq.read_table(local / "00000.parquet")
     assert index.schema == INDEX_SCHEMA and index.num_rows == 8
-    entry = read_instruct_shard(str(local / "00000.tar"))[0]
+    entry = read_instruct_shard(str(local / layout.tar_name("00000")))[0]
     assert entry["caption"] == "a red square next to a green ball"  # the record's caption, not KEY.txt
     assert Image.open(io.BytesIO(entry["image_bytes"])).size == (64, 64)
     assert [t["from"] for t in entry["conversations"]] == ["human", "gpt", "human", "gpt"]
-    stats = json.loads((local / "00003_stats.json").read_text())
+    stats = json.loads((local / layout.stats_name("00003")).read_text())
     assert stats["samples"] == 6 and stats["counts"]["bad_metadata"] == 3
-    assert json.loads((local / "00000_stats.json").read_text())["instruct"]["turns"] == 8
+    assert json.loads((local / layout.stats_name("00000")).read_text())["instruct"]["turns"] == 8
 
 
 def test_rerun_skips_done_shards_and_changed_parameters_are_refused(builds, tmp_path):
@@ -290,7 +293,7 @@ def test_rerun_skips_done_shards_and_changed_parameters_are_refused(builds, tmp_
     output = tmp_path / "out"
     config = InstructConfig(input=str(build), output=str(output), engine="local", progress=False)
     run_instruct(config)
-    (output / "00001.done").unlink()
+    (output / layout.done_name("00001")).unlink()
     summary = run_instruct(config)
     assert summary.shards_written == ["00001"] and snapshot(output) == snapshot(local)
     with pytest.raises(ValueError, match="seed"):
@@ -307,7 +310,7 @@ def test_paper_spelling_and_the_grit20m_download_layout(tmp_path):
     summary = run_instruct(InstructConfig(input=str(download["dir"]), output=str(output), engine="local",
                                           progress=False, text_format="paper"))
     assert summary.counts == {"grounded": 3, "download_error": 1}
-    entries = read_instruct_shard(str(output / "00000.tar"))
+    entries = read_instruct_shard(str(output / layout.tar_name("00000")))
     assert [e["key"] for e in entries] == [r["key"] for r in download["grounded"]]
     text = json.dumps([e["conversations"] for e in entries])
     assert "<p>" in text and "<loc_" in text and "<phrase>" not in text and entries[0]["format"] == "paper"
@@ -327,13 +330,13 @@ def test_kill_9_mid_run_then_rerun_gives_identical_shards(builds, tmp_path):
     args = ("instruct", "--input", str(build), "--output", str(output), "--engine", "local")
     killed = _grit(*args, env={"GRIT_FAULT_INJECTION": "1", "GRIT_FAULT_KILL_AT_RENAME": "7"})
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    assert sorted(p.name for p in output.glob("*.done")) == ["00000.done"]
-    assert list(output.glob("00001*.tmp-*"))
+    assert done_names(output) == [layout.done_name("00000")]
+    assert list(output.glob("00001*.tmp-*")) + list(output.glob("_*/00001*.tmp-*"))
     rerun = _grit(*args)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert "1 already done, 3 to do" in rerun.stderr
     assert snapshot(output) == snapshot(local)
-    assert not list(output.glob("*.tmp-*"))
+    assert not list(output.glob("*.tmp-*")) and not list(output.glob("_*/*.tmp-*"))
 
 
 def test_ray_engine_gives_the_local_engines_shards(builds, tmp_path):

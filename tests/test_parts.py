@@ -7,6 +7,7 @@ import json
 import fsspec
 import pytest
 
+from grit_pipeline.pipeline import layout
 from grit_pipeline.pipeline.parts import PartLedger, commit_shard, parts_folder, remove_stale_parts, write_parts
 from grit_pipeline.pipeline.sample import pack_detections, unpack_detections
 from grit_pipeline.pipeline.shards import BuildSink, InputSource
@@ -102,12 +103,12 @@ def test_a_shard_changed_after_its_done_marker_is_rebuilt(clean_world, clean_bui
 
     output = tmp_path / "grit"
     run_pipeline(local_config(clean_world, output))
-    marker = json.loads((output / "00001.done").read_text())
+    marker = json.loads((output / layout.done_name("00001")).read_text())
     assert marker["files"]["00001.parquet"] == (output / "00001.parquet").stat().st_size
     # Truncated after the commit (a partial copy, a disk problem): noticed and rebuilt.
     data = (output / "00001.parquet").read_bytes()
     (output / "00001.parquet").write_bytes(data[: len(data) // 2])
-    (output / "00002.tar").unlink()
+    (output / layout.tar_name("00002")).unlink()
     summary = run_pipeline(local_config(clean_world, output))
     assert summary.shards_written == ["00001", "00002"] and summary.shards_skipped == ["00000"]
     assert snapshot(output) == snapshot(clean_build)
