@@ -12,7 +12,7 @@ from pathlib import Path
 def run() -> dict:
     import torch
 
-    from kosmos.mix import Mixture, default_batch_sizes, parse_mix
+    from kosmos.mix import Mixture, parse_mix
     from kosmos.presets import get_preset, image_slots
     from kosmos.sequence import SequenceEncoder
     from kosmos.sources import DataConfig, build_source
@@ -20,6 +20,7 @@ def run() -> dict:
     from kosmos.tokenizer import build_processor, train_tokenizer
     from kosmos.toydata import write_toy_shards
     from kosmos.train import TrainConfig, read_log, train
+    from kosmos.train.recipes import default_batch_sizes
     from kosmos.worlds import write_mixture_world
 
     torch.set_num_threads(1)

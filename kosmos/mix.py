@@ -4,7 +4,7 @@ batch size (Kosmos-2 paper, Table 7; the released code draws one source per batc
 ``--mix`` declares it, one ``KIND=PATHS[:BATCH]`` entry per source (PATHS: comma-separated files, folders,
 globs or brace patterns), e.g. ``--mix grounded=grit/ captions=shards/ text=corpus/*.jsonl.zst interleaved=mmc4/``.
 A source given without ``:BATCH`` gets its default share of the step (``kosmos.train.recipes.batch_size_of``: the
-paper's proportions, the recipe's, or the preset's own for the small presets). ``parse_mix`` is the one reader of
+recipe's, the preset's own for the small presets, or the paper's proportions). ``parse_mix`` is the one reader of
 ``--mix``; ``kosmos.train.plan`` turns its specs into the run's planned sources.
 """
 from __future__ import annotations
@@ -37,20 +37,6 @@ def parse_mix(entries: list[str]) -> list[SourceSpec]:  # noqa: C901 - one check
     if not specs:
         raise SourceError("--mix: no source given")
     return specs
-
-
-def default_batch_sizes(specs: list[SourceSpec], batch_size: int,
-                        shares: dict[str, float] | None = None) -> list[SourceSpec]:
-    """The specs with unset batch sizes filled as a pre-training plan fills them
-    (``kosmos.train.recipes.batch_size_of``: ``shares``, default Table 7's); new specs, the given ones unchanged."""
-    from dataclasses import replace
-
-    from kosmos.train.recipes import batch_size_of
-
-    kinds = [spec.kind for spec in specs]
-    return [spec if spec.batch_size is not None else
-            replace(spec, batch_size=batch_size_of(spec.kind, kinds, batch_size, "pretrain", shares)[0])
-            for spec in specs]
 
 
 def check_sources(specs: list[SourceSpec], config: DataConfig) -> None:

@@ -12,11 +12,12 @@ import pytest
 import torch
 from PIL import Image as PILImage
 
-from kosmos.mix import Mixture, default_batch_sizes, parse_mix
+from kosmos.mix import Mixture, parse_mix
 from kosmos.sequence import IGNORE, Image, SequenceEncoder, Text, collate
 from kosmos.sources import DataConfig, SourceError
 from kosmos.stream import SourceStream
 from kosmos.tokenizer import build_processor
+from kosmos.train.recipes import default_batch_sizes
 from kosmos_sources_helpers import SIZE, SLOTS, encoder_of, jpeg, source, word_processor
 
 torch.set_num_threads(1)

@@ -66,3 +66,14 @@ def batch_size_of(kind: str, kinds: list[str], batch_size: int, recipe: str,
     shares = preset_shares or paper_shares()
     top = max((shares[k] for k in kinds if k in shares), default=1.0)
     return max(1, round(shares[kind] / top * batch_size)), "preset" if preset_shares else "paper"
+
+
+def default_batch_sizes(specs: list, batch_size: int, shares: dict[str, float] | None = None) -> list:
+    """``SourceSpec``s with unset batch sizes filled as a pre-training plan fills them (``shares``: the preset's,
+    default Table 7's); new specs, the given ones unchanged."""
+    from dataclasses import replace
+
+    kinds = [spec.kind for spec in specs]
+    return [spec if spec.batch_size is not None else
+            replace(spec, batch_size=batch_size_of(spec.kind, kinds, batch_size, "pretrain", shares)[0])
+            for spec in specs]
