@@ -172,4 +172,4 @@ def test_the_suite_runs_them_with_a_tiny_model(world, tmp_path):
         assert summary["runs"][0]["mean"] == round(100 * hits / len(gold), 2)
     table = (out / "results.md").read_text()
     for name in answers:
-        assert f"| {name} | acc |" in table
+        assert f"| {name} | acc_pct |" in table
