@@ -1,9 +1,9 @@
 """The Ray engine's driver: peak RSS and CPU seconds per 1,000 samples, workers writing vs the driver writing.
 
 ``after``: the engine as it is (workers write parts, a worker commits each shard; the driver receives one
-small row per part). ``before``: the former data path, still in the engine behind the bench-only switch
-``GRIT_BENCH_DRIVER_WRITES=1`` (the driver receives every finished sample, image bytes included, and writes
-the shards). Both on the same synthetic input at 256 px and at 2048 px images (SHARDS shards of
+small row per part). ``before``: the former data path, kept here (``collect_on_driver``, patched in for
+``engine_ray.run_plan``): the driver receives every finished sample, image bytes included, and writes the
+shards. Both on the same synthetic input at 256 px and at 2048 px images (SHARDS shards of
 SHARD_IMAGES noisy JPEGs each; noop detector, so images are decoded but no model runs).
 
 Each measurement is a fresh child process (``python -m bench.bench_driver --child ...``) that starts a
@@ -75,15 +75,38 @@ def write_input(folder: Path, size: int, shards: int = SHARDS, shard_images: int
     return total
 
 
+def collect_on_driver(config, job, operators, todo: list[str], cpus: float, memory: float, num_gpus: float) -> None:
+    """The former data path, in place of ``engine_ray.run_plan``: the operators through Ray Data with the
+    last one not writing, every finished sample to the driver, which commits each shard once it holds all
+    of it (``ShardJob.write``, as the local engine does)."""
+    from grit_pipeline.pipeline.ray_data_streaming import build_dataset
+    from grit_pipeline.pipeline.ray_operators import Operator
+    from grit_pipeline.pipeline.sample import table_to_rows
+
+    readers = [Operator(op.stages, op.reads, writes=False, gpu=op.gpu) for op in operators]
+    buffers: dict[str, list[dict]] = {}
+    dataset = build_dataset(config, job, readers, todo, num_gpus)
+    for table in dataset.iter_batches(batch_format="pyarrow", batch_size=None, prefetch_batches=1):
+        for row in table_to_rows(table):
+            buffer = buffers.setdefault(row["source_shard"], [])
+            buffer.append(row)
+            if len(buffer) == row["shard_total"]:
+                job.write(row["source_shard"], buffers.pop(row["source_shard"]))
+    for shard in todo:
+        if shard not in job.summary.shards_written:
+            job.write(shard, job.source.read(shard))
+
+
 def child(mode: str, input_dir: str, output_dir: str) -> dict:
     """In a fresh process: start Ray, then run the pipeline and measure this (driver) process only."""
     import psutil
 
     from grit_pipeline.pipeline import PipelineConfig, run_pipeline
-    from grit_pipeline.pipeline.engine_ray import DRIVER_WRITES_ENV, init_ray
+    from grit_pipeline.pipeline import engine_ray
+    from grit_pipeline.pipeline.engine_ray import init_ray
 
     if mode == "before":
-        os.environ[DRIVER_WRITES_ENV] = "1"
+        engine_ray.run_plan = collect_on_driver
     config = PipelineConfig(input=input_dir, output=output_dir, detector="noop", num_cpus=2, progress=False,
                             text_batch_size=16, ground_batch_size=8)
     init_ray(config)
@@ -121,7 +144,6 @@ def run() -> dict:
     env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
                RAY_USAGE_STATS_ENABLED="0", PYTHONPATH=str(ROOT))
     env.pop("RAY_ADDRESS", None)
-    env.pop("GRIT_BENCH_DRIVER_WRITES", None)
     results: dict = {"shards": SHARDS, "images_per_shard": SHARD_IMAGES, "load_avg_1m_at_start": os.getloadavg()[0]}
     work = Path(tempfile.mkdtemp(prefix="grit-bench-driver-"))
     try:

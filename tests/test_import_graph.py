@@ -1,5 +1,6 @@
 """The packages and modules of grit_pipeline/ import each other in one direction only (no cycle); in kosmos/,
-evaluation (evaluate/, tasks/) never imports training (train/).
+evaluation (evaluate/, tasks/) never imports training (train/), directly or through another module; the
+product (grit_pipeline/, kosmos/, stages/) never imports the benches (bench/) or the tests (tests/).
 
 Every import counts, also those inside functions (heavy imports are deferred there, but a deferred import
 still ties two packages together).
@@ -14,6 +15,9 @@ import kosmos
 
 ROOT = Path(grit_pipeline.__file__).parent
 KOSMOS = Path(kosmos.__file__).parent
+REPO = ROOT.parent
+PRODUCT = ("grit_pipeline", "kosmos", "stages")
+NOT_PRODUCT = ("bench", "tests")
 
 
 def _unit(module: str, root: Path = ROOT) -> str | None:
@@ -117,3 +121,80 @@ def test_no_import_cycle_between_kosmos_units():
     assert "sources" in graph and "stream" in graph  # the walk sees the real packages
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+# --- module by module ----------------------------------------------------------------------------------------
+
+def module_files(root: Path = REPO, packages=PRODUCT) -> dict[str, Path]:
+    """Dotted module name -> file, for every .py file of ``packages`` (a package is its ``__init__``)."""
+    found = {}
+    for package in packages:
+        for path in sorted((root / package).rglob("*.py")):
+            parts = path.relative_to(root).with_suffix("").parts
+            found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return found
+
+
+def module_graph(modules: dict[str, Path], root: Path = REPO) -> dict[str, set[str]]:
+    """Module -> the modules of ``modules`` it imports; importing ``a.b.c`` also runs ``a`` and ``a.b``."""
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        targets = set()
+        for imported in _imported_modules(path, root / name.split(".")[0]):
+            parts = imported.split(".")
+            targets.update(".".join(parts[:i]) for i in range(1, len(parts) + 1) if ".".join(parts[:i]) in modules)
+        graph[name] = targets - {name}
+    return graph
+
+
+def test_kosmos_evaluate_and_tasks_never_reach_train_module_by_module():
+    """Every module under kosmos/evaluate/ and kosmos/tasks/, whatever they hold: none imports a module of
+    kosmos/train/, directly or through other modules (imports inside functions count)."""
+    modules = module_files(packages=("kosmos",))
+    graph = module_graph(modules)
+    evaluation = [m for m in modules if m.startswith(("kosmos.evaluate", "kosmos.tasks"))]
+    assert "kosmos.evaluate" in evaluation and "kosmos.tasks" in evaluation  # the walk sees the real packages
+    for module in evaluation:
+        reached = sorted(m for m in reachable(graph, module) if m == "kosmos.train" or m.startswith("kosmos.train."))
+        assert not reached, f"{module} reaches {reached} ({' -> '.join(path_to(graph, module, reached[0]))})"
+
+
+def path_to(graph: dict[str, set[str]], start: str, goal: str) -> list[str]:
+    """One import path from ``start`` to ``goal`` (for the failure message)."""
+    previous, todo = {start: None}, [start]
+    while todo:
+        node = todo.pop(0)
+        if node == goal:
+            path = [node]
+            while previous[path[-1]] is not None:
+                path.append(previous[path[-1]])
+            return path[::-1]
+        for nxt in sorted(graph.get(node, ())):
+            if nxt not in previous:
+                previous[nxt] = node
+                todo.append(nxt)
+    return []
+
+
+def test_the_rule_finds_a_forbidden_import_through_another_module(tmp_path):
+    """The module walk above can fail: evaluate -> helper -> train is found, with its path."""
+    for name, text in (("kosmos/__init__.py", ""), ("kosmos/helper.py", "def f():\n    import kosmos.train.loop\n"),
+                       ("kosmos/evaluate/__init__.py", "from kosmos import helper\n"),
+                       ("kosmos/train/__init__.py", ""), ("kosmos/train/loop.py", "")):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    graph = module_graph(module_files(tmp_path, ("kosmos",)), tmp_path)
+    assert path_to(graph, "kosmos.evaluate", "kosmos.train.loop") == ["kosmos.evaluate", "kosmos.helper",
+                                                                      "kosmos.train.loop"]
+
+
+def test_the_product_never_imports_bench_or_tests():
+    """grit_pipeline/, kosmos/ and stages/ work without bench/ and tests/ (neither ships in the wheel)."""
+    modules = module_files()
+    assert any(m.startswith("stages") for m in modules) and any(m.startswith("kosmos") for m in modules)
+    found = []
+    for name, path in modules.items():
+        for imported in _imported_modules(path, REPO / name.split(".")[0]):
+            if imported.split(".")[0] in NOT_PRODUCT:
+                found.append(f"{path.relative_to(REPO)} imports {imported}")
+    assert found == []
