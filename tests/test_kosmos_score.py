@@ -31,6 +31,10 @@ def test_rec_from_json_lines_and_fairseq_lines_agree(tmp_path, capsys, rec):
     jsonl = write(tmp_path / "p.jsonl", "\n".join(lines) + "\n")
     code, by_id, _ = run(capsys, ["score", "rec", "--predictions", jsonl, "--annotations", rec])
     assert code == 0 and by_id["hits"] == 2 and by_id["missing_predictions"] == 1 and by_id["no_box"] == 2
+    # rates in percent under *_pct keys, counts as counts (docs/evaluation.md)
+    assert set(by_id) == {"task", "accuracy_pct", "upper_bound_pct", "mean_box_pct", "hits", "total", "no_box",
+                          "missing_predictions"}
+    assert by_id["accuracy_pct"] == pytest.approx(100 * by_id["hits"] / by_id["total"])
     # the released evaluation's output: fairseq S-/H-/D-/P- lines, H-<sample index>, any order
     fairseq = []
     for i, case in reversed(list(enumerate(REC_CASES))):

@@ -94,6 +94,12 @@ def test_the_registry_is_the_one_task_list():
         get_task("nope")
 
 
+def test_every_headline_metric_carries_its_unit():
+    # docs/evaluation.md: every rate or score x 100 with a key ending in _pct; Java only where pycocoevalcap runs
+    assert all(task.metric.endswith("_pct") for task in registry().values())
+    assert {name for name, task in registry().items() if task.needs_java} == {"reg", "caption", "caption_flickr30k"}
+
+
 def test_language_prompts_render_as_lm_evaluation_harness(files):
     assert rendered("copa", files["copa"])[0] == [
         ("The man turned on the faucet therefore", " the toilet filled with water."),
