@@ -203,7 +203,7 @@ def test_required_settings_come_from_the_file_or_the_command_line(tmp_path, caps
     assert _config(["stage", "expand", "--config", str(path), "--output", "o"]).input == "shards"
 
 
-def _build_files(root: Path) -> dict[str, object]:
+def build_files(root: Path) -> dict[str, object]:
     """Every file of a build (whole tree) but _run.json (this run's command and times); JSON files without
     their timings (and without the recorded sizes of JSON files, the stats files holding those timings)."""
     def strip(value):
@@ -238,10 +238,10 @@ def test_a_builds_run_json_fed_back_as_config_gives_the_same_build(tmp_path):
     run_json = tmp_path / "by_flags" / "_run.json"
     assert main(["run", "--config", str(run_json), "--output", str(tmp_path / "by_run_json"), "--no-progress"]) == 0
 
-    reference = _build_files(tmp_path / "by_flags")
+    reference = build_files(tmp_path / "by_flags")
     assert any(name.endswith(".parquet") for name in reference) and any(name.endswith(".tar") for name in reference)
-    assert _build_files(tmp_path / "by_yaml") == reference
-    assert _build_files(tmp_path / "by_run_json") == reference
+    assert build_files(tmp_path / "by_yaml") == reference
+    assert build_files(tmp_path / "by_run_json") == reference
     recorded = [json.loads((tmp_path / name / "_run.json").read_text()) for name in ("by_flags", "by_run_json")]
     assert recorded[0]["params"] == recorded[1]["params"] and recorded[0]["params"]["box_threshold"] == 0.4
     fed_back = _config(["run", "--config", str(run_json), "--output", "x"])
