@@ -8,7 +8,7 @@ HELP = "phrase-level precision/recall at IoU 0.5 of a GRIT build against truth (
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--output", required=True, help="the GRIT build directory (NNNNN.parquet, NNNNN_rejects.parquet)")
+    parser.add_argument("--output", required=True, help="the GRIT build directory (NNNNN.parquet, _rejects/NNNNN.parquet)")
     parser.add_argument("--truth", required=True,
                         help="truth directory of NNNNN.jsonl files (or one .jsonl file), or a Flickr30k Entities "
                              "folder (Sentences/ + Annotations/)")
