@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+from grit_pipeline.pipeline import layout
+from tests.build_files import done_names
 from tests.fixtures_shards import healthy_samples, jpeg_bytes, write_shard
 
 
@@ -73,10 +75,10 @@ def test_a_full_or_read_only_disk_is_one_line_and_the_build_resumes(tmp_path, ca
     lines = [line for line in err.strip().splitlines() if not line.startswith("warning:")]
     assert code != 0 and len(lines) == 1
     assert ("no space left" in lines[0]) if code_name == "ENOSPC" else ("read-only" in lines[0])
-    assert not list((tmp_path / "out").glob("*.tmp-*"))
+    assert not list((tmp_path / "out").glob("*.tmp-*")) and not list((tmp_path / "out").glob("_*/*.tmp-*"))
     monkeypatch.setattr(storage.os, "replace", real_replace)
     code, out, _ = _main(capsys, monkeypatch, *args)
-    assert code == 0 and sorted(p.name for p in (tmp_path / "out").glob("*.done")) == ["00000.done", "00001.done"]
+    assert code == 0 and done_names(tmp_path / "out") == [layout.done_name("00000"), layout.done_name("00001")]
 
 
 def test_unreachable_storage_is_one_line(tmp_path, capsys, monkeypatch):
@@ -87,7 +89,9 @@ def test_unreachable_storage_is_one_line(tmp_path, capsys, monkeypatch):
 
 
 def test_a_corrupt_stats_file_alone_is_reported(tmp_path, capsys, monkeypatch):
-    (tmp_path / "00000.done").write_text("{}")
-    (tmp_path / "00000_stats.json").write_text("[" * 100_000)
+    for sub in (layout.DONE_DIR, layout.STATS_DIR):
+        (tmp_path / sub).mkdir()
+    (tmp_path / layout.done_name("00000")).write_text("{}")
+    (tmp_path / layout.stats_name("00000")).write_text("[" * 100_000)
     code, out, err = _main(capsys, monkeypatch, "stats", tmp_path)
-    assert code == 0 and "unreadable shard stats file 00000_stats.json" in out
+    assert code == 0 and f"unreadable shard stats file {layout.stats_name('00000')}" in out

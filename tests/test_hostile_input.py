@@ -11,9 +11,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from grit_pipeline import status as S
-from grit_pipeline.pipeline import PipelineConfig, run_pipeline
+from grit_pipeline.pipeline import PipelineConfig, layout, run_pipeline
 from grit_pipeline.pipeline.ingest import list_input_shards, read_input_shard
 from grit_pipeline.tar_reader import IMAGE_EXTENSIONS, TarReader, key_problem, split_member
+from tests.build_files import done_names
 from tests.fixtures_shards import healthy_samples, jpeg_bytes, write_shard
 from tests.hostile_shards import GIB, gzip_tar_declaring, meta_json, sparse_member, tar_bytes, write_raw_shard
 
@@ -175,18 +176,18 @@ def hostile_build(tmp_path_factory):
 
 def test_a_hostile_shard_is_built_and_every_key_is_in_exactly_one_place(hostile_build):
     output, expected = hostile_build
-    assert sorted(p.name for p in output.glob("*.done")) == ["00000.done", "00001.done", "00002.done"]
+    assert done_names(output) == [layout.done_name(shard) for shard in ("00000", "00001", "00002")]
     keys = []
-    for path in sorted(output.glob("*.parquet")):
+    for path in sorted(output.glob("*.parquet")) + sorted(output.glob(f"{layout.REJECTS_DIR}/*.parquet")):
         keys += pq.read_table(path, columns=["key"]).column("key").to_pylist()
     assert sorted(keys) == sorted(set(keys)) and set(expected) <= set(keys)
-    rejects = {r["key"]: r for r in pq.read_table(output / "00000_rejects.parquet").to_pylist()}
+    rejects = {r["key"]: r for r in pq.read_table(output / layout.rejects_name("00000")).to_pylist()}
     for key, want in expected.items():
         if want is not None:
             assert rejects[key]["status"] == want[0] and want[1] in rejects[key]["reason"]
-    (keyless,) = [r for r in pq.read_table(output / "00002_rejects.parquet").to_pylist() if r["key"] != "k"]
+    (keyless,) = [r for r in pq.read_table(output / layout.rejects_name("00002")).to_pylist() if r["key"] != "k"]
     assert keyless["key"] == ".parquet-row-000001" and keyless["status"] == S.BAD_KEY
-    counts = json.loads((output / "00000_stats.json").read_text())["counts"]
+    counts = json.loads((output / layout.stats_name("00000")).read_text())["counts"]
     for status in (S.BAD_METADATA, S.BAD_KEY, S.DUPLICATE_KEY, S.BAD_CAPTION, S.DECODE_ERROR):
         assert counts[status] == sum(1 for want in expected.values() if want and want[0] == status)
 
@@ -213,7 +214,9 @@ def test_extracting_an_output_tar_built_from_hostile_keys_writes_nothing_outside
     output, _ = hostile_build
     target = tmp_path / "a" / "extract"
     target.mkdir(parents=True)
-    for shard in sorted(output.glob("*.tar")):
+    tars = sorted(output.glob(f"{layout.TARS_DIR}/*.tar"))
+    assert len(tars) == 3
+    for shard in tars:
         with tarfile.open(shard) as tar:
             for member in tar.getmembers():
                 assert "/" not in member.name and not member.name.startswith(".") and member.isreg()

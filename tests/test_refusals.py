@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from grit_pipeline.pipeline import layout
+from tests.build_files import done_names
 from tests.fixtures_shards import healthy_samples, write_shard
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,6 +34,13 @@ def _state(folder: Path) -> dict[str, tuple[int, int]]:
     """Every file under ``folder``: size and modification time (what "nothing written or deleted" compares)."""
     return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
             for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _shard_files(build: Path) -> dict[str, tuple[int, int]]:
+    """``_state`` of a build's shard files: the pairs and the layout's sub-folders (not the run's metadata,
+    ``_run.json``, ``_stats.json`` and the dataset card, which every run rewrites)."""
+    return {name: state for name, state in _state(build).items()
+            if name.split("/")[0] in layout.SUBFOLDERS or not name.startswith(("_", "."))}
 
 
 @pytest.fixture
@@ -68,8 +77,8 @@ def test_another_input_or_other_parameters_are_refused_and_overwrite_replaces_th
     # --overwrite: a build of b alone (a's other shards removed, so the folder never mixes the two)
     code, _, _ = _main(capsys, "run", "--input", b, "--output", out, *NOOP, "--overwrite")
     assert code == 0
-    assert sorted(p.name for p in out.glob("*.done")) == ["00000.done"]
-    assert json.loads((out / "00000.done").read_text())["params"]["input"] == str(b)
+    assert done_names(out) == [layout.done_name("00000")]
+    assert json.loads((out / layout.done_name("00000")).read_text())["params"]["input"] == str(b)
     assert json.loads((out / "_run.json").read_text())["params"]["input"] == str(b)
 
 
@@ -79,14 +88,15 @@ def test_an_input_spelt_another_way_resumes_every_finished_shard(tmp_path, capsy
     a, _ = inputs
     out = tmp_path / "grit"
     assert _main(capsys, "run", "--input", a, "--output", out, *NOOP)[0] == 0
-    shard_files = {name: state for name, state in _state(out).items() if not name.startswith("_")}
+    shard_files = _shard_files(out)
+    assert len(shard_files) == 3 * 5   # pairs, tar, rejects, stats and marker of each shard
     contents = {name: (out / name).read_bytes() for name in shard_files}
     (tmp_path / "link").symlink_to(a, target_is_directory=True)
     monkeypatch.chdir(tmp_path)
     for spelling in ("a", "./a/", f"{a}/", "link", f"{tmp_path}/link/"):
         code, stdout, errors = _main(capsys, "run", "--input", spelling, "--output", out, *NOOP)
         assert code == 0 and stdout.startswith("0 shards written, 3 already done"), (spelling, stdout, errors)
-        assert {name: state for name, state in _state(out).items() if not name.startswith("_")} == shard_files
+        assert _shard_files(out) == shard_files
     assert {name: (out / name).read_bytes() for name in shard_files} == contents
 
 
@@ -195,7 +205,7 @@ def test_an_exception_in_a_ray_worker_is_one_line_with_its_cause_and_a_log(tmp_p
                     r"pipeline: .*\(full traceback: (.+\.log)\)$", last), last
     log = Path(re.search(r"full traceback: (.+\.log)\)$", last).group(1))
     assert log.parent == tmp_path / "out" / "_logs" and "Traceback (most recent call last)" in log.read_text()
-    assert not list((tmp_path / "out").glob("*.done"))
+    assert not done_names(tmp_path / "out")
 
 
 def test_an_exception_in_a_stage_under_the_local_engine_is_one_line_with_its_cause_and_a_log(tmp_path, capsys,
@@ -225,7 +235,7 @@ def test_an_exception_in_a_stage_under_the_local_engine_is_one_line_with_its_cau
     assert log.parent == tmp_path / "out" / "_logs"
     assert "Traceback (most recent call last)" in log.read_text() and "in broken_detector" in log.read_text()
     assert "RuntimeError: the detector cannot run" in log.read_text() and "KeyError: 'box_head.weight'" in log.read_text()
-    assert not list((tmp_path / "out").glob("*.done")) and not list((tmp_path / "out").glob("*_rejects.parquet"))
+    assert not done_names(tmp_path / "out") and not list((tmp_path / "out").glob(f"{layout.REJECTS_DIR}/*.parquet"))
 
 
 def _free_port() -> int:
@@ -367,4 +377,4 @@ def test_stage_by_stage_refuses_another_input_but_rebuilds_changed_parameters(tm
     assert _state(out) == before
     assert run_stage("expand", config(a, box_threshold=0.5)).shards_written == ["00000", "00001", "00002"]
     assert run_stage("noun_chunks", config(b, overwrite=True)).shards_written == ["00000"]
-    assert sorted(p.name for p in (out / "_stages" / "noun_chunks").glob("*.done")) == ["00000.done"]
+    assert done_names(out / "_stages" / "noun_chunks") == [layout.done_name("00000")]
