@@ -87,8 +87,18 @@ def init_ray(config: PipelineConfig) -> bool:
     ray.init(address="local", num_cpus=cpus, resources=resources, include_dashboard=False, log_to_driver=True,
              configure_logging=False, _system_config={"enable_worker_prestart": False}, runtime_env=runtime_env)
     # The processes ray.init started (GCS, raylet, dashboard, monitors): stop_ray sees them and theirs gone.
-    _local_ray[:] = [child for child in psutil.Process().children() if child.pid not in before]
+    _local_ray[:] = [child for child in psutil.Process().children() if child.pid not in before and _of_ray(child)]
     return True
+
+
+def _of_ray(process) -> bool:
+    """Whether a process runs a program of the ``ray`` package (not some other child of this process)."""
+    import psutil
+
+    try:
+        return any(f"{os.sep}ray{os.sep}" in part for part in process.cmdline())
+    except psutil.Error:
+        return False
 
 
 def stop_ray() -> None:
