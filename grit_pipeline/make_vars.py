@@ -81,7 +81,7 @@ def unknown_variable(names: list[str], text: str) -> str | None:
     for name in names:
         if name in known or (prefixes and name.startswith(prefixes)) or not re.match(r"^[A-Za-z_]\w*$", name):
             continue
-        close = difflib.get_close_matches(name, sorted(settable(text)), n=1, cutoff=0.6)
+        close = difflib.get_close_matches(name.upper(), sorted(settable(text)), n=1, cutoff=0.6)
         hint = f" (did you mean {close[0]}?)" if close else ""
         return f"unknown variable {name}{hint}; `make help` lists each target's variables"
     return None
