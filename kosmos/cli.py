@@ -373,6 +373,11 @@ def build_parser() -> argparse.ArgumentParser:
     from kosmos.chat import add_parser as add_chat
 
     add_chat(sub)
+    from kosmos.export import add_parser as add_export
+    from kosmos.plot import add_parser as add_plot
+
+    add_plot(sub)
+    add_export(sub)
     return parser
 
 
