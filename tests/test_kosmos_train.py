@@ -321,8 +321,11 @@ def test_source_weights_parse_and_refuse_in_one_line(shards):
         "text": 1.0, "interleaved": 0.25}
     assert TrainConfig(data=[shards], output="x", mix=mix, init="m").source_loss_weights() == {}
     assert TrainConfig(data=[shards], output="x", mix=mix, preset="paper").source_loss_weights() == {}
-    assert TrainConfig(data=[shards], output="x", source_weights=["captions=2"]).number_problems() == [
-        "--source-weights captions=...: the mixture has no captions source"]
+    from kosmos.sources import SourceError
+    from kosmos.train import make_plan
+
+    with pytest.raises(SourceError, match=r"^--source-weights captions=\.\.\.: the mixture has no captions source$"):
+        make_plan(TrainConfig(data=[shards], output="x", source_weights=["captions=2"]))
     for bad in ("text", "txt=1", "text=-1", "text=nan", "text=heavy"):
         problems = TrainConfig(data=[shards], output="x", source_weights=[bad]).number_problems()
         assert len(problems) == 1 and problems[0].startswith(f"--source-weights {bad!r}: write KIND=WEIGHT, KIND ")

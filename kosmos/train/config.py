@@ -6,9 +6,7 @@ import math
 from dataclasses import dataclass, field
 
 from kosmos.modeling import CONNECTORS, FREEZE_VISION, LOCATION_EMBEDDING_INITS, VISION_POSITION_INITS
-from kosmos.mix import parse_mix
 from kosmos.presets import PRESETS, get_preset, image_slots
-from kosmos.sources import SourceError
 from kosmos.train.recipes import FINETUNE_LR, FINETUNE_WARMUP_STEPS
 
 DATA, RUN = "data", "run"
@@ -192,16 +190,10 @@ class TrainConfig:
             elif slots + 4 > preset.max_positions:
                 problems.append(f"--image-size {side} in --patch-size {patch} patches makes {slots} image slots: "
                                 f"more than the {preset.name} preset's {preset.max_positions} positions hold")
-        try:
-            weighted = self.source_weight_map()
-            present = {spec.kind for spec in parse_mix(self.mix)} if self.mix else set()
-        except ValueError as error:  # (a malformed --mix is refused by the plan, in its own words)
-            if not isinstance(error, SourceError):
-                problems.append(str(error))
-        else:
-            present |= {"grounded"} if self.data else set()
-            for kind in sorted(set(weighted) - present):
-                problems.append(f"--source-weights {kind}=...: the mixture has no {kind} source")
+        try:  # (a kind the mixture lacks is refused by the plan, which reads --mix)
+            self.source_weight_map()
+        except ValueError as error:
+            problems.append(str(error))
         if self.recipe == "instruct" and not self.init:
             problems.append("--recipe instruct tunes a pretrained model: give it with --init MODEL")
         if not (all(finite(b) and 0 <= b < 1 for b in self.betas)):

@@ -196,6 +196,8 @@ def plan_sources(cfg, config, origin: dict) -> tuple[PlannedSource, ...]:
         raise SourceError("no training data: give --data GRIT_SHARDS and/or --mix KIND=PATHS[:BATCH] ...")
     weights = source_weight_origins(config, preset, not cfg.init and cfg.recipe == "pretrain")
     kinds = [spec.kind for spec in specs]
+    for kind in sorted(set(config.source_weight_map()) - set(kinds)):
+        raise SourceError(f"--source-weights {kind}=...: the mixture has no {kind} source")
     sources = []
     for spec in specs:
         if spec.batch_size is not None:  # --mix KIND=PATHS:BATCH
