@@ -12,8 +12,6 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-COLOURS = ((230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240))
-
 
 @dataclass
 class Answer:
@@ -59,21 +57,12 @@ def parse_answer(raw: str) -> Answer:
 
 
 def draw_boxes(image, entities, path: str | Path) -> Path:
-    """The image with each entity's boxes and phrase drawn on it, saved as PNG at ``path``."""
-    from PIL import ImageDraw
+    """The image with each entity's boxes and phrase drawn on it (one colour per phrase), saved as PNG at ``path``."""
+    from grit_pipeline.views.draw import draw_entities
 
-    canvas = image.convert("RGB").copy()
-    draw = ImageDraw.Draw(canvas)
-    width, height = canvas.size
-    for i, (phrase, boxes) in enumerate(entities):
-        colour = COLOURS[i % len(COLOURS)]
-        for x1, y1, x2, y2 in boxes:
-            draw.rectangle([x1 * width, y1 * height, x2 * width - 1, y2 * height - 1], outline=colour,
-                           width=max(1, round(min(width, height) / 100)))
-            draw.text((x1 * width + 2, y1 * height + 1), phrase[:40], fill=colour)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(path, format="PNG")
+    draw_entities(image, entities).save(path, format="PNG")
     return path
 
 

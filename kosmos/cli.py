@@ -371,8 +371,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_refcoco(sub)
     _add_mixture_tools(sub)
     from kosmos.chat import add_parser as add_chat
+    from kosmos.demo import add_parser as add_demo
 
     add_chat(sub)
+    add_demo(sub)
     from kosmos.export import add_parser as add_export
     from kosmos.plot import add_parser as add_plot
 

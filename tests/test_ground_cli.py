@@ -192,3 +192,65 @@ def test_ground_gives_grit_runs_rows_for_the_same_samples(tmp_path, capsys):
                 stored["noun_chunks"], stored["ref_exps"], stored["width"], stored["height"])
         else:
             assert (row["status"], row["reason"]) == (rejected[row["key"]]["status"], rejected[row["key"]]["reason"])
+
+
+def _synthetic_pictures(folder, count, seed=7, suffix=".png"):
+    """Pictures of the synthetic world with their captions (the default demo detector grounds them)."""
+    import random
+
+    from grit_pipeline.synth.captions import make_caption
+    from grit_pipeline.synth.scene import random_scene, render_scene
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    for i in range(count):
+        scene = random_scene(rng)
+        render_scene(scene).save(folder / f"{i:03d}{suffix}", **({"quality": 95} if suffix == ".jpg" else {}))
+        (folder / f"{i:03d}.txt").write_text(make_caption(rng, scene).text)
+    return folder
+
+
+def test_draw_writes_each_grounded_image_with_its_boxes_in_their_colours(tmp_path, capsys):
+    from grit_pipeline.views.draw import colour_of, outline_width
+
+    folder = _synthetic_pictures(tmp_path / "pictures", 5)
+    _synthetic_pictures(tmp_path / "pictures", 1, seed=8, suffix=".jpg")  # 000.jpg beside 000.png
+    (folder / "broken.png").write_bytes(b"\x89PNG not really")
+    (folder / "broken.txt").write_text("a red square")
+    code, rows, err = run_cli(["ground", "--images", str(folder), "--device", "cpu", "--draw",
+                               str(tmp_path / "drawn")], capsys)
+    assert code == 0
+    by_key = {row["key"]: row for row in rows}
+    assert by_key["broken"]["status"] == status.DECODE_ERROR  # reported in its row, not a crash
+    summary = json.loads(err.strip().splitlines()[-1])
+    grounded = [row for row in rows if row["status"] == status.GROUNDED]
+    assert len(grounded) >= 3
+    assert summary["drawn"]["images"] == len(grounded)
+    assert summary["drawn"]["not_drawn"][status.DECODE_ERROR] == 1
+    names = sorted(p.name for p in (tmp_path / "drawn").iterdir())
+    assert names == sorted(f"{row['key']}{'.jpg' if row['image'].endswith('.jpg') else '.png'}" for row in grounded)
+    for row in grounded:
+        assert row["image"] == str(folder / (row["key"] + (".jpg" if row["image"].endswith(".jpg") else ".png")))
+        drawn = Image.open(tmp_path / "drawn" / f"{row['key']}{'.jpg' if row['image'].endswith('.jpg') else '.png'}")
+        original = Image.open(row["image"]).convert("RGB")
+        assert drawn.size == original.size
+        chunks = sorted({(int(s), int(e)) for s, e, *_ in row["noun_chunks"]})
+        # the last chunk's boxes are drawn last: the middle of each box's left edge carries its colour
+        last = len(chunks) - 1
+        boxes = [item[2:6] for item in row["noun_chunks"] if (int(item[0]), int(item[1])) == chunks[last]]
+        for x1, y1, x2, y2 in boxes:
+            width, height = drawn.size
+            x = int(x1 * width) + outline_width(width, height) // 2
+            y = int((y1 + y2) / 2 * height)
+            pixel = drawn.convert("RGB").getpixel((x, y))
+            if drawn.format == "PNG":
+                assert pixel == colour_of(last), (row["key"], pixel)
+            else:  # JPEG: the colour within compression's error
+                assert max(abs(a - b) for a, b in zip(pixel, colour_of(last))) < 40, (row["key"], pixel)
+
+
+def test_draw_into_a_file_is_a_one_line_refusal(tmp_path, capsys):
+    folder = _synthetic_pictures(tmp_path / "pictures", 1)
+    (tmp_path / "taken").write_text("a file")
+    code, rows, err = run_cli(["ground", "--images", str(folder), "--draw", str(tmp_path / "taken")], capsys)
+    assert code == 2 and rows == [] and "--draw" in err and len(err.strip().splitlines()) == 1

@@ -3,7 +3,9 @@
 Input: JSON lines ``{"key": ..., "image": "path/to.jpg", "caption": ...}`` (``--input FILE``, or stdin), or a
 folder of images with a same-name ``.txt`` caption each (``--images DIR``, img2dataset's layout; a same-name
 ``.json`` with img2dataset metadata is used for the letterbox check). Output: one JSON line per input, in
-input order: the GRIT record (GrIT-20M columns) plus ``status``, and ``reason`` for rejects.
+input order: the GRIT record (GrIT-20M columns) plus ``status``, ``reason`` for rejects and ``image`` (the
+absolute path of the input image, so ``grit gallery OUTPUT`` can show it). ``--draw DIR`` also writes each grounded
+image with its boxes and phrases drawn (``grit_pipeline.views.draw``: one colour per noun chunk).
 
 A JSON-lines / folder source and a JSON-lines sink around the pipeline's own stages on the local engine
 (``pipeline.stages.FUSED``, ``pipeline.engine_local.run_local``): ``grit ground`` and ``grit run`` ground,
@@ -37,6 +39,9 @@ def add_arguments(parser) -> None:
     source.add_argument("--images", default=None, metavar="DIR",
                         help="folder of images, each with a same-name .txt caption (and optional .json metadata)")
     parser.add_argument("--output", "-o", default="-", help="output JSON lines file (default: stdout)")
+    parser.add_argument("--draw", default=None, metavar="DIR",
+                        help="also write each grounded image into DIR with its boxes and phrases drawn (one colour "
+                             "per noun chunk; KEY.jpg for JPEG inputs, KEY.png for the others)")
     from grit_pipeline.config_flags import add_config_arguments
     from grit_pipeline.pipeline.config import PipelineConfig
 
@@ -80,14 +85,15 @@ def run(args) -> int:
         check_detector(config)
         check_spacy_model(config.spacy_model)
         entries = _read_entries(args)
+        drawer = _Drawer(Path(args.draw)) if args.draw else None
     except (ValueError, OSError) as error:
         print(f"grit ground: {error}", file=sys.stderr)
         return 2
     print(f"[ground] detector {config.detector}" + (f" (model {config.model})" if config.model else "") +
           f"; box_threshold={config.box_threshold} nms_iou={config.nms_iou}", file=sys.stderr)
     out = sys.stdout if args.output in (None, "-") else open(args.output, "w", encoding="utf-8")
-    sink = _JsonLinesSink(out, with_dropped=args.dropped)
     source = _ImageSource(entries, chunk_size=max(4 * config.ground_batch_size, 32), workers=args.workers)
+    sink = _JsonLinesSink(out, with_dropped=args.dropped, image_paths=source.paths, drawer=drawer)
     try:
         _ground(config, source, sink)
     except Exception as error:  # noqa: BLE001 - a model that does not load, a lost device: one line, no traceback
@@ -98,8 +104,11 @@ def run(args) -> int:
         source.close()
         if out is not sys.stdout:
             out.close()
-    print(json.dumps({"samples": sum(sink.counts.values()), "counts": dict(sorted(sink.counts.items())),
-                      "seconds": round(time.perf_counter() - sink.started, 2)}), file=sys.stderr)
+    summary = {"samples": sum(sink.counts.values()), "counts": dict(sorted(sink.counts.items())),
+               "seconds": round(time.perf_counter() - sink.started, 2)}
+    if drawer is not None:
+        summary["drawn"] = {"folder": str(drawer.folder), "images": drawer.drawn, "not_drawn": drawer.not_drawn}
+    print(json.dumps(summary), file=sys.stderr)
     return 0
 
 
@@ -222,12 +231,16 @@ class _ImageSource:
 
     def __init__(self, entries, chunk_size: int, workers: int):
         self._entries = iter(entries)
+        self.paths: dict[str, list[str | None]] = {}  # key -> the image paths of its entries not yet written
         self._chunk_size = chunk_size
         self._pool = ThreadPoolExecutor(max_workers=max(1, workers))
         self._next = self._read_ahead()
 
     def _read_ahead(self):
         entries = list(itertools.islice(self._entries, self._chunk_size))
+        for entry in entries:
+            path = entry.get("image")
+            self.paths.setdefault(entry["key"], []).append(str(Path(path).absolute()) if path is not None else None)
         return [self._pool.submit(_entry_sample, entry) for entry in entries] if entries else None
 
     def chunks(self):
@@ -258,15 +271,23 @@ class _JsonLinesSink:
     """Finished samples -> one JSON line each, in input order: the GRIT record plus ``status`` for grounded
     samples, the key, caption, url, id, size, ``status`` and ``reason`` for the others."""
 
-    def __init__(self, out, with_dropped: bool):
+    def __init__(self, out, with_dropped: bool, image_paths: dict | None = None, drawer=None):
         self.out = out
         self.with_dropped = with_dropped
+        self.image_paths = image_paths if image_paths is not None else {}
+        self.drawer = drawer
         self.counts: Counter = Counter()
         self.started = time.perf_counter()
 
     def write(self, chunk: str, samples: list[dict]) -> None:
         for sample in samples:
             row = _row(sample)
+            paths = self.image_paths.get(sample["key"])
+            row["image"] = paths.pop(0) if paths else None
+            if paths == []:
+                del self.image_paths[sample["key"]]
+            if self.drawer is not None:
+                self.drawer.draw(sample, row)
             if self.with_dropped:
                 row["dropped_boxes"] = [[float(v) for v in item] for item in sample.get("dropped_boxes") or []]
             self.counts[row["status"]] += 1
@@ -290,3 +311,63 @@ def _row(sample: dict) -> dict:
     return {"key": sample["key"], "caption": sample["caption"], "url": sample["url"], "id": sample["id"],
             "width": sample["width"], "height": sample["height"], "noun_chunks": [], "ref_exps": [],
             "status": sample["status"], "reason": sample["reason"]}
+
+
+class _Drawer:
+    """``--draw DIR``: each grounded sample's image with its boxes and noun chunks drawn, one file per sample
+    (KEY made safe as a file name; a second sample of the same name gets ``_2``). A sample that is not drawn is
+    counted by status and named on stderr, never a stop."""
+
+    def __init__(self, folder: Path):
+        if folder.exists() and not folder.is_dir():
+            raise ValueError(f"--draw {folder} is not a folder")
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder = folder
+        self.drawn = 0
+        self.not_drawn: Counter = Counter()
+        self._names: set[str] = set()
+
+    def draw(self, sample: dict, row: dict) -> Path | None:
+        from grit_pipeline import status
+
+        if sample["status"] != status.GROUNDED or not sample.get("image_bytes"):
+            self.not_drawn[sample["status"]] += 1
+            return None
+        try:
+            path = self._write(sample, row)
+        except Exception as error:  # noqa: BLE001 - PIL raises many types for a bad picture; one line, go on
+            self.not_drawn["draw_error"] += 1
+            print(f"[ground] --draw: {sample['key']} not drawn: {type(error).__name__}: {error}", file=sys.stderr)
+            return None
+        self.drawn += 1
+        return path
+
+    def _write(self, sample: dict, row: dict) -> Path:
+        from grit_pipeline.images import decode_image
+        from grit_pipeline.views.draw import draw_entities
+
+        # boxes are normalised to the decoded image (EXIF orientation applied): decode as the pipeline did
+        image = decode_image(sample["image_bytes"])
+        caption = row["caption"]
+        chunks: dict[tuple[int, int], list] = {}
+        for start, end, *box, _score in row["noun_chunks"]:
+            chunks.setdefault((int(start), int(end)), []).append(box)
+        entities = [(caption[start:end], boxes) for (start, end), boxes in sorted(chunks.items())]
+        jpeg = (sample.get("image_ext") or "").lower() in ("jpg", "jpeg")
+        path = self.folder / self._name(sample["key"], ".jpg" if jpeg else ".png")
+        drawn = draw_entities(image, entities)
+        tmp = path.with_name(path.name + ".tmp")
+        drawn.save(tmp, format="JPEG" if jpeg else "PNG", **({"quality": 95} if jpeg else {}))
+        tmp.replace(path)
+        return path
+
+    def _name(self, key: str, suffix: str) -> str:
+        import re
+
+        base = re.sub(r"[^\w.-]+", "_", key).strip("._")[:150] or "image"
+        name, n = base + suffix, 1
+        while name in self._names:
+            n += 1
+            name = f"{base}_{n}{suffix}"
+        self._names.add(name)
+        return name

@@ -1,6 +1,7 @@
 """Loading a model for evaluation (any directory ``kosmos train`` writes, or a ``save_pretrained`` one)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -13,9 +14,34 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+class MissingModelError(FileNotFoundError):
+    """A ``--model`` that names a local folder which is not there; ``str()`` is the one-line reason."""
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+def looks_local(path: str) -> bool:
+    """Whether ``path`` names a folder on this machine rather than a Hub id: it exists, starts with ``.``, ``/``
+    or ``~``, or holds a path separator (``kosmos_out/nope``). A bare name (``gpt2``) may be a Hub id."""
+    text = str(path)
+    return Path(text).expanduser().exists() or text.startswith((".", "/", "~")) or "/" in text or os.sep in text
+
+
+def check_model_path(path: str, flag: str = "--model") -> None:
+    """Refuse, in one line, a local-looking ``path`` that does not exist, before transformers would send it to the
+    Hub as a model id (offline that is half a minute of retries and a connection error)."""
+    expanded = Path(str(path)).expanduser()
+    if looks_local(path) and not expanded.exists():
+        parent = next((p for p in expanded.parents if p.is_dir()), None)
+        where = f" (nearest existing folder: {parent})" if parent is not None and str(parent) != "." else ""
+        raise MissingModelError(f"{flag} {path}: the local folder does not exist{where}")
+
+
 def load_model(path: str, device: torch.device):
     """Model + processor from a checkpoint's ``model`` dir, a training output dir (its latest checkpoint),
-    a checkpoint dir, or any ``save_pretrained`` directory."""
+    a checkpoint dir, or any ``save_pretrained`` directory. A local-looking path that is missing is refused
+    (``MissingModelError``), never looked up on the Hub."""
     import pickle
 
     from transformers import Kosmos2Processor
@@ -24,7 +50,8 @@ def load_model(path: str, device: torch.device):
     from kosmos.checkpoint import latest_checkpoint
     from kosmos.modeling import load_pretrained
 
-    root = Path(path)
+    check_model_path(path)
+    root = Path(path).expanduser()
     if (root / "checkpoints").is_dir():
         root = latest_checkpoint(root / "checkpoints") or root
     if (root / "model").is_dir():
