@@ -2,7 +2,7 @@
 
 ``write_example_build(root)`` writes ``root/inputs/00000.tar`` (an img2dataset input shard, through the
 test shard writer) and ``root/build`` (a one-shard GRIT build written by the pipeline's own shard committer
-and writers, with grounded rows, rejects of several statuses, stats, the ``.done`` marker and
+and writers, with grounded rows, rejects of several statuses, stats, the ``_done/00000.done`` marker and
 ``_run.json``); ``write_example_grit20m(root)`` writes img2dataset shards as a GrIT-20M download leaves
 them. Both return the records they wrote so a test can compare what a page shows with what is stored.
 Images are drawn with PIL: each object is a filled rectangle exactly where its box says.
@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 from PIL import Image, ImageDraw
 
 from grit_pipeline import status as st
+from grit_pipeline.pipeline import layout
 from grit_pipeline.pipeline.api import RunSummary, write_run_files
 from grit_pipeline.pipeline.config import PipelineConfig
 from grit_pipeline.pipeline.sample import new_sample
@@ -173,7 +174,7 @@ def write_example_build(root: str | Path, threshold: float = 0.65) -> dict[str, 
     (root / "truth" / "00000.jsonl").write_text("\n".join(truth_lines) + "\n")
     return {"build": build, "inputs": inputs, "truth": root / "truth", "grounded": [r.to_dict() for r in records],
             "dropped": {i["key"]: i["dropped_boxes"] for i in grounded},
-            "rejects": pq.read_table(build / "00000_rejects.parquet").to_pylist(),
+            "rejects": pq.read_table(build / layout.rejects_name("00000")).to_pylist(),
             "with_image": sorted(i["key"] for i in grounded + rejects if "objects" in i)}
 
 

@@ -11,8 +11,9 @@ import time
 
 import pytest
 
-from grit_pipeline.pipeline import PipelineConfig, run_pipeline
+from grit_pipeline.pipeline import PipelineConfig, layout, run_pipeline
 from grit_pipeline.pipeline.guard import LOCK_NAME, STALE_AFTER_S, OutputGuardError, output_lock
+from tests.build_files import build_files
 from tests.fixtures_shards import healthy_samples, write_shard
 
 
@@ -80,14 +81,16 @@ def test_stats_and_report_name_mixed_parameters_duplicate_keys_and_damaged_stats
     run_pipeline(_config(shards, output, shards=("00000", "00002")))
     # a build that mixes thresholds (grit run refuses to make one; files copied by hand can)
     run_pipeline(_config(shards, tmp_path / "other", shards=("00001",), box_threshold=0.5))
-    for path in (tmp_path / "other").glob("00001*"):
-        (output / path.name).write_bytes(path.read_bytes())
-    (output / "00002_stats.json").write_text('{"samples": 2, "counts": {"grounded": "many"')  # damaged
+    copied = [name for name in build_files(tmp_path / "other") if name.rpartition("/")[2].startswith("00001")]
+    assert len(copied) == 5   # pairs, tar, rejects, stats and marker
+    for name in copied:
+        (output / name).write_bytes((tmp_path / "other" / name).read_bytes())
+    (output / layout.stats_name("00002")).write_text('{"samples": 2, "counts": {"grounded": "many"')  # damaged
     code, out, err = _main(capsys, "stats", str(output))
     assert code == 0 and "Traceback" not in err
     assert "different box_threshold: 0.5 (1 shard), 0.65 (1 shard)" in out.replace("0.65 (2 shards)", "0.65 (1 shard)")
     assert "2 key(s) appear in more than one shard" in out and "'000000000' in 00000, 00001" in out
-    assert "unreadable shard stats file 00002_stats.json" in out
+    assert f"unreadable shard stats file {layout.stats_name('00002')}" in out
     totals = json.loads(_main(capsys, "stats", str(output), "--json")[1])
     assert totals["shards"] == 2 and totals["samples"] == 4 and len(totals["warnings"]) == 3
 

@@ -9,6 +9,7 @@ from PIL import Image
 
 from grit_pipeline import status as st
 from grit_pipeline.cli import main as grit_main
+from grit_pipeline.pipeline import layout
 from grit_pipeline.views.dataset import Dataset
 from tests.fixtures_views import HOSTILE_REASON, write_example_build, write_example_grit20m
 from grit_pipeline.views.report import PAPER_TOTALS, collect, write_report
@@ -47,7 +48,7 @@ def test_collect_counts_build(example):
                                   st.DOWNLOAD_ERROR: 1}
     assert data.drops == {(r["stage"], r["status"]): 1 for r in example["rejects"]}
     # histogram from the shard stats: every post-NMS score, kept (> 0.65) and dropped
-    stats = json.loads((example["build"] / "00000_stats.json").read_text())
+    stats = json.loads((example["build"] / layout.stats_name("00000")).read_text())
     assert data.histogram_counts == stats["score_histogram"]["counts"]
     assert data.histogram_source.startswith("shard stats")
     scores = [s[6] for r in example["grounded"] for s in r["noun_chunks"]]
@@ -61,10 +62,10 @@ def test_histogram_without_stats_uses_stored_and_dropped_boxes(example, tmp_path
     import shutil
     build = tmp_path / "build"
     shutil.copytree(example["build"], build)
-    (build / "00000_stats.json").unlink()
+    (build / layout.stats_name("00000")).unlink()
     data = collect(Dataset.open(build))
     assert data.histogram_source == "stored boxes and dropped_boxes"
-    stats = json.loads((example["build"] / "00000_stats.json").read_text())
+    stats = json.loads((example["build"] / layout.stats_name("00000")).read_text())
     assert data.histogram_counts == stats["score_histogram"]["counts"]
 
 
@@ -125,7 +126,7 @@ def test_report_on_grit20m_download(tmp_path):
     assert result.threshold_source.startswith("default")
     assert sum(result.histogram_counts) == boxes and result.histogram_source == "stored boxes"
     assert write_report(data["dir"]).exists()
-    assert (data["dir"] / "report" / "report.md").exists()
+    assert (data["dir"] / "_report" / "report.md").exists()
 
 
 def test_cli_report(example, tmp_path, capsys):
