@@ -4,7 +4,6 @@ before plans resumes on its checkpoint's record); --report-to tensorboard/wandb.
 import json
 import os
 import sys
-from pathlib import Path
 
 import pytest
 import torch

@@ -15,4 +15,5 @@ from kosmos.train.runfiles import read_log
 
 __all__ = ["DEFAULT_LOCATION_LOSS_WEIGHT", "DEFAULT_LOCATION_SIGMA", "FINETUNE_LR", "FINETUNE_WARMUP_STEPS",
            "PlanChangedError", "RunFolderError", "TrainConfig", "TrainPlan", "location_soft_targets",
-           "location_token_mask", "lr_factor", "make_plan", "read_log", "resolve_device", "sequence_losses", "train", "train_with_ray"]
+           "location_token_mask", "lr_factor", "make_plan", "read_log", "resolve_device", "sequence_losses", "train",
+           "train_with_ray"]

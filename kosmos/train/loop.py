@@ -38,7 +38,6 @@ def run_training(plan: TrainPlan, processor, rank: int = 0, world_size: int = 1,
     cfg = plan.config
     device = device or resolve_device(cfg.device)
     distributed, is_main = world_size > 1, rank == 0
-    out = Path(cfg.output)
     resume_dir = find_resume_dir(cfg)
 
     # ---- model, data, optimiser, schedule (a resumed run: where its checkpoint left them)
