@@ -25,3 +25,9 @@ def build_files(folder) -> dict[str, Path]:
 def done_names(folder) -> list[str]:
     """The relative names of the shard markers in a build or stage folder (``_done/00000.done``), sorted."""
     return sorted(f"{layout.DONE_DIR}/{path.name}" for path in Path(folder).glob(f"{layout.DONE_DIR}/*{layout.DONE_SUFFIX}"))
+
+
+def temp_files(folder) -> list[Path]:
+    """Half-written files (``NAME.tmp-*``) at the top of a build or stage folder and in its sub-folders."""
+    folder = Path(folder)
+    return sorted([*folder.glob("*.tmp-*"), *folder.glob("_*/*.tmp-*")])

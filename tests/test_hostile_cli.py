@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from grit_pipeline.pipeline import layout
-from tests.build_files import done_names
+from tests.build_files import done_names, temp_files
 from tests.fixtures_shards import healthy_samples, jpeg_bytes, write_shard
 
 
@@ -75,7 +75,7 @@ def test_a_full_or_read_only_disk_is_one_line_and_the_build_resumes(tmp_path, ca
     lines = [line for line in err.strip().splitlines() if not line.startswith("warning:")]
     assert code != 0 and len(lines) == 1
     assert ("no space left" in lines[0]) if code_name == "ENOSPC" else ("read-only" in lines[0])
-    assert not list((tmp_path / "out").glob("*.tmp-*")) and not list((tmp_path / "out").glob("_*/*.tmp-*"))
+    assert not temp_files(tmp_path / "out")
     monkeypatch.setattr(storage.os, "replace", real_replace)
     code, out, _ = _main(capsys, monkeypatch, *args)
     assert code == 0 and done_names(tmp_path / "out") == [layout.done_name("00000"), layout.done_name("00001")]

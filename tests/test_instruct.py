@@ -27,7 +27,7 @@ from grit_pipeline.instruct_build import INDEX_SCHEMA, InstructConfig, read_inst
 from grit_pipeline.location import box_to_cells
 from grit_pipeline.pipeline import layout
 from grit_pipeline.serialize import parse_grounded_text
-from tests.build_files import build_files, done_names
+from tests.build_files import build_files, done_names, temp_files
 
 REPO = Path(__file__).resolve().parents[1]
 COLOURS = {"red": (220, 30, 30), "green": (30, 170, 60), "blue": (40, 70, 220), "yellow": (230, 200, 20)}
@@ -331,12 +331,12 @@ def test_kill_9_mid_run_then_rerun_gives_identical_shards(builds, tmp_path):
     killed = _grit(*args, env={"GRIT_FAULT_INJECTION": "1", "GRIT_FAULT_KILL_AT_RENAME": "7"})
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert done_names(output) == [layout.done_name("00000")]
-    assert list(output.glob("00001*.tmp-*")) + list(output.glob("_*/00001*.tmp-*"))
+    assert [p for p in temp_files(output) if p.name.startswith("00001")]
     rerun = _grit(*args)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert "1 already done, 3 to do" in rerun.stderr
     assert snapshot(output) == snapshot(local)
-    assert not list(output.glob("*.tmp-*")) and not list(output.glob("_*/*.tmp-*"))
+    assert not temp_files(output)
 
 
 def test_ray_engine_gives_the_local_engines_shards(builds, tmp_path):

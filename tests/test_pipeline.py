@@ -16,7 +16,7 @@ from grit_pipeline import status as S
 from grit_pipeline.pipeline import PipelineConfig, collect_totals, layout, run_pipeline, run_stage
 from grit_pipeline.record import GRIT_SCHEMA, GritRecord
 from grit_pipeline.serialize import grounded_text
-from tests.build_files import build_files, done_names
+from tests.build_files import build_files, done_names, temp_files
 from tests.fixtures_shards import healthy_samples, write_broken_world, write_shard
 
 REPO = Path(__file__).resolve().parents[1]
@@ -211,7 +211,7 @@ def test_rerun_skips_done_redoes_partial_and_overwrite_forces(clean_world, clean
     summary = run_pipeline(local_config(clean_world, output))
     assert summary.shards_written == ["00001"] and summary.shards_skipped == ["00000", "00002"]
     assert snapshot(output) == snapshot(clean_build)
-    assert not list(output.glob("*.tmp-*")) and not list(output.glob("_*/*.tmp-*"))
+    assert not temp_files(output)
     summary = run_pipeline(local_config(clean_world, output, overwrite=True))
     assert summary.shards_written == ["00000", "00001", "00002"]
     # changed output-affecting parameters: refused, nothing changed; --overwrite rebuilds every shard
@@ -244,7 +244,7 @@ def test_kill_9_mid_run_then_rerun_gives_identical_output(clean_world, clean_bui
     killed = _grit(*args, env={"GRIT_FAULT_INJECTION": "1", "GRIT_FAULT_KILL_AT_RENAME": str(kill_at)}, check=False)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert done_names(output) == [layout.done_name("00000")]   # some but not all shards finished
-    assert list(output.glob("00001*.tmp-*")) + list(output.glob("_*/00001*.tmp-*"))   # the write that was cut off
+    assert [p for p in temp_files(output) if p.name.startswith("00001")]   # the write that was cut off
     rerun = _grit(*args)
     assert "1 already done, 2 to do" in rerun.stderr
     assert snapshot(output) == snapshot(clean_build)
