@@ -10,6 +10,7 @@ the system Python before the virtual environment exists, as ``python3 grit_pipel
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import sys
@@ -92,7 +93,7 @@ def _get(url: str, headers: dict[str, str], timeout_s: float) -> tuple[int | Non
             return response.status, response.read(65536).decode("utf-8", "replace")
     except urllib.error.HTTPError as error:
         return error.code, error.read(65536).decode("utf-8", "replace")
-    except (urllib.error.URLError, OSError, ValueError) as error:
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as error:
         reason = getattr(error, "reason", None) or error
         return None, " ".join(str(reason).split()) or type(error).__name__
 
