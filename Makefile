@@ -25,7 +25,7 @@ URL_LIST ?=
 SOURCE ?= laion
 DOWNLOAD_ARGS ?=
 # Environment settings the scripts read (make e2e E2E_SEED=1, make demo GRIT_DEMO_IMAGES=50, ...): passed through.
-PASS_THROUGH_PREFIXES := GRIT_ E2E_ ICL_ STUDY_ RAY_ HF_ CUDA_ NO_ TOKENIZERS_
+PASS_THROUGH_PREFIXES := GRIT_ E2E_ ICL_ STUDY_ RAY_ HF_ CUDA_ PIP_ NO_ TOKENIZERS_
 
 # A misspelt variable on the command line (DETECTER=hf) stops make before anything runs, naming the close match.
 COMMAND_LINE_VARIABLES := $(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),$(v)))
