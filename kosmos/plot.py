@@ -127,6 +127,7 @@ PANEL_ORDER = ("loss", "loss by token kind", "location accuracy", "held-out REC 
 def curves_figure(panels: dict[str, dict[str, tuple[list, list]]], title: str = ""):
     """A matplotlib ``Figure`` (no pyplot state) with one subplot per panel and one labelled line per series."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     names = [p for p in PANEL_ORDER if panels.get(p)] + sorted(p for p in panels if p not in PANEL_ORDER and panels[p])
     columns = 2 if len(names) > 1 else 1
@@ -141,6 +142,7 @@ def curves_figure(panels: dict[str, dict[str, tuple[list, list]]], title: str = 
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best")
         ax.set_xlabel("step", fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
     for index in range(len(names), rows * columns):  # an odd panel count leaves one cell empty
         axes[index // columns][index % columns].set_visible(False)
     if title:
