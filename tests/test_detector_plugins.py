@@ -51,8 +51,7 @@ def config(input_dir, output_dir, **changes) -> PipelineConfig:
 def grounded_rows(output: Path) -> list[dict]:
     rows = []
     for path in sorted(Path(output).glob("*.parquet")):
-        if not path.name.endswith("_rejects.parquet"):
-            rows.extend(pq.read_table(path).to_pylist())
+        rows.extend(pq.read_table(path).to_pylist())
     return rows
 
 

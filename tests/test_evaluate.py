@@ -8,6 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from grit_pipeline.evaluate import evaluate_grounding, load_truth, match_image
+from grit_pipeline.pipeline import layout
 
 CAP_A = "a red circle next to a blue square on a striped background"
 CAP_B = "two green stars, but no dog"
@@ -64,8 +65,9 @@ def build(tmp_path):
     out = tmp_path / "grit"
     out.mkdir()
     pq.write_table(pa.Table.from_pylist(_rows()), out / "00000.parquet")
+    (out / layout.REJECTS_DIR).mkdir()
     pq.write_table(pa.Table.from_pylist([{"key": "c", "status": "no_box", "reason": "no box scored above 0.65"}]),
-                   out / "00000_rejects.parquet")
+                   out / layout.rejects_name("00000"))
     return out, truth_dir
 
 

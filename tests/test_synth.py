@@ -151,7 +151,7 @@ def test_cli_synth(tmp_path, capsys):
 
 
 def test_defects_become_the_right_rejects_and_leave_the_clean_world_unchanged(tmp_path):
-    from grit_pipeline.pipeline import PipelineConfig, run_pipeline
+    from grit_pipeline.pipeline import PipelineConfig, layout, run_pipeline
     from grit_pipeline.synth.writer import sample_defect
 
     clean, defective = tmp_path / "clean", tmp_path / "defective"
@@ -173,7 +173,7 @@ def test_defects_become_the_right_rejects_and_leave_the_clean_world_unchanged(tm
     build = tmp_path / "build"
     run_pipeline(PipelineConfig(input=str(defective), output=str(build), engine="local", detector="noop",
                                 progress=False))
-    rejects = {r["key"]: r["status"] for p in sorted(build.glob("*_rejects.parquet"))
+    rejects = {r["key"]: r["status"] for p in sorted(build.glob(f"{layout.REJECTS_DIR}/*.parquet"))
                for r in pq.read_table(p).to_pylist()}
     expected_status = {"failed_to_download": "download_error", "truncated_jpeg": "decode_error",
                        "empty_caption": "bad_caption", "abstract_caption": "no_noun_chunks"}
