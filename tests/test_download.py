@@ -218,14 +218,14 @@ def test_download_laion_parquet_against_local_server(tmp_path, no_outside_networ
     assert no_outside_network == Counter()  # nothing tried to reach beyond 127.0.0.1
 
     # The download folder is exactly what the pipeline reads: failed urls become download_error rejects.
-    from grit_pipeline.pipeline import PipelineConfig, run_pipeline
+    from grit_pipeline.pipeline import PipelineConfig, layout, run_pipeline
 
     build = tmp_path / "grit"
     run_pipeline(PipelineConfig(input=str(out), output=str(build), detector="noop", engine="local", progress=False))
     rows = []
     for i in range(2):
         rows += pq.read_table(build / f"{i:05d}.parquet").to_pylist()
-        rows += pq.read_table(build / f"{i:05d}_rejects.parquet").to_pylist()
+        rows += pq.read_table(build / layout.rejects_name(f"{i:05d}")).to_pylist()
     status_of = {row["key"]: row["status"] for row in rows}
     assert len(rows) == len(status_of) == len(ROWS)  # every key exactly once
     by_url = {row["url"].rsplit("/", 1)[1]: status_of[row["key"]] for row in meta}
