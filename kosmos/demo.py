@@ -103,7 +103,8 @@ def build_demo(model, processor, template: str = "qa", grounding: bool = True, m
                 submit = gr.Button("Answer", variant="primary", elem_id="submit")
             with gr.Column():
                 boxes = gr.AnnotatedImage(label="Boxes", elem_id="boxes")
-                text = gr.HighlightedText(label="Answer", elem_id="answer", show_legend=False)
+                text = gr.HighlightedText(label="Answer", elem_id="answer", show_legend=False,
+                                          show_inline_category=False)
                 raw = gr.Textbox(label="Generated text (with its markup)", elem_id="raw", interactive=False)
         submit.click(respond, inputs=[image, prompt], outputs=[text, boxes, raw], api_name="answer")
         prompt.submit(respond, inputs=[image, prompt], outputs=[text, boxes, raw])

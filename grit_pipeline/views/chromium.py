@@ -54,7 +54,10 @@ def find_chromium() -> str | None:
 class Chromium:
     """A headless Chromium with one page attached; ``call`` sends a DevTools command to that page."""
 
-    def __init__(self, binary: str | None = None, width: int = 1280, height: int = 900, timeout: float = 60.0):
+    def __init__(self, binary: str | None = None, width: int = 1280, height: int = 900, timeout: float = 60.0,
+                 allow_hosts: tuple[str, ...] = ()):
+        """``allow_hosts``: host names or addresses still resolved (e.g. ``127.0.0.1`` for a page a test serves);
+        every other host resolves to nothing."""
         self.binary = binary or find_chromium()
         if not self.binary:
             raise ChromiumError("no chromium binary found (apt-get install chromium)")
@@ -78,7 +81,11 @@ class Chromium:
             os.dup2(child_in, 3)
             os.dup2(child_out, 4)
 
-        args = [self.binary, *CHROMIUM_FLAGS, f"--user-data-dir={self._profile}", "--remote-debugging-pipe",
+        flags = list(CHROMIUM_FLAGS)
+        if allow_hosts:
+            flags = [f"--host-resolver-rules=MAP * ~NOTFOUND, {', '.join(f'EXCLUDE {h}' for h in allow_hosts)}"
+                     if flag.startswith("--host-resolver-rules=") else flag for flag in flags]
+        args = [self.binary, *flags, f"--user-data-dir={self._profile}", "--remote-debugging-pipe",
                 f"--window-size={width},{height}", "about:blank"]
         self._stderr = tempfile.TemporaryFile()
         self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
