@@ -202,8 +202,8 @@ def test_unfinished_shards_are_skipped(example, tmp_path):
     import shutil
     build = tmp_path / "build"
     shutil.copytree(example["build"], build)
-    for name in ("00000.parquet", "00000_rejects.parquet", "00000.tar", "00000_stats.json"):
-        shutil.copy(build / name, build / name.replace("00000", "00001"))
+    for name in ("00000.parquet", "_rejects/00000.parquet", "_webdataset/00000.tar", "_stats/00000.json"):
+        shutil.copy(build / name, build / name.replace("00000", "00001"))  # no _done/00001.done
     page = write_gallery(build, tmp_path / "g.html").read_text()
     assert "1 shard(s) without a .done marker were skipped" in page
     assert len(cards(page)) == 8
@@ -247,3 +247,58 @@ def test_cli_gallery(example, tmp_path, capsys):
     empty.mkdir()
     with pytest.raises(DatasetError, match="no shards found"):
         Dataset.open(empty)
+
+
+def test_gallery_of_grit_ground_output(tmp_path, capsys):
+    """`grit ground --images DIR -o out.jsonl` then `grit gallery out.jsonl`: every row a card, grounded pictures
+    embedded with their boxes where the row puts them, rejects with their reason, bad lines counted, not fatal."""
+    import random
+
+    from grit_pipeline.synth.captions import make_caption
+    from grit_pipeline.synth.scene import random_scene, render_scene
+
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    rng = random.Random(7)
+    for i in range(4):
+        scene = random_scene(rng)
+        render_scene(scene).save(folder / f"{i:03d}.png")
+        (folder / f"{i:03d}.txt").write_text(make_caption(rng, scene).text)
+    (folder / "broken.jpg").write_bytes(b"not a picture")
+    (folder / "broken.txt").write_text("a red square")
+    output = tmp_path / "out.jsonl"
+    assert grit_main(["ground", "--images", str(folder), "--output", str(output), "--device", "cpu"]) == 0
+    rows = [json.loads(line) for line in output.read_text().splitlines()]
+    with open(output, "a") as extra:  # a damaged line and a row whose picture has gone
+        extra.write("{not json\n")
+        extra.write(json.dumps({**rows[0], "key": "moved", "image": str(tmp_path / "gone.png")}) + "\n")
+    capsys.readouterr()
+    assert grit_main(["gallery", str(output)]) == 0
+    page_path = tmp_path / "out_gallery.html"
+    assert capsys.readouterr().out.strip() == str(page_path)
+    page = page_path.read_text()
+    shown = cards(page)
+    assert set(shown) == {row["key"] for row in rows} | {"moved"}
+    grounded = [row for row in rows if row["status"] == st.GROUNDED]
+    assert grounded and any(row["status"] == st.DECODE_ERROR for row in rows)
+    for row in grounded:
+        card = shown[row["key"]]
+        assert 'src="data:image/jpeg;base64,' in card and f'data-status="{st.GROUNDED}"' in card
+        styles = box_styles(card)
+        assert len(styles) == len(row["noun_chunks"])
+        for j, (_, _, x1, y1, x2, y2, _) in enumerate(row["noun_chunks"]):
+            assert styles[("kept", j)] == pytest.approx((100 * x1, 100 * y1, 100 * (x2 - x1), 100 * (y2 - y1)),
+                                                        abs=1e-3)
+    broken = shown["broken"]
+    assert f'data-status="{st.DECODE_ERROR}"' in broken and html.escape(rows[-1]["reason"]) in broken
+    assert "image cannot be decoded" in broken
+    assert "gone.png" in shown["moved"] and "<img" not in shown["moved"]
+    assert "1 line(s) of out.jsonl are not JSON objects" in page
+
+
+def test_gallery_refuses_a_file_that_is_not_ground_output(tmp_path, capsys):
+    table = tmp_path / "table.parquet"
+    table.write_bytes(b"PAR1 not json lines")
+    assert grit_main(["gallery", str(table)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "grit ground output" in err

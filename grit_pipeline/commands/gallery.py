@@ -1,4 +1,5 @@
-"""`grit gallery DIR`: a static HTML page of sampled images with their boxes, spans, scores and rejects."""
+"""`grit gallery DIR`: a static HTML page of sampled images with their boxes, spans, scores and rejects (DIR: a
+build, img2dataset shards, or the JSON lines `grit ground` writes)."""
 from __future__ import annotations
 
 import sys
@@ -11,7 +12,8 @@ def add_arguments(parser) -> None:
         DEFAULT_PER_PAGE, DEFAULT_SAMPLE, DEFAULT_THUMB_SIZE, STATUS_CHOICES,
     )
 
-    parser.add_argument("dir", help="a GRIT build (grit run output) or img2dataset shards (e.g. GrIT-20M download)")
+    parser.add_argument("dir", help="a GRIT build (grit run output), img2dataset shards (e.g. GrIT-20M download), "
+                                    "or a grit ground output file (JSON lines)")
     parser.add_argument("--sample", type=int, default=DEFAULT_SAMPLE,
                         help=f"how many samples to show, drawn uniformly at random (default {DEFAULT_SAMPLE})")
     parser.add_argument("--status", action="append", default=None, metavar="STATUS",
@@ -21,7 +23,8 @@ def add_arguments(parser) -> None:
                         help="draw boxes scoring below this as dropped (dashed, hidden until toggled); "
                              "default: every stored box is drawn as kept")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the sample (default 0)")
-    parser.add_argument("--out", default=None, help="output HTML file (default DIR/_gallery.html)")
+    parser.add_argument("--out", default=None, help="output HTML file (default DIR/_gallery.html; FILE_gallery.html beside a grit ground "
+                             "output FILE)")
     parser.add_argument("--per-page", type=int, default=DEFAULT_PER_PAGE,
                         help=f"samples per page (default {DEFAULT_PER_PAGE})")
     parser.add_argument("--thumb-size", type=int, default=DEFAULT_THUMB_SIZE,

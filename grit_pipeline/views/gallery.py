@@ -6,19 +6,24 @@ left/top/width/height are the record's normalised coordinates as percentages of 
 the right place at any zoom. Each noun chunk gets a colour; its boxes and its caption span share it, the
 referring expression is underlined in it, and a box's title (hover) gives chunk, expression and score.
 Rejected samples show their status, stage and reason, with the image when the input shard is on disk.
+
+Besides a dataset directory it reads what ``grit ground`` writes (``GroundOutput``: a JSON lines file, one row per
+input picture with its ``status`` and the ``image`` path), so your own pictures show the same way.
 """
 from __future__ import annotations
 
 import random
 import sys
 from collections import Counter
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from grit_pipeline import status as st
+from grit_pipeline.tar_reader import DEFAULT_MAX_MEMBER_BYTES
 from grit_pipeline.views.dataset import (
-    UNGROUNDED, Dataset, ViewSample, read_images,
+    UNGROUNDED, Dataset, DatasetError, ViewSample, clean_spans, read_images,
 )
 from grit_pipeline.views.html import (
     PALETTE, ImageUnavailable, data_uri, esc, fill_template, json_for_script, safe_link, thumbnail, write_atomic,
@@ -42,6 +47,112 @@ class DrawnBox:
     box: tuple[float, float, float, float]
     score: float
     colour: str
+
+
+@dataclass
+class PictureSample(ViewSample):
+    """A ``grit ground`` row: a view sample whose image is a file of its own."""
+
+    image_path: str | None = None
+
+
+# a line longer than this is not one grit ground wrote
+MAX_GROUND_LINE_BYTES = 16 * 1024 * 1024
+
+
+class GroundOutput:
+    """``grit ground``'s output file read as the gallery reads a dataset: every row a sample (its own status and
+    reason; a grounded row's spans validated as a build's are), its picture the file named by ``image`` (an
+    absolute path; a relative one is tried from the current folder, then from the output file's folder).
+    Unreadable lines are counted in ``notes``, never a stop."""
+
+    kind = "grit ground"
+    unfinished_shards: list = []
+
+    def __init__(self, path: Path):
+        self.root = path
+        self.notes: list[str] = []
+
+    @classmethod
+    def open(cls, path: str | Path) -> "GroundOutput":
+        path = Path(path)
+        try:
+            with open(path, "rb") as handle:
+                start = handle.read(1).lstrip()
+        except OSError as error:
+            raise DatasetError(f"{path}: cannot read ({error.strerror or error})") from None
+        if start and start != b"{":
+            raise DatasetError(f"{path}: not a dataset directory nor grit ground output (JSON lines)")
+        return cls(path)
+
+    def threshold(self) -> float | None:
+        return None  # grit ground writes no run file; its stderr names the threshold
+
+    def iter_samples(self, rejects: bool = True, progress: bool = False):
+        bad = 0
+        with open(self.root, "rb") as handle:
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    if len(line) > MAX_GROUND_LINE_BYTES:
+                        raise ValueError(f"longer than {MAX_GROUND_LINE_BYTES} bytes")
+                    row = json.loads(line)
+                    if not isinstance(row, dict):
+                        raise ValueError("not a JSON object")
+                except (ValueError, RecursionError):
+                    bad += 1
+                    continue
+                sample = self._sample(row, number)
+                if rejects or not sample.is_rejected:
+                    yield sample
+        if bad:
+            self.notes.append(f"{bad} line(s) of {self.root.name} are not JSON objects; left out")
+            print(f"warning: {self.root}: {bad} line(s) are not JSON objects; left out", file=sys.stderr)
+
+    def _sample(self, row: dict, number: int) -> PictureSample:
+        key = str(row.get("key") if row.get("key") is not None else f"line-{number}")
+        caption = row.get("caption")
+        problems: list[str] = []
+        if caption is not None and not isinstance(caption, str):
+            problems.append(f"caption is not text ({type(caption).__name__})")
+            caption = str(caption)
+        spans = {name: clean_spans(key, name, row.get(name), caption, problems)
+                 for name in ("noun_chunks", "ref_exps", "dropped_boxes")}
+        status = row.get("status") if isinstance(row.get("status"), str) else (
+            st.GROUNDED if spans["noun_chunks"] else st.NO_BOX)
+        size = {name: row[name] if isinstance(row.get(name), int) and not isinstance(row.get(name), bool) else None
+                for name in ("width", "height")}
+        return PictureSample(
+            key=key, status=status, caption=caption, url=_str(row.get("url")), **size, **spans,
+            reason=_str(row.get("reason")), stage=_str(row.get("stage")), shard=self.root.name,
+            problems=problems, image_path=self._image_path(row.get("image")),
+        )
+
+    def _image_path(self, value) -> str | None:
+        if not isinstance(value, str) or not value:
+            return None
+        path = Path(value)
+        if not path.is_absolute() and not path.exists():
+            path = self.root.parent / path
+        return str(path)
+
+
+def _str(value) -> str | None:
+    return None if value is None else str(value)
+
+
+def open_source(path: str | Path):
+    """A dataset directory (``Dataset``) or a ``grit ground`` output file (``GroundOutput``)."""
+    return GroundOutput.open(path) if Path(path).is_file() else Dataset.open(path)
+
+
+def default_gallery_path(path: str | Path) -> Path:
+    """Where the gallery of ``path`` goes without ``--out``: DIR/_gallery.html, or FILE_gallery.html beside FILE."""
+    path = Path(path)
+    if path.is_file():
+        return path.with_name(f"{path.stem}_gallery.html")
+    return path / DEFAULT_GALLERY_NAME
 
 
 def expand_statuses(statuses: Iterable[str] | None) -> set[str] | None:
@@ -239,11 +350,30 @@ def render_card(sample: ViewSample, image: tuple[str, int, int] | None, image_no
             f'</article>')
 
 
+def _read_picture(path: str) -> tuple[bytes | None, str | None]:
+    """A ``grit ground`` row's image file: (bytes, None) or (None, why not)."""
+    try:
+        size = Path(path).stat().st_size
+        if size > DEFAULT_MAX_MEMBER_BYTES:
+            return None, f"image not shown: {Path(path).name} is {size} bytes, over {DEFAULT_MAX_MEMBER_BYTES}"
+        return Path(path).read_bytes(), None
+    except OSError as error:
+        return None, f"image not available: {path}: {error.strerror or error}"
+
+
 def _embed_images(samples: Sequence[ViewSample], thumb_size: int) -> dict[int, tuple[tuple[str, int, int] | None, str | None]]:
     raw = read_images(samples)
     out = {}
     for i, sample in enumerate(samples):
         data = raw.get((sample.image_tar, sample.key))
+        if isinstance(sample, PictureSample):
+            if sample.image_path is None:
+                out[i] = (None, "image not available: the row names no image file")
+                continue
+            data, note = _read_picture(sample.image_path)
+            if data is None:
+                out[i] = (None, note)
+                continue
         if data is None:
             if sample.status == st.DOWNLOAD_ERROR:
                 note = "not downloaded"
@@ -275,6 +405,7 @@ def render_gallery(dataset: Dataset, samples: Sequence[ViewSample], *, all_count
         for name in sorted(all_counts, key=lambda n: (-all_counts[n], n))
     )
     notes = []
+    notes.extend(getattr(dataset, "notes", []))
     if dataset.unfinished_shards:
         notes.append(f"{len(dataset.unfinished_shards)} shard(s) without a .done marker were skipped "
                      f"(still being written or failed).")
@@ -305,19 +436,20 @@ def write_gallery(dir: str | Path, out: str | Path | None = None, *, sample: int
                   statuses: Iterable[str] | None = None, min_score: float | None = None, seed: int = 0,
                   per_page: int = DEFAULT_PER_PAGE, thumb_size: int = DEFAULT_THUMB_SIZE,
                   title: str | None = None, progress: bool = False) -> Path:
-    """Write the gallery of a dataset directory to ``out`` (default ``DIR/_gallery.html``); return its path."""
+    """Write the gallery of a dataset directory or a ``grit ground`` output file to ``out`` (default
+    ``DIR/_gallery.html``, ``FILE_gallery.html`` beside a file); return its path."""
     if sample < 0:
         raise ValueError("sample must be >= 0")
     if per_page < 1:
         raise ValueError("per_page must be >= 1")
     if min_score is not None and not 0.0 <= min_score <= 1.0:
         raise ValueError("min_score must be in [0, 1]")
-    dataset = Dataset.open(dir)
+    dataset = open_source(dir)
     wanted = expand_statuses(statuses)
     samples, all_counts, matching = sample_dataset(dataset, sample, wanted, seed, progress=progress)
     page = render_gallery(dataset, samples, all_counts=all_counts, matching=matching, per_page=per_page,
                           min_score=min_score, thumb_size=thumb_size, seed=seed, statuses=wanted, title=title)
-    out = Path(out) if out is not None else Path(dir) / DEFAULT_GALLERY_NAME
+    out = Path(out) if out is not None else default_gallery_path(dir)
     if progress:
         print(f"gallery: {len(samples)} samples, {len(page) / 1e6:.1f} MB", file=sys.stderr)
     return write_atomic(out, page)
