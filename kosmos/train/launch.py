@@ -55,6 +55,7 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
         raise ValueError("; ".join(problems))
     check_reporter(cfg.report_to)
     plan = make_plan(cfg)
+    cfg = plan.config  # from here on everything reads the plan
     if cfg.vision_init:
         check_vision_tower(cfg.vision_init, cfg.model_preset().vision_sizes())
     check_run_folder(cfg)
