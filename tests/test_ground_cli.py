@@ -181,7 +181,7 @@ def test_ground_gives_grit_runs_rows_for_the_same_samples(tmp_path, capsys):
     code, rows, _ = run_cli(["ground", "--images", str(folder), "--device", "cpu"], capsys)
     assert code == 0
     built = {r["key"]: r for r in pq.read_table(tmp_path / "grit" / "00000.parquet").to_pylist()}
-    rejected = {r["key"]: r for r in pq.read_table(tmp_path / "grit" / "00000_rejects.parquet").to_pylist()}
+    rejected = {r["key"]: r for r in pq.read_table(tmp_path / "grit" / "_rejects" / "00000.parquet").to_pylist()}
     assert {row["key"] for row in rows} <= set(built) | set(rejected)  # failed downloads have no image file
     assert any(row["status"] == status.GROUNDED for row in rows) and any(row["status"] != status.GROUNDED
                                                                          for row in rows)
