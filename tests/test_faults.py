@@ -21,6 +21,7 @@ import pytest
 from grit_pipeline import status as S
 from grit_pipeline.pipeline import run_pipeline
 from grit_pipeline.pipeline.preflight import WorkerError
+from tests.build_files import build_files
 from tests.test_pipeline import REPO, all_rows, clean_build, clean_world, local_config  # noqa: F401
 
 FAULTY = "grit_pipeline.fault_injection:FaultyDetector"
@@ -28,8 +29,8 @@ FAULTY = "grit_pipeline.fault_injection:FaultyDetector"
 
 def content(output: Path) -> dict[str, bytes]:
     """What a build holds for its users: rows, rejects and tar members (markers and stats record the run)."""
-    return {p.name: p.read_bytes() for p in sorted(Path(output).iterdir())
-            if p.name.endswith((".parquet", ".tar")) and not p.name.startswith("_")}
+    return {name: p.read_bytes() for name, p in build_files(output).items()
+            if name.endswith((".parquet", ".tar")) and not p.name.startswith("_")}
 
 
 def faulty_config(world, output, state_dir, fault, **changes):
@@ -82,7 +83,7 @@ def test_local_a_fault_of_the_machine_stops_the_run_and_a_rerun_finishes_it(clea
     line = str(stopped.value)
     assert "\n" not in line and line.startswith("shard 00001 stopped by a fault of the machine"), line
     assert "Rerun the same command to finish the build" in line
-    assert sorted(p.name for p in output.glob("*.done")) == ["00000.done"]  # shard 00001: nothing committed
+    assert sorted(p.name for p in output.glob("_done/*.done")) == ["00000.done"]  # shard 00001: nothing committed
     no_fault_rejects(output)
     summary = run_pipeline(config)  # the rerun (the fault was in the first process only)
     assert summary.shards_skipped == ["00000"] and summary.shards_written == ["00001", "00002"]
@@ -94,7 +95,7 @@ def test_local_out_of_memory_halves_the_batch_and_counts_it(clean_world, clean_b
     output = tmp_path / "grit"
     run_pipeline(faulty_config(clean_world, output, tmp_path / "state", "oom", options={"above": 2}))
     assert content(output) == content(clean_build)
-    splits = [json.loads((output / f"{s}_stats.json").read_text())["faults"].get("oom_splits", 0)
+    splits = [json.loads((output / "_stats" / f"{s}.json").read_text())["faults"].get("oom_splits", 0)
               for s in ("00000", "00001", "00002")]
     assert all(n >= 1 for n in splits), splits
     assert json.loads((output / "_stats.json").read_text())["faults"]["oom_splits"] == sum(splits)
@@ -109,7 +110,7 @@ def test_local_a_process_that_dies_mid_shard_leaves_nothing_and_a_rerun_finishes
             "--detector-option", f"state_dir={tmp_path / 'state'}"]
     died = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert died.returncode == 3, died.stderr[-2000:]
-    assert sorted(p.name for p in output.glob("*.done")) == ["00000.done"]
+    assert sorted(p.name for p in output.glob("_done/*.done")) == ["00000.done"]
     rerun = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert content(output) == content(clean_build)
@@ -139,7 +140,7 @@ def test_storage_that_keeps_failing_fails_the_shard_cleanly(clean_world, tmp_pat
     output = tmp_path / "grit"
     with pytest.raises(StorageError, match="failed 2 times, last: OSError: 503 SlowDown"):
         run_pipeline(local_config(clean_world, f"flaky://{output}", storage_retries=2, storage_backoff_s=0.001))
-    assert not list(output.glob("*.done"))
+    assert not list(output.glob("_done/*.done"))
 
 
 # --- Ray ---------------------------------------------------------------------------------------------------------
@@ -239,7 +240,7 @@ def test_ray_replacements_are_bounded_then_the_run_stops_in_one_line(shared_ray,
         run_pipeline(config)
     line = str(stopped.value)
     assert "\n" not in line and "--max-actor-replacements 1 are used up" in line and "CUDA error" in line, line
-    assert not list(output.glob("*.done"))
+    assert not list(output.glob("_done/*.done"))
     no_fault_rejects(output)
     healthy = config.replace(detector_options={"score": "hash", "fault": "device_lost", "after": "0",
                                                "times": "0", "state_dir": str(tmp_path / "state")})

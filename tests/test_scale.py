@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 from fsspec.implementations.memory import MemoryFileSystem
 
-from grit_pipeline.pipeline import PipelineConfig
+from grit_pipeline.pipeline import PipelineConfig, layout
 from grit_pipeline.pipeline.ingest import InputShard, iter_input_shard, read_input_shard
 from grit_pipeline.pipeline.parts import PartLedger
 from grit_pipeline.pipeline.plan import plan_shards
@@ -92,7 +92,7 @@ def ten_thousand_shards():
             fs.pipe_file(f"{root}/{name}", data)
             files[name] = len(data)
         marker = {"shard": shard, "samples": 1, "params": params, "files": files}
-        fs.pipe_file(f"{root}/{shard}.done", json.dumps(marker).encode())
+        fs.pipe_file(f"{root}/{layout.done_name(shard)}", json.dumps(marker).encode())
     yield config, sink, shards, params, fs, root
     _forget(fs, root)
 
@@ -107,14 +107,15 @@ def _forget(fs, root):
 def test_planning_10000_shards_is_one_listing_and_one_read_per_marker(ten_thousand_shards):
     config, sink, shards, params, fs, root = ten_thousand_shards
     # two shards changed after their commit: one file truncated, one marker from other parameters
-    fs.pipe_file(f"{root}/00007.tar", b"")
+    fs.pipe_file(f"{root}/{layout.tar_name('00007')}", b"")
     stale = {"shard": "00042", "samples": 1, "params": {**params, "box_threshold": 0.5}, "files": {}}
-    fs.pipe_file(f"{root}/00042.done", json.dumps(stale).encode())
+    fs.pipe_file(f"{root}/{layout.done_name('00042')}", json.dumps(stale).encode())
     CountingMemoryFS.calls.clear()
     done, todo = plan_shards(sink, shards, {s: params for s in shards})
     assert todo == ["00007", "00042"] and len(done) == 9_998
     calls = dict(CountingMemoryFS.calls)
-    assert calls.get("ls") == 1, calls                         # one listing gives every file's size
+    # one listing of the build and one of each layout sub-folder give every file's size
+    assert calls.get("ls") == 1 + len(layout.SUBFOLDERS), calls
     assert calls.get("read", 0) + calls.get("open", 0) == 10_000, calls   # one read per marker
     assert not calls.get("info") and not calls.get("exists"), calls       # never a request per file
 
@@ -127,14 +128,16 @@ def test_grit_stats_reads_each_file_once(ten_thousand_shards, capsys):
 
     config, sink, shards, params, fs, root = ten_thousand_shards
     small = "/grit-stats-test"
-    for name in fs.ls(root, detail=False)[:5 * 300]:  # 300 shards are enough to count per-shard requests
-        fs.pipe_file(f"{small}/{name.rsplit('/', 1)[-1]}", fs.cat_file(name))
+    for path in fs.find(root):  # 300 shards are enough to count per-shard requests
+        name = path[len(root) + 1:]
+        if name.rsplit("/", 1)[-1] < "00300":
+            fs.pipe_file(f"{small}/{name}", fs.cat_file(path))
     CountingMemoryFS.calls.clear()
     stats.run(argparse.Namespace(output=f"countmem://{small}", json=True, top=5))
     calls = dict(CountingMemoryFS.calls)
-    shards_there = len([n for n in fs.ls(small, detail=False) if n.endswith(".done")])
+    shards_there = len([n for n in fs.ls(f"{small}/{layout.DONE_DIR}", detail=False) if n.endswith(".done")])
     reads = calls.get("read", 0) + calls.get("open", 0)
-    assert calls.get("ls", 0) <= 2 and reads <= 4 * shards_there + 2, (calls, shards_there)
+    assert calls.get("ls", 0) <= 2 + len(layout.SUBFOLDERS) and reads <= 4 * shards_there + 2, (calls, shards_there)
     _forget(fs, small)
 
 
@@ -186,8 +189,10 @@ def test_a_crafted_marker_makes_its_shard_rebuild_not_the_run_fail(tmp_path):
     sink, params = BuildSink(config), config.params_through("write")
     for shard, text in (("00000", "[" * 100_000 + "]" * 100_000),
                         ("00001", '{"params": NaN, "files": {"00001.tar": Infinity}}')):
-        (tmp_path / f"{shard}.done").write_text(text)
+        (tmp_path / layout.done_name(shard)).parent.mkdir(exist_ok=True)
+        (tmp_path / layout.done_name(shard)).write_text(text)
         for name in sink.files(shard):
+            (tmp_path / name).parent.mkdir(exist_ok=True)
             (tmp_path / name).write_bytes(b"x")
     assert plan_shards(sink, ["00000", "00001"], {"00000": params, "00001": params}) == ([], ["00000", "00001"])
     assert not sink.is_done("00000", params) and not sink.is_done("00001", params)
