@@ -1,6 +1,6 @@
 """Boxes and their phrases drawn into the picture itself (PIL), for ``grit ground --draw`` and the Kosmos-2 chat and
 demo page: one colour per phrase (the gallery's palette), each box's outline in it and the phrase on a filled label
-at the box's top left corner."""
+just above the box's top left corner."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -48,12 +48,21 @@ def draw_entities(image: Image.Image, entities: Sequence[Entity]) -> Image.Image
             draw.rectangle([left, top, right, bottom], outline=colour, width=line)
             label = phrase[:MAX_LABEL_CHARS]
             if label:
-                # the label sits inside the box below its top edge, so the outline's pixels stay the box colour
-                tx, ty = left + line, top + line
-                bounds = draw.textbbox((tx, ty), label, font=font)
-                draw.rectangle([bounds[0] - 1, bounds[1] - 1, bounds[2] + 1, bounds[3] + 1], fill=colour)
-                draw.text((tx, ty), label, fill=_text_colour(colour), font=font)
+                _label(draw, label, colour, font, (left, top, right, bottom), line, (width, height))
     return canvas
+
+
+def _label(draw, text, colour, font, box, line, size) -> None:
+    """The phrase on a filled label just above the box's top left corner (inside the box when there is no room
+    above), kept within the image."""
+    left, top, _, _ = box
+    width, height = size
+    x0, y0, x1, y1 = draw.textbbox((0, 0), text, font=font)
+    text_w, text_h = x1 - x0 + 2, y1 - y0 + 2
+    x = min(max(0, left), max(0, width - text_w))
+    y = top - text_h if top - text_h >= 0 else top + line
+    draw.rectangle([x, y, x + text_w - 1, y + text_h - 1], fill=colour)
+    draw.text((x + 1 - x0, y + 1 - y0), text, fill=_text_colour(colour), font=font)
 
 
 def _text_colour(background: tuple[int, int, int]) -> tuple[int, int, int]:

@@ -556,8 +556,8 @@ _PAGE = """<!DOCTYPE html>
 <body>
 <h1>{title}</h1>
 <p class="facts">{facts}</p>
-<details><summary>{total} samples in the directory, by status</summary>
-<table class="counts"><tr><th>status</th><th>in directory</th><th>shown</th></tr>{count_rows}</table></details>
+<details><summary>{total} samples in the source, by status</summary>
+<table class="counts"><tr><th>status</th><th>in the source</th><th>shown</th></tr>{count_rows}</table></details>
 {notes}
 <div class="bar"><button class="prev" type="button">&larr; prev</button><span class="pageinfo"></span>
 <button class="next" type="button">next &rarr;</button><label>go to page <select class="jump"></select></label>
