@@ -12,7 +12,7 @@ from kosmos import checkpoint as ckpt
 from kosmos.mix import parse_mix
 from kosmos.sources import SourceError
 from kosmos.toydata import write_toy_refcoco, write_toy_shards
-from kosmos.train import PlanChangedError, TrainConfig, make_plan, read_log, train
+from kosmos.train import PlanChangedError, TrainConfig, TrainPlan, make_plan, read_log, train
 from kosmos.train.plan import plan_lines
 
 torch.set_num_threads(1)
@@ -62,6 +62,7 @@ def test_plan_of_an_instruct_run_records_where_each_setting_comes_from(tmp_path,
     assert plan.model["init"] == "model" and "connector" not in plan.model  # an --init model keeps its own
     with pytest.raises(AttributeError):  # frozen
         plan.sources = ()
+    assert TrainPlan.from_dict(json.loads(json.dumps(plan.to_dict()))) == plan  # as plan.json and Ray workers read it
 
 
 def test_plan_of_a_tiny_pretraining_run_takes_the_presets_shares_weights_and_data_defaults(tmp_path):
