@@ -137,6 +137,9 @@ def run(args) -> int:
     if not 0 < args.port < 65536:
         print(f"kosmos demo: --port {args.port}: choose a port in 1..65535", file=sys.stderr)
         return 2
+    if args.max_new_tokens < 1:
+        print(f"kosmos demo: --max-new-tokens {args.max_new_tokens}: give 1 or more", file=sys.stderr)
+        return 2
     from kosmos.evaluate.model import load_model, resolve_device
 
     model, processor = load_model(args.model, resolve_device(args.device))

@@ -72,6 +72,14 @@ def test_demo_without_gradio_says_how_to_install(monkeypatch, capsys, tmp_path):
     assert code == 2 and err == "kosmos demo needs gradio: pip install 'grit[demo]'"
 
 
+@pytest.mark.parametrize("flags, message", [(["--port", "0"], "--port 0"),
+                                             (["--max-new-tokens", "0"], "--max-new-tokens 0")])
+def test_demo_settings_out_of_range_are_one_line(flags, message, tmp_path, capsys, no_hub):
+    code = kosmos_main(["demo", "--model", str(tmp_path), *flags])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and message in err
+
+
 # ---- the page in headless Chromium ----------------------------------------------------------------------------
 
 QUESTION = "what is in the picture"
