@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.build_files import done_names, temp_files
 from tests.test_pipeline import NOOP_FLAGS, REPO, all_rows, snapshot
 from tests.test_pipeline_ray import make_worlds
 
@@ -79,7 +80,7 @@ def _check_build(output: Path, reference: Path, keys: int) -> None:
     grit, rejects = all_rows(output)
     got = [r["key"] for r in grit + rejects]
     assert len(got) == len(set(got)) == keys
-    assert not (output / "_parts").exists() and not list(output.glob("*.tmp-*"))
+    assert not (output / "_parts").exists() and not temp_files(output)
 
 
 def test_driver_killed_mid_run_then_rerun_on_the_worker_nodes(cluster, worlds, tmp_path):
@@ -92,7 +93,7 @@ def test_driver_killed_mid_run_then_rerun_on_the_worker_nodes(cluster, worlds, t
     killed = _grit_run(ray_cluster.address, root / "broken", output, {"GRIT_FAULT_INJECTION": "1", "GRIT_FAULT_KILL_DRIVER_AFTER_COMMITS": "1"})
     code, _, err = _finish(killed)
     assert code == -signal.SIGKILL, err[-3000:]
-    done = len(list(output.glob("*.done")))
+    done = len(done_names(output))
     assert 1 <= done
     code, _, err = _finish(_grit_run(ray_cluster.address, root / "broken", output))
     assert code == 0, err[-4000:]

@@ -12,6 +12,7 @@ import sys
 import pytest
 
 from grit_pipeline.pipeline import run_pipeline, run_stage
+from tests.build_files import done_names, temp_files
 from tests.fixtures_shards import healthy_samples, write_broken_world, write_shard
 from tests.test_pipeline import NOOP_FLAGS, REPO, all_rows, local_config, snapshot
 
@@ -97,11 +98,11 @@ def test_kill_9_of_the_ray_driver_then_rerun(worlds, tmp_path):
     killed = subprocess.run(args, cwd=REPO, env={**env, "GRIT_FAULT_INJECTION": "1", "GRIT_FAULT_KILL_DRIVER_AFTER_COMMITS": "1"},
                             capture_output=True, text=True, timeout=300)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
-    assert list(output.glob("*.done"))
+    assert done_names(output)
     rerun = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert snapshot(output) == snapshot(local["clean"])
-    assert not (output / "_parts").exists() and not list(output.glob("*.tmp-*"))
+    assert not (output / "_parts").exists() and not temp_files(output)
 
 
 @pytest.mark.slow
