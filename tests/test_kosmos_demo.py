@@ -38,12 +38,17 @@ def test_missing_local_model_folder_is_one_line_never_a_hub_id(argv, model, tmp_
         assert "nearest existing folder: kosmos_out" in err
 
 
-def test_hub_like_names_are_left_to_transformers():
+def test_hub_like_names_are_left_to_transformers(tmp_path, monkeypatch):
     from kosmos.evaluate.model import check_model_path, looks_local
 
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "kosmos_out").mkdir()
     assert not looks_local("gpt2")  # a bare name may be a Hub id: not refused here
     check_model_path("gpt2")
+    assert not looks_local("microsoft/kosmos-2-patch14-224")   # owner/name, no local folder "microsoft"
+    check_model_path("microsoft/kosmos-2-patch14-224")
     assert looks_local("kosmos_out/nope") and looks_local("./x") and looks_local("/abs/x") and looks_local("~/x")
+    assert looks_local("runs/a/b")
 
 
 def test_shown_answer_colours_phrases_and_places_boxes_in_pixels():

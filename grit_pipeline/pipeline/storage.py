@@ -95,6 +95,8 @@ class Folder:
                 yield staging
                 staging.flush()
                 fault_injection.maybe_kill("at_rename")
+                if "/" in name:  # (filesystems with real folders need the layout sub-folder; object stores ignore it)
+                    self.makedirs(name.rsplit("/", 1)[0])
                 _retry(f"upload {self.path(name)}", lambda: self.fs.put_file(staging.name, self.path(name)))
             return
         final = self.path(name)

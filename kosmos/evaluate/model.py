@@ -23,9 +23,12 @@ class MissingModelError(FileNotFoundError):
 
 def looks_local(path: str) -> bool:
     """Whether ``path`` names a folder on this machine rather than a Hub id: it exists, starts with ``.``, ``/``
-    or ``~``, or holds a path separator (``kosmos_out/nope``). A bare name (``gpt2``) may be a Hub id."""
-    text = str(path)
-    return Path(text).expanduser().exists() or text.startswith((".", "/", "~")) or "/" in text or os.sep in text
+    or ``~``, has more than one path separator, or is ``a/b`` where ``a`` is a local folder (``kosmos_out/nope``
+    beside ``kosmos_out/``). A Hub id (``gpt2``, ``microsoft/kosmos-2-patch14-224``) is left to transformers."""
+    text = str(path).replace(os.sep, "/")
+    if Path(text).expanduser().exists() or text.startswith((".", "/", "~")) or text.count("/") > 1:
+        return True
+    return "/" in text and Path(text.split("/", 1)[0]).is_dir()
 
 
 def check_model_path(path: str, flag: str = "--model") -> None:
