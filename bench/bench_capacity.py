@@ -21,7 +21,7 @@ Per stage, for each size (after a warm-up shard that pays the imports and the mo
 * ``expand``: ``ExpandStage`` (threshold, ``assemble_record`` and the grounded text);
 * ``serialize``: ``serialize.grounded_text`` alone, called again on the grounded samples (a part of
   ``expand``; ``expand_without_serialize`` is the difference);
-* ``write``: ``BuildSink.write`` of the shard to local disk (parquet, tar, rejects, stats, ``.done``; each
+* ``write``: ``BuildSink.write`` of the shard to local disk (parquet, tar, rejects, stats, the marker; each
   file fsynced).
 
 ``cpu_s`` is ``time.process_time()`` (all threads of this process), ``wall_s`` ``time.perf_counter()``.
@@ -64,6 +64,8 @@ from typing import Any
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
+
+from grit_pipeline.pipeline import layout
 
 SIZES = tuple(int(n) for n in os.environ.get("GRIT_BENCH_CAPACITY_SIZES", "1000,4000").split(","))
 REPEATS = int(os.environ.get("GRIT_BENCH_CAPACITY_REPEATS", "2"))
@@ -212,7 +214,7 @@ def measure_shard(config, stages, input_dir: Path, output_dir: Path) -> dict[str
     sink = BuildSink(config)
     clock.timed("write", sink.write, SHARD, samples, config.params_through("write"), source.describe(SHARD))
     statuses = Counter(s["status"] for s in samples)
-    files = {name: (output_dir / name).stat().st_size for name in [*sink.files(SHARD), f"{SHARD}.done"]}
+    files = {name: (output_dir / name).stat().st_size for name in [*sink.files(SHARD), layout.done_name(SHARD)]}
     return {"samples": len(samples), "statuses": dict(sorted(statuses.items())),
             "cpu_s": {k: round(v, 4) for k, v in clock.cpu.items()},
             "wall_s": {k: round(v, 4) for k, v in clock.wall.items()},
@@ -459,13 +461,14 @@ def run() -> dict:
         extra_grounded, extra_rejected = grounded[big] - grounded[small], rejected[big] - rejected[small]
         by_kind = {
             "grounded_share": {str(n): round(grounded[n] / results[n]["samples"], 4) for n in SIZES},
-            "tar_bytes_per_grounded": round((out_big[f"{SHARD}.tar"] - out_small[f"{SHARD}.tar"]) / extra_grounded, 1),
+            "tar_bytes_per_grounded": round((out_big[layout.tar_name(SHARD)] - out_small[layout.tar_name(SHARD)])
+                                            / extra_grounded, 1),
             "parquet_bytes_per_grounded": round(
                 (out_big[f"{SHARD}.parquet"] - out_small[f"{SHARD}.parquet"]) / extra_grounded, 1),
             "rejects_bytes_per_reject": round(
-                (out_big[f"{SHARD}_rejects.parquet"] - out_small[f"{SHARD}_rejects.parquet"]) / extra_rejected, 1)
+                (out_big[layout.rejects_name(SHARD)] - out_small[layout.rejects_name(SHARD)]) / extra_rejected, 1)
             if extra_rejected else None,
-            "per_shard_files_bytes": {k: out_big[k] for k in (f"{SHARD}_stats.json", f"{SHARD}.done")},
+            "per_shard_files_bytes": {k: out_big[k] for k in (layout.stats_name(SHARD), layout.done_name(SHARD))},
         }
         requests = count_requests(work, pool, inputs[small][0])
         return {

@@ -12,7 +12,7 @@
   images), so the fixed costs (imports, Ray, actors) cancel. Target: <= 50 MB per million samples.
 
 ``resume_on_slow_storage`` (b): a finished build of BUILD_SHARDS shards (written once with the local
-  filesystem, every file a real build has, ``.done`` markers as the sink writes them; cached under
+  filesystem, every file a real build has (``pipeline.layout``), markers as the sink writes them; cached under
   CACHE_DIR), read through ``slow30://``, this file's fsspec filesystem: the local one plus LATENCY_S (30 ms)
   per request, every request counted (a listing is one request per LIST_PAGE names, as S3 and GCS list 1,000
   keys a page; reading an opened file is free). Measured, wall seconds and requests:
@@ -37,6 +37,7 @@ passed on), so ``PYTHONPATH=/tmp/grit_before python bench/bench_scale.py`` measu
 """
 from __future__ import annotations
 
+
 import argparse
 import contextlib
 import functools
@@ -54,6 +55,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+from grit_pipeline.pipeline import layout
 
 HERE = Path(__file__).resolve().parent
 
@@ -398,32 +401,36 @@ def ensure_build(params: dict) -> tuple[Path, Path]:
         files = {}
         buffer = io.BytesIO()
         pq.write_table(pa.Table.from_pylist(grounded, schema=grit_parquet.SCHEMA), buffer, compression="zstd")
-        files[f"{shard}.parquet"] = buffer.getvalue()
+        files[layout.pairs_name(shard)] = buffer.getvalue()
         buffer = io.BytesIO()
         with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
             for row in grounded:
                 _add(tar, f"{row['key']}.jpg", b"\xff\xd8\xff\xd9")
                 _add(tar, f"{row['key']}.json", json.dumps(row, sort_keys=True).encode())
-        files[f"{shard}.tar"] = buffer.getvalue()
+        files[layout.tar_name(shard)] = buffer.getvalue()
         buffer = io.BytesIO()
         pq.write_table(pa.Table.from_pylist(rejected, schema=rejects.SCHEMA), buffer, compression="zstd")
-        files[f"{shard}_rejects.parquet"] = buffer.getvalue()
-        files[f"{shard}_stats.json"] = json.dumps(stats, indent=1, sort_keys=True).encode()
+        files[layout.rejects_name(shard)] = buffer.getvalue()
+        files[layout.stats_name(shard)] = json.dumps(stats, indent=1, sort_keys=True).encode()
         for name, data in files.items():
+            (full / name).parent.mkdir(exist_ok=True)
             (full / name).write_bytes(data)
         # The marker exactly as shards._Sink._mark_done writes it: the sink's files in its order, their sizes.
         sizes = {name: len(files[name]) for name in (w.filename(shard) for w in DEFAULT_WRITERS)}
         marker = {"shard": shard, "samples": stats["samples"], "params": params, "files": sizes}
-        (full / f"{shard}.done").write_bytes(json.dumps(marker, sort_keys=True).encode("utf-8"))
+        (full / layout.DONE_DIR).mkdir(exist_ok=True)
+        (full / layout.done_name(shard)).write_bytes(json.dumps(marker, sort_keys=True).encode("utf-8"))
         samples += stats["samples"]
     run_info = {"mode": "fused", "params": params, "engine": "ray", "ray_address": None, "finished": True,
                 "last_run": {"output": "", "shards_total": BUILD_SHARDS, "shards_written": BUILD_SHARDS,
                              "shards_skipped": 0, "samples": samples}, "versions": {}, "command": ["bench_scale"]}
     (full / "_run.json").write_text(json.dumps(run_info, indent=1, sort_keys=True))
     subset.mkdir()
-    for path in sorted(full.iterdir()):
-        if path.name.startswith("_") or int(path.name[:5]) < SUBSET:
-            shutil.copyfile(path, subset / path.name)
+    for path in sorted(p for p in full.rglob("*") if p.is_file()):
+        name = path.relative_to(full)
+        if (path.parent == full and path.name.startswith("_")) or int(path.name[:5]) < SUBSET:
+            (subset / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, subset / name)
     (subset / "READY").write_text("ok")
     (root / "READY").write_text("ok")
     _log(f"resume: build of {BUILD_SHARDS:,} shards written in {time.perf_counter() - started:.1f} s ({root})")
@@ -581,7 +588,7 @@ def child_commit(input_dir: str, shard: str) -> dict:
     peak, maxrss, _ = _rusage()
     return {"samples": result["samples"], "parts": len(names), "baseline_rss_mb": round(baseline_rss, 1),
             "peak_rss_after_staging_mb": round(staged_peak, 1), "peak_rss_mb": round(peak, 1),
-            "build_tar_mb": round(os.path.getsize(os.path.join(output, f"{shard}.tar")) / MB, 1)}
+            "build_tar_mb": round(os.path.getsize(os.path.join(output, layout.tar_name(shard))) / MB, 1)}
 
 
 def part_worker() -> dict:
