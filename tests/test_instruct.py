@@ -302,6 +302,26 @@ def test_rerun_skips_done_shards_and_changed_parameters_are_refused(builds, tmp_
     assert len(summary.shards_written) == 4 and snapshot(output) != snapshot(local)
 
 
+def test_a_build_of_the_previous_layout_gives_the_same_conversations(builds, tmp_path):
+    """A build grit run left in its previous layout (tars, rejects, stats and markers beside the rows) is read
+    as well: its rejects files are not shards of records, and every record gives what it gives today."""
+    root, build, local, _ = builds
+    old = tmp_path / "old"
+    old.mkdir()
+    for name, path in build_files(build).items():
+        (old / layout.previous_name(name)).write_bytes(path.read_bytes())
+    assert (old / "00000.tar").is_file() and (old / "00000_rejects.parquet").is_file()
+    output = tmp_path / "out"
+    summary = run_instruct(InstructConfig(input=str(old), output=str(output), engine="local", progress=False))
+    assert summary.shards_written == ["00000", "00001", "00002", "00003"]
+    assert accounted(output) == accounted(local)
+
+    def shards(folder):  # (stats and markers record the input folder, which differs)
+        return {n: v for n, v in snapshot(folder).items() if not n.startswith((layout.STATS_DIR, layout.DONE_DIR))}
+
+    assert len(shards(local)) == 3 * 4 and shards(output) == shards(local)   # index, tar and rejects per shard
+
+
 def test_paper_spelling_and_the_grit20m_download_layout(tmp_path):
     from tests.fixtures_views import write_example_grit20m
 
