@@ -24,7 +24,8 @@ def build_files(folder) -> dict[str, Path]:
 
 def done_names(folder) -> list[str]:
     """The relative names of the shard markers in a build or stage folder (``_done/00000.done``), sorted."""
-    return sorted(f"{layout.DONE_DIR}/{path.name}" for path in Path(folder).glob(f"{layout.DONE_DIR}/*{layout.DONE_SUFFIX}"))
+    markers = Path(folder).glob(f"{layout.DONE_DIR}/*{layout.DONE_SUFFIX}")
+    return sorted(f"{layout.DONE_DIR}/{path.name}" for path in markers)
 
 
 def temp_files(folder) -> list[Path]:

@@ -332,7 +332,8 @@ def test_input_and_output_as_fsspec_urls(clean_world, clean_build, tmp_path):
     ours, reference = snapshot(output), snapshot(clean_build)
     data_files = [n for n in reference if n.endswith((".parquet", ".tar"))]
     assert len(data_files) == 9 and all(ours[n] == reference[n] for n in data_files)
-    assert json.loads((output / layout.stats_name("00000")).read_text())["input"] == "memory://pipeline-test-shards/00000"
+    stats = json.loads((output / layout.stats_name("00000")).read_text())
+    assert stats["input"] == "memory://pipeline-test-shards/00000"
     # an object-store-like output (no rename there): same bytes, markers written
     run_pipeline(local_config(clean_world, "memory://pipeline-test-out"))
     assert sorted(p.removeprefix("/pipeline-test-out/") for p in memory.find("/pipeline-test-out")) == sorted(
