@@ -168,11 +168,18 @@ def card_markdown(url: str, data: dict[str, Any], license_note: str = DEFAULT_LI
 
 def write_card(url: str, license: str = DEFAULT_LICENSE, source_datasets: list[str] | None = None,
                license_note: str = DEFAULT_LICENSE_NOTE) -> list[str]:
-    """Write ``.huggingface.yaml`` and ``_README.md`` into the build (atomically); returns their names."""
+    """Write ``.huggingface.yaml`` and ``_README.md`` into the build (atomically, only where they change);
+    returns their names."""
     import yaml
 
     data = card_data(url, license=license, source_datasets=source_datasets)
     folder = Folder(url)
-    folder.write_bytes(CARD_YAML, yaml.safe_dump(data, sort_keys=False).encode("utf-8"))
-    folder.write_bytes(CARD_README, card_markdown(url, data, license_note).encode("utf-8"))
+    for name, content in ((CARD_YAML, yaml.safe_dump(data, sort_keys=False).encode("utf-8")),
+                          (CARD_README, card_markdown(url, data, license_note).encode("utf-8"))):
+        try:
+            unchanged = folder.read_bytes(name) == content
+        except FileNotFoundError:
+            unchanged = False
+        if not unchanged:   # (a resume that changed nothing leaves the card's files as they were)
+            folder.write_bytes(name, content)
     return [CARD_YAML, CARD_README]
