@@ -242,3 +242,13 @@ def test_demo_page_upload_ask_and_see_the_grounded_answer(demo_server, tmp_path)
     assert Image.open(shot).size == (1280, 900)
     if os.environ.get("KOSMOS_DEMO_SCREENSHOT"):  # docs/screenshots/kosmos-demo.png is made this way (docs/demo.md)
         shutil.copyfile(shot, os.environ["KOSMOS_DEMO_SCREENSHOT"])
+
+
+def test_kosmos_train_init_of_a_missing_local_folder_is_one_line(tmp_path, monkeypatch, capsys, no_hub):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "data").mkdir()
+    code = kosmos_main(["train", "--data", "data", "--output", "out", "--init", "runs/nope"])
+    err = capsys.readouterr().err.strip()
+    assert code != 0 and len(err.splitlines()) == 1, err
+    assert "--init runs/nope: the local folder does not exist" in err

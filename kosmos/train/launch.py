@@ -53,6 +53,12 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
     problems = cfg.number_problems() + data.number_problems()
     if problems:
         raise ValueError("; ".join(problems))
+    from kosmos.evaluate.model import check_model_path
+
+    for flag, path in (("--init", cfg.init), ("--tokenizer", cfg.tokenizer),
+                       ("--vision-init", cfg.vision_init)):
+        if path:
+            check_model_path(path, flag)   # a missing local folder in one line, never a Hub lookup
     check_reporter(cfg.report_to)
     plan = make_plan(cfg)
     cfg = plan.config  # from here on everything reads the plan
