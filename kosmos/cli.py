@@ -80,7 +80,7 @@ def _missing_inputs(command: str, args, shots) -> str | None:
     for k in shots:
         if k < 0:
             return f"kosmos {command} {args.task}: --shots {k}: shot counts are 0 or more"
-        if k and task.shots == (0,):
+        if k and task.demonstrations == "none":  # (the cross-modal tasks take --train demonstrations)
             return f"kosmos {command} {args.task}: the task is zero-shot only (Kosmos-1 section 4)"
         missing = [need for need in task.shot_needs if k and not getattr(args, need)]
         if missing:

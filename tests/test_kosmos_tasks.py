@@ -296,3 +296,14 @@ def test_the_suite_runs_every_task_whose_files_are_present(tmp_path, files, mode
     table = (out / "results.md").read_text().splitlines()
     assert table[0] == "| task | metric | 0-shot | 1-shot |" and len(table) == 2 + len(RECORDS) + 1
     assert (out / "shots.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cross_modal_tasks_take_demonstrations_from_train_as_documented(tmp_path, capsys):
+    from kosmos.cli import main
+
+    out = tmp_path / "out"
+    # few-shot memorycolor is allowed (its docs: --shots k with --train), so without --train it asks for it
+    code = main(["eval", "memorycolor", "--model", str(tmp_path / "no-model"), "--annotations", str(tmp_path),
+                 "--shots", "0", "2", "--output", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.strip() == "kosmos eval memorycolor: 2-shot memorycolor needs --train (demonstrations)"
