@@ -158,8 +158,8 @@ def check_vision_tower(source: str | Path, sizes: dict[str, int]):
     # transformers reads any config with a vision part (a Kosmos-2's too) as a CLIP vision config, then leaves
     # every weight it cannot match at random: only a CLIP is taken
     if kind not in CLIP_MODEL_TYPES:
-        raise ValueError(f"--vision-init {source}: a {kind or 'untyped'} model, not a CLIP (model_type "
-                         f"{' or '.join(CLIP_MODEL_TYPES)})")
+        what = f"a {kind} model" if kind else "no model_type"
+        raise ValueError(f"--vision-init {source}: {what}, not a CLIP (model_type {' or '.join(CLIP_MODEL_TYPES)})")
     differ = [f"{name} {getattr(config, name)} (the model's {sizes[name]})" for name in VISION_SIZES
               if getattr(config, name) != sizes[name]]
     if differ:

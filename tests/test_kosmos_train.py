@@ -383,9 +383,11 @@ def test_vision_init_starts_the_vit_from_a_clip_tower(shards, tmp_path):
     for overrides, message in (
             (dict(image_size=None, patch_size=None), "does not fit the model: image_size 32 (the model's 64), "
                                                      "patch_size 16 (the model's 8)"),
-            (dict(vision_init=str(tmp_path / "nowhere")), "not a loadable CLIP vision model")):
+            (dict(vision_init=str(tmp_path / "empty")), "not a CLIP (model_type clip or clip_vision_model)"),
+            (dict(vision_init=str(tmp_path / "nowhere")), "the local folder does not exist")):
+        (tmp_path / "empty").mkdir(exist_ok=True)
         settings = dict(steps=1, image_size=32, patch_size=16, vision_init=str(tmp_path / "clip")) | overrides
-        with pytest.raises(ValueError, match="--vision-init") as raised:
+        with pytest.raises((ValueError, FileNotFoundError), match="--vision-init") as raised:
             train(small_config(shards, tmp_path / "refused", **settings))
         assert message in str(raised.value) and "\n" not in str(raised.value)
         assert not (tmp_path / "refused").exists()
