@@ -103,33 +103,21 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_class, *, only:
 def config_from_args(config_class, args: argparse.Namespace, *, only: tuple[str, ...] | None = None, **overrides):
     """Build ``config_class`` from parsed flags (the dataclass default for anything not given); ``only``: the
     fields ``add_config_arguments`` was given, when the command has other flags of the same names."""
-    values: dict[str, Any] = {}
+    return config_class(**{**given_values(config_class, args, only=only), **overrides})
+
+
+def given_values(config_class, args: argparse.Namespace, *, only: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """The fields of ``config_class`` that ``args`` holds (all of them, or those given on the command line when
+    the flags were added with ``only_given``), as the field values (``KEY=VALUE`` items as a dict, repeated values
+    as a tuple); ``only``: just these fields."""
     hints = typing.get_type_hints(config_class)
+    values: dict[str, Any] = {}
     for field in flag_fields(config_class):
         if not hasattr(args, field.name) or (only is not None and field.name not in only):
             continue
         value = getattr(args, field.name)
-        kind, _ = _kinds(hints[field.name])
-        if kind is dict:
-            value = dict(value or [])
-        elif kind is tuple and isinstance(value, list):
-            value = tuple(value)
         if value is dataclasses.MISSING:
             continue
-        values[field.name] = value
-    values.update(overrides)
-    return config_class(**values)
-
-
-def given_values(config_class, args: argparse.Namespace) -> dict[str, Any]:
-    """The fields of ``config_class`` given on the command line (flags added with ``only_given``), as the
-    field values (``KEY=VALUE`` items as a dict, repeated values as a tuple)."""
-    hints = typing.get_type_hints(config_class)
-    values: dict[str, Any] = {}
-    for field in flag_fields(config_class):
-        if not hasattr(args, field.name):
-            continue
-        value = getattr(args, field.name)
         kind, _ = _kinds(hints[field.name])
         if kind is dict:
             value = dict(value or [])

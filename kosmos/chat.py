@@ -66,20 +66,25 @@ def draw_boxes(image, entities, path: str | Path) -> Path:
     return path
 
 
-def add_parser(sub) -> None:
-    p = sub.add_parser("chat", help="talk with a trained model about an image (answers with phrases and boxes)",
-                       description=__doc__.split("\n\n")[0])
+def add_answer_arguments(p) -> None:
+    """The flags of a command that answers with a trained model (``kosmos chat``, ``kosmos demo``)."""
     p.add_argument("--model", required=True, help="training output dir (latest checkpoint), checkpoint dir, or "
                                                   "save_pretrained dir")
-    p.add_argument("--image", help="the image to talk about (or /image PATH in the session)")
-    p.add_argument("--question", action="append",
-                   help="ask this and leave (repeatable: one conversation of several turns); default: interactive")
     p.add_argument("--conversation-template", default="qa", choices=("qa", "chat", "plain"),
                    help="the template the model was instruction-tuned with (kosmos/conversation.py)")
     p.add_argument("--no-grounding", action="store_true", help="no <grounding> before the conversation")
     p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--out", default="chat_out", help="folder of the PNGs with the answers' boxes drawn")
     p.add_argument("--device", default="auto")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("chat", help="talk with a trained model about an image (answers with phrases and boxes)",
+                       description=__doc__.split("\n\n")[0])
+    add_answer_arguments(p)
+    p.add_argument("--image", help="the image to talk about (or /image PATH in the session)")
+    p.add_argument("--question", action="append",
+                   help="ask this and leave (repeatable: one conversation of several turns); default: interactive")
+    p.add_argument("--out", default="chat_out", help="folder of the PNGs with the answers' boxes drawn")
     p.set_defaults(_run=run)
 
 

@@ -112,19 +112,15 @@ def build_demo(model, processor, template: str = "qa", grounding: bool = True, m
 
 
 def add_parser(sub) -> None:
+    from kosmos.chat import add_answer_arguments
+
     p = sub.add_parser("demo", help="a local web page to ask a trained model about your picture (gradio)",
                        description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", required=True, help="training output dir (latest checkpoint), checkpoint dir, or "
-                                                  "save_pretrained dir")
+    add_answer_arguments(p)
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=7860, help="port to serve on (default 7860)")
     p.add_argument("--share", action="store_true", help="also publish the page through Gradio's share relay "
                                                         "(off by default)")
-    p.add_argument("--conversation-template", default="qa", choices=("qa", "chat", "plain"),
-                   help="the template the model was instruction-tuned with (kosmos/conversation.py)")
-    p.add_argument("--no-grounding", action="store_true", help="no <grounding> before the conversation")
-    p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--device", default="auto")
     p.set_defaults(_run=run)
 
 
