@@ -32,9 +32,11 @@ def expand_paths(specs: str | Iterable[str], patterns: tuple[str, ...] = ("*.tar
                     urls.append(item)
                 elif os.path.isdir(item):
                     found = sorted({p for pattern in patterns for p in glob.glob(os.path.join(item, pattern))})
-                    if not found and os.path.isdir(os.path.join(item, "_webdataset")):  # (a grit build)
+                    if not found:  # a grit build keeps its tars in a layout sub-folder
+                        from grit_pipeline.pipeline.layout import TARS_DIR
+
                         found = sorted({p for pattern in patterns
-                                        for p in glob.glob(os.path.join(item, "_webdataset", pattern))})
+                                        for p in glob.glob(os.path.join(item, TARS_DIR, pattern))})
                     urls.extend(found)
                 elif any(c in item for c in "*?["):
                     urls.extend(sorted(glob.glob(item)))

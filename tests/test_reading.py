@@ -209,3 +209,16 @@ def test_a_closed_pipe_ends_a_command_quietly(build):
     stderr = process.stderr.read().decode()
     assert process.wait(timeout=300) in (0, 141)
     assert stderr == "", stderr
+
+
+def test_a_damaged_file_beside_the_pairs_costs_the_card_not_the_run(build, tmp_path, capsys):
+    copy = tmp_path / "copy"
+    shutil.copytree(build, copy)
+    (copy / "0.parquet").write_bytes(b"\x00" * 64)   # a stray file, the first the card would read a schema from
+    run = json.loads((copy / "_run.json").read_text())
+    summary = run_pipeline(PipelineConfig(input=run["params"]["input"], output=str(copy), detector="demo",
+                                          engine="local", progress=False))
+    assert summary.shards_written == [] and summary.shards_skipped == ["00000", "00001"]
+    err = capsys.readouterr().err
+    assert "warning: the dataset card was not written" in err and f"grit card {copy}" in err
+    assert (copy / CARD_YAML).read_bytes() == (build / CARD_YAML).read_bytes()   # the last card stays

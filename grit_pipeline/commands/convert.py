@@ -21,7 +21,8 @@ def run(args) -> int:
         print(f"grit convert: error: no such folder {args.output}", file=sys.stderr)
         return 2
     with output_lock(args.output, "convert"):
-        moved = layout.convert_previous_layout(args.output, progress=lambda line: print(line, file=sys.stderr))
+        moved = layout.convert_previous_layout(args.output, progress=lambda line: print(line, file=sys.stderr),
+                                               announce=False)
     print(f"{args.output}: {moved:,} shard(s) moved to the current layout" if moved
           else f"{args.output}: already in the current layout")
     names = folder.names()

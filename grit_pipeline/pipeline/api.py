@@ -13,6 +13,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from . import layout
 from .config import STAGE_ORDER, PipelineConfig, join_path
 from .contracts import ShardSink, ShardSource
 from grit_pipeline.faults import SystemicFault, configure_storage_retry
@@ -108,7 +109,7 @@ def run_stage(stage: str, config: PipelineConfig) -> RunSummary:
         source = InputSource(config)
         check_input_shards(config.input, source.shards(), config.shards)
     else:
-        OutputIndex(join_path(work, STAGE_ORDER[index - 1]), progress=False, convert=True)  # (a previous layout)
+        layout.convert_previous_layout(join_path(work, STAGE_ORDER[index - 1]))  # (a stage folder of the previous one)
         source = StageSource(work, STAGE_ORDER[index - 1])
         if not source.shards() and not source.incomplete():
             previous = STAGE_ORDER[index - 1].replace("_", "-")
@@ -300,6 +301,9 @@ def write_run_files(config: PipelineConfig, summary: RunSummary | None, mode: st
             write_card(config.output)   # .huggingface.yaml + _README.md: datasets.load_dataset(OUTPUT) reads it
         except FileNotFoundError:
             pass                        # no shard committed yet: nothing to describe
+        except (OSError, ValueError) as error:  # a file the card reads is damaged: the build itself is whole
+            print(f"[grit] warning: the dataset card was not written ({' '.join(str(error).split())[:200]}); "
+                  f"`grit card {config.output}` writes it", file=sys.stderr)
 
 
 def _versions() -> dict[str, str]:

@@ -62,14 +62,16 @@ def features(schema) -> list[dict[str, Any]]:
     return [_feature(schema.field(i)) for i in range(len(schema))]
 
 
-def card_data(url: str, license: str = DEFAULT_LICENSE, source_datasets: list[str] | None = None) -> dict[str, Any]:
-    """The card's YAML of the build in ``url``: configs, features of the first pairs and rejects files, sizes."""
+def card_data(url: str, license: str = DEFAULT_LICENSE, source_datasets: list[str] | None = None,
+              totals: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The card's YAML of the build in ``url``: configs, features of the first pairs and rejects files, sizes
+    (``totals``: the build's ``_stats.json``, read here when not given)."""
     import pyarrow.parquet as pq
 
     folder = Folder(url)
-    sizes = layout.list_sizes(folder)
-    pairs = sorted(n for n in sizes if "/" not in n and n.endswith(".parquet"))
-    rejects = sorted(n for n in sizes if n.startswith(f"{layout.REJECTS_DIR}/") and n.endswith(".parquet"))
+    pairs = sorted(n for n in folder.names() if n.endswith(".parquet"))
+    rejects = sorted(f"{layout.REJECTS_DIR}/{n}" for n in Folder(folder.uri(layout.REJECTS_DIR)).names()
+                     if n.endswith(".parquet"))
     if not pairs:
         raise FileNotFoundError(f"{url}: no NNNNN.parquet to describe (is it a grit build?)")
 
@@ -77,8 +79,8 @@ def card_data(url: str, license: str = DEFAULT_LICENSE, source_datasets: list[st
         with folder.open(name) as f:
             return pq.ParquetFile(f).schema_arrow
 
-    totals = _read_json(folder, "_stats.json") or {}
-    pair_count = (totals.get("counts") or {}).get("grounded") if isinstance(totals.get("counts"), dict) else None
+    totals = totals if totals is not None else _json_object(folder, "_stats.json")
+    pair_count = totals["counts"].get("grounded") if isinstance(totals.get("counts"), dict) else None
     configs = [{"config_name": "default", "default": True,
                 "data_files": [{"split": "train", "path": "*.parquet"}]}]
     infos = [{"config_name": "default", "features": features(schema_of(pairs[0]))}]
@@ -111,21 +113,21 @@ def _size_category(n: int) -> str:
     return "n>1B"
 
 
-def _read_json(folder: Folder, name: str) -> Any:
+def _json_object(folder: Folder, name: str) -> dict[str, Any]:
+    """A JSON object file of the build; {} when it is missing, unreadable or not an object."""
     try:
-        return json.loads(folder.read_bytes(name))
+        value = json.loads(folder.read_bytes(name))
     except (OSError, ValueError, RecursionError):
-        return None
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
-def card_markdown(url: str, data: dict[str, Any], license_note: str = DEFAULT_LICENSE_NOTE) -> str:
-    """The whole card: ``data`` as YAML front matter, then the build's sizes, layout, loading, parameters,
-    sources, licence and citation."""
+def card_markdown(data: dict[str, Any], run: dict[str, Any], totals: dict[str, Any],
+                  license_note: str = DEFAULT_LICENSE_NOTE) -> str:
+    """The whole card: ``data`` as YAML front matter, then the build's sizes (``totals``), layout, loading,
+    parameters (``run``: its ``_run.json``), sources, licence and citation."""
     import yaml
 
-    folder = Folder(url)
-    run = _read_json(folder, "_run.json") or {}
-    totals = _read_json(folder, "_stats.json") or {}
     params = run.get("params") if isinstance(run.get("params"), dict) else {}
     counts = totals.get("counts") if isinstance(totals.get("counts"), dict) else {}
     kept = counts.get("grounded", "not recorded")
@@ -172,10 +174,11 @@ def write_card(url: str, license: str = DEFAULT_LICENSE, source_datasets: list[s
     returns their names."""
     import yaml
 
-    data = card_data(url, license=license, source_datasets=source_datasets)
     folder = Folder(url)
+    run, totals = _json_object(folder, "_run.json"), _json_object(folder, "_stats.json")
+    data = card_data(url, license=license, source_datasets=source_datasets, totals=totals)
     for name, content in ((CARD_YAML, yaml.safe_dump(data, sort_keys=False).encode("utf-8")),
-                          (CARD_README, card_markdown(url, data, license_note).encode("utf-8"))):
+                          (CARD_README, card_markdown(data, run, totals, license_note).encode("utf-8"))):
         try:
             unchanged = folder.read_bytes(name) == content
         except FileNotFoundError:

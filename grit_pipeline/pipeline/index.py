@@ -69,9 +69,6 @@ class OutputIndex:
         self.sizes = layout.list_sizes(self.folder)   # name -> bytes; {} when the folder does not exist
         self.previous_layout = layout.previous_layout_shards(self.sizes)
         if self.previous_layout and convert:
-            print(f"[grit] {self.url}: converting {len(self.previous_layout):,} shard(s) of grit's previous "
-                  f"layout (markers, rejects, stats and tars into _done/, _rejects/, _stats/, _webdataset/)",
-                  file=sys.stderr, flush=True)
             layout.convert_previous_layout(self.url)
             self.sizes = layout.list_sizes(self.folder)
             self.previous_layout = []

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+import sys
 from typing import Any
 
 from .storage import Folder
@@ -108,17 +109,22 @@ def current_name(previous: str) -> str:
     return previous
 
 
-def convert_previous_layout(url: str, progress=None) -> int:
+def convert_previous_layout(url: str, progress=None, announce: bool = True) -> int:
     """Move a build (or stage folder) of the previous layout into the current one; returns the shards converted.
 
     First every shard file moves to its new place (a rename), then each marker is written to ``_done/`` with
     the new names and the old one removed. A crash at any point leaves old markers that the next conversion
-    finishes from, and never a current marker naming a file that is not there."""
+    finishes from, and never a current marker naming a file that is not there. ``announce``: a line on stderr
+    when there is something to convert."""
     folder = Folder(url)
     top = folder.sizes()
     shards = previous_layout_shards(top)
     if not shards:
         return 0
+    if announce:
+        print(f"[grit] {folder.url}: converting {len(shards):,} shard(s) of grit's previous layout (markers, "
+              f"rejects, stats and tars into {DONE_DIR}/, {REJECTS_DIR}/, {STATS_DIR}/, {TARS_DIR}/)",
+              file=sys.stderr, flush=True)
     for name in sorted(top):
         if name.endswith(("_rejects.parquet", "_stats.json", ".tar")) and not name.startswith("_"):
             _move(folder, name, current_name(name))

@@ -26,6 +26,7 @@ from typing import Any, Iterable, Iterator
 import pyarrow.parquet as pq
 
 from grit_pipeline import status as st
+from grit_pipeline.pipeline import layout
 from grit_pipeline.record import RecordError, validate_span
 from grit_pipeline.tar_reader import DEFAULT_MAX_MEMBER_BYTES, IMAGE_EXTENSIONS, TarReader
 
@@ -39,8 +40,8 @@ DEFAULT_THRESHOLD = 0.65
 
 _REJECTS_SUFFIX = "_rejects"
 # a build's files outside its rows (grit_pipeline.pipeline.layout): folder, Shard attribute, name suffix
-_LAYOUT_FOLDERS = (("_webdataset", "tar", ".tar"), ("_rejects", "rejects", ".parquet"),
-                   ("_stats", "stats", ".json"), ("_done", "done", ".done"))
+_LAYOUT_FOLDERS = ((layout.TARS_DIR, "tar", ".tar"), (layout.REJECTS_DIR, "rejects", ".parquet"),
+                   (layout.STATS_DIR, "stats", ".json"), (layout.DONE_DIR, "done", layout.DONE_SUFFIX))
 
 
 @dataclass
@@ -262,7 +263,7 @@ class Dataset:
             tar = candidate if candidate.endswith(".tar") else candidate + ".tar"
             # never the build's own NNNNN.tar: it holds only the kept samples
             if os.path.isfile(tar) and os.path.dirname(os.path.realpath(tar)) not in (
-                    os.path.realpath(self.root), os.path.realpath(self.root / "_webdataset")):
+                    os.path.realpath(self.root), os.path.realpath(self.root / layout.TARS_DIR)):
                 return tar
         return None
 
