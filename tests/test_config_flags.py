@@ -179,6 +179,8 @@ def test_flags_on_the_command_line_override_the_file(tmp_path):
     ("detector: null\n", "detector must be set"),
     ("- input\n", "expected a mapping"),
     ("input: [unclosed\n", "not valid YAML"),
+    ("input: " + "[" * 5000 + "]" * 5000 + "\n", "nested too deeply"),
+    ("# " + "a" * (1 << 20) + "\n", "not a settings file"),
 ])
 def test_a_bad_config_file_is_one_line_naming_the_key(tmp_path, capsys, text, message):
     from grit_pipeline.cli import main

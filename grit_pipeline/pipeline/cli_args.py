@@ -47,7 +47,11 @@ def load_config_file(path: str) -> dict[str, Any]:
     (its ``params`` and ``engine`` / ``ray_address``). ValueError, one line, for anything else."""
     import yaml  # PyYAML comes with Ray; YAML 1.1 reads JSON too
 
+    from grit_pipeline.limits import MAX_JSON_BYTES
+
     try:
+        if Path(path).is_file() and Path(path).stat().st_size > MAX_JSON_BYTES:
+            raise ValueError(f"--config {path}: larger than {MAX_JSON_BYTES:,} bytes, not a settings file")
         text = Path(path).read_text(encoding="utf-8")
     except OSError as error:
         raise ValueError(f"--config {path}: cannot read it ({error.strerror or error})") from None
@@ -55,6 +59,8 @@ def load_config_file(path: str) -> dict[str, Any]:
         raise ValueError(f"--config {path}: not a text file") from None
     try:
         data = yaml.safe_load(text)
+    except RecursionError:
+        raise ValueError(f"--config {path}: nested too deeply to be a settings file") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
