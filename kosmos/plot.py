@@ -35,7 +35,7 @@ def read_jsonl(path: Path) -> tuple[list[dict], int]:
             continue
         try:
             entry = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # (a crafted line nested past Python's limit is one more broken line)
             bad += 1
             continue
         if isinstance(entry, dict) and _number(entry.get("step")) is not None:

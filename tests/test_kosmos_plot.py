@@ -124,3 +124,14 @@ def test_a_line_cut_short_by_a_running_trainer_is_passed_over(tmp_path):
     (tmp_path / "train_log.jsonl").write_text(whole + "\n" + whole.replace("10", "20")[:25])
     entries, evals, broken = read_run(tmp_path)
     assert [e["step"] for e in entries] == [10] and evals == [] and broken == 1
+
+
+def test_hostile_log_lines_are_counted_not_fatal(tmp_path):
+    lines = ['{"step": 1, "loss": NaN, "lr": Infinity}', '{"step": "three", "loss": 1}', "[1, 2]",
+             '{"step": 4, "deep": ' + "[" * 5000 + "]" * 5000 + "}", '{"step": 5, "loss": 2.0, "lr": 0.001}']
+    (tmp_path / "train_log.jsonl").write_text("\n".join(lines) + "\n")
+    entries, evals, broken = read_run(tmp_path)
+    assert [e["step"] for e in entries] == [1, 5] and broken == 3
+    series = curve_series(entries)
+    drawn = {label: values for panel in series.values() for label, (_, values) in panel.items()}
+    assert all(v == v and abs(v) != float("inf") for values in drawn.values() for v in values)  # no NaN/inf drawn
